@@ -1,0 +1,1 @@
+//! Shared harness code for concord benchmark binaries.

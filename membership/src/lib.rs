@@ -1,0 +1,2 @@
+//! concord-membership: the sans-IO group membership and total-order Engine.
+#![forbid(unsafe_code)]

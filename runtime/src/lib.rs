@@ -1,0 +1,1 @@
+//! concord-runtime: thread-per-core shards over the concord transport.

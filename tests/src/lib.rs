@@ -1,0 +1,1 @@
+//! Helpers for concord multi-process integration tests.

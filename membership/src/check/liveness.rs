@@ -1,0 +1,293 @@
+//! Liveness: after the final heal and a quiet period, everybody expected is in
+//! one final view, and every message multicast by a member that stayed up has
+//! been delivered by every member of that view that was there when it was sent.
+//!
+//! Source: the "self delivery" and "termination of delivery" properties
+//! (Chockler et al. 2001, properties 4.1 and 7.x) and the liveness half of
+//! the primary-component specification: once failures stop and the network
+//! heals, the membership converges and messages get through. The safety
+//! checkers all pass on a system that does nothing; this one makes doing
+//! nothing a failure (a stuck flush, a lost order record never retransmitted,
+//! a node never re-admitted after a partition).
+//!
+//! Only checked when the run ended quiescent ([`Logs::expected_final`] is
+//! `Some`): per group, with `E` the expected final members,
+//! 1. every node in `E` is up and its last membership event for the group is a
+//!    view that includes it; all of them are in the same view, whose members
+//!    are exactly `E`; no other node up at the end believes it is a member;
+//! 2. every member of that final view delivered the same sequence in it;
+//! 3. every message multicast by a member of `E` that has been a member
+//!    continuously since before it sent it (no crash, no partition, no leave)
+//!    is delivered by every member of `E` that has been a member continuously
+//!    since before it was sent. (A member that joined before the multicast
+//!    installed the join view before it, so the join precedes it in the order.)
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use super::{
+    Digest, Event, Group, Invariant, Logs, Node, NodeLog, ViewInstalled, Violation, stints,
+};
+
+/// Checks liveness of a quiescent run.
+pub fn check(logs: &Logs) -> Result<(), Violation> {
+    let Some(expected) = &logs.expected_final else {
+        return Ok(());
+    };
+    let mut live: BTreeMap<Node, &NodeLog> = BTreeMap::new();
+    for log in logs.nodes.iter().filter(|l| !l.crashed) {
+        if let Some(other) = live.insert(log.node, log) {
+            return Err(Violation::new(
+                Invariant::Liveness,
+                format!(
+                    "log is malformed: two incarnations of n{} are up at the end ({} and {})",
+                    log.node, other.incarnation, log.incarnation
+                ),
+            ));
+        }
+    }
+    for (&group, want) in expected {
+        check_group(logs, group, want, &live)?;
+    }
+    Ok(())
+}
+
+/// The node's final stint in the group, when it is still a member at the end:
+/// the final view, when membership began, and the deliveries of the final view.
+struct Final<'a> {
+    view: ViewInstalled,
+    since: u64,
+    in_final_view: Vec<Digest>,
+    log: &'a NodeLog,
+}
+
+fn final_stint(log: &NodeLog, group: Group) -> Option<Final<'_>> {
+    let (runs, _) = stints(log, group);
+    let last = runs.into_iter().last()?;
+    if last.ended.is_some() {
+        return None;
+    }
+    let since = last.views.first()?.0.at;
+    let (view, ds) = last.views.into_iter().last()?;
+    Some(Final {
+        view,
+        since,
+        in_final_view: ds.iter().map(|d| d.digest).collect(),
+        log,
+    })
+}
+
+fn check_group(
+    logs: &Logs,
+    group: Group,
+    want: &BTreeSet<Node>,
+    live: &BTreeMap<Node, &NodeLog>,
+) -> Result<(), Violation> {
+    let fail = |what: String| Violation::new(Invariant::Liveness, what).group(group);
+    let mut finals: BTreeMap<Node, Final<'_>> = BTreeMap::new();
+    for (&node, log) in live {
+        match (final_stint(log, group), want.contains(&node)) {
+            (Some(f), true) => {
+                finals.insert(node, f);
+            }
+            (None, true) => {
+                let last = log
+                    .events
+                    .iter()
+                    .rev()
+                    .find(|e| e.group() == group && !matches!(e, Event::Delivery(_)));
+                return Err(fail(format!(
+                    "n{node} should be a member at the end but is not (last membership event: {last:?})"
+                ))
+                .member(log.member()));
+            }
+            (Some(f), false) => {
+                return Err(fail(format!(
+                    "n{node} still believes it is a member (view {} {:?}) but should not be",
+                    f.view.view, f.view.members
+                ))
+                .member(log.member()));
+            }
+            (None, false) => {}
+        }
+    }
+    if let Some(missing) = want.iter().find(|n| !live.contains_key(n)) {
+        return Err(fail(format!(
+            "n{missing} is expected in the final view but no incarnation of it is up"
+        )));
+    }
+    let Some((_, first)) = finals.iter().next() else {
+        return Ok(());
+    };
+    let members: BTreeSet<Node> = first.view.members.iter().copied().collect();
+    if &members != want {
+        return Err(fail(format!(
+            "final view {} has members {:?}, expected {:?}",
+            first.view.view, first.view.members, want
+        ))
+        .member(first.log.member())
+        .view(first.view.view));
+    }
+    for f in finals.values() {
+        if f.view.view != first.view.view {
+            return Err(fail(format!(
+                "ended in view {} while {} ended in view {}",
+                f.view.view,
+                first.log.member(),
+                first.view.view
+            ))
+            .member(f.log.member())
+            .view(f.view.view));
+        }
+        if f.in_final_view != first.in_final_view {
+            let i = f
+                .in_final_view
+                .iter()
+                .zip(&first.in_final_view)
+                .position(|(a, b)| a != b)
+                .unwrap_or(f.in_final_view.len().min(first.in_final_view.len()));
+            return Err(fail(format!(
+                "delivered {} messages in the final view, {} delivered {}; they differ from #{i} on",
+                f.in_final_view.len(),
+                first.log.member(),
+                first.in_final_view.len()
+            ))
+            .member(f.log.member())
+            .view(f.view.view));
+        }
+    }
+    let delivered: BTreeMap<Node, BTreeSet<Digest>> = finals
+        .iter()
+        .map(|(&n, f)| {
+            let ds = f
+                .log
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Delivery(d) if d.group == group => Some(d.digest),
+                    _ => None,
+                })
+                .collect();
+            (n, ds)
+        })
+        .collect();
+    for s in logs.sent.iter().filter(|s| s.group == group) {
+        let Some(sender) = finals.get(&s.node) else {
+            continue;
+        };
+        if sender.log.incarnation != s.incarnation || sender.since >= s.at {
+            continue;
+        }
+        for (n, f) in &finals {
+            if f.since < s.at && !delivered[n].contains(&s.digest) {
+                return Err(fail(format!(
+                    "never delivered n{}#{}'s message sender_seq {} (digest {:#x}, sent t={}), though both \
+                     were members since before it was sent and stayed up",
+                    s.node, s.incarnation, s.sender_seq, s.digest, s.at
+                ))
+                .member(f.log.member())
+                .view(f.view.view));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::testutil::*;
+    use super::super::{Event, Invariant, Reason};
+    use super::check;
+
+    #[test]
+    fn healthy_passes() {
+        assert_eq!(check(&healthy()), Ok(()));
+    }
+
+    #[test]
+    fn not_quiescent_is_not_checked() {
+        let mut logs = healthy();
+        logs.expected_final = None;
+        logs.nodes[0].events.truncate(1);
+        assert_eq!(check(&logs), Ok(()));
+    }
+
+    #[test]
+    fn a_message_never_delivered_is_caught() {
+        let mut logs = healthy();
+        for l in &mut logs.nodes {
+            l.events.pop();
+        }
+        let v = check(&logs).unwrap_err();
+        assert_eq!(v.invariant, Invariant::Liveness);
+        assert!(v.detail.contains("never delivered"), "{v}");
+    }
+
+    #[test]
+    fn one_member_behind_is_caught() {
+        let mut logs = healthy();
+        logs.nodes[1].events.pop();
+        let v = check(&logs).unwrap_err();
+        assert_eq!(v.member.map(|m| m.node), Some(2));
+    }
+
+    #[test]
+    fn a_node_left_out_is_caught() {
+        let mut logs = healthy();
+        logs.nodes[2]
+            .events
+            .push(Event::Partitioned { at: 900, group: G });
+        assert!(
+            check(&logs)
+                .unwrap_err()
+                .detail
+                .contains("should be a member")
+        );
+    }
+
+    #[test]
+    fn split_final_views_are_caught() {
+        let mut logs = healthy();
+        logs.nodes[0]
+            .events
+            .push(view(900, 2, &[1, 2, 3], Reason::Merged));
+        assert!(check(&logs).unwrap_err().detail.contains("ended in view"));
+    }
+
+    #[test]
+    fn wrong_final_membership_is_caught() {
+        let mut logs = healthy();
+        logs.expected_final = Some([(G, [1, 2].into_iter().collect())].into_iter().collect());
+        assert!(check(&logs).unwrap_err().detail.contains("should not be"));
+    }
+
+    #[test]
+    fn a_late_joiner_need_not_deliver_older_messages() {
+        let mut logs = healthy();
+        // node 3 joined at t=200, after every multicast
+        let ev = &mut logs.nodes[2].events;
+        ev.clear();
+        ev.push(view(200, 2, &[1, 2, 3], Reason::Join(3)));
+        for l in &mut logs.nodes[..2] {
+            l.events[0] = view(10, 1, &[1, 2], Reason::Join(2));
+            l.events.push(view(200, 2, &[1, 2, 3], Reason::Join(3)));
+        }
+        assert_eq!(check(&logs), Ok(()));
+    }
+
+    #[test]
+    fn a_crashed_sender_is_exempt() {
+        let mut logs = healthy();
+        logs.nodes[1].crashed = true;
+        for l in &mut logs.nodes {
+            l.events
+                .retain(|e| !matches!(e, Event::Delivery(d) if d.sender == 2));
+        }
+        logs.expected_final = Some([(G, [1, 3].into_iter().collect())].into_iter().collect());
+        for l in [0, 2] {
+            logs.nodes[l]
+                .events
+                .push(view(900, 2, &[1, 3], Reason::Failed(vec![2])));
+        }
+        assert_eq!(check(&logs), Ok(()));
+    }
+}

@@ -1,0 +1,509 @@
+//! Invariant checkers over delivery logs.
+//!
+//! These are pure functions: they read what every node handed its application
+//! (and what every application successfully handed the Engine) and say whether
+//! the group communication guarantees held. They know nothing of the Engine's
+//! internals, so the deterministic simulator (`membership/tests/sim/`) and the
+//! multi-process tests (which collect the same logs from real nodes) run the
+//! SAME checks.
+//!
+//! # The model
+//!
+//! A [`Logs`] holds one [`NodeLog`] per node *incarnation* (a restart is a new
+//! incarnation with an empty log) and the list of [`Sent`] records: every
+//! multicast the application handed over and the Engine accepted. A message is
+//! identified by its payload [`Digest`]; whoever builds the logs makes payloads
+//! unique (the simulator writes sender, incarnation, group and a counter into
+//! each payload), so a digest names exactly one multicast.
+//!
+//! Each invariant lives in its own file and exposes
+//! `pub fn check(logs: &Logs) -> Result<(), Violation>`:
+//!
+//! | file | invariant |
+//! |---|---|
+//! | [`total_order`] | members of a view deliver the same message at the same position; per-view delivery sequences are prefix-consistent |
+//! | [`no_duplication`] | no incarnation delivers a message twice |
+//! | [`no_creation`] | every delivered message was multicast by its sender, with the sender sequence the sender was told |
+//! | [`fifo`] | per sender incarnation, messages are delivered in send order, without gaps while sender and receiver stay members |
+//! | [`virtual_synchrony`] | members that pass from view V to the same next view delivered the same set in V |
+//! | [`view_agreement`] | the primary component's views form one chain: same id means same members, protocol, reason, position |
+//! | [`primary_component`] | a member cut off in a minority delivers nothing until it is re-admitted by a new primary view |
+//! | [`liveness`] | after the final heal and a quiet period, everyone expected is in one final view and has delivered every message of a member that stayed up |
+//!
+//! [`check_all`] runs them all in that order and reports the first violation.
+//!
+//! # Example
+//!
+//! ```
+//! use concord_membership::check::{self, Delivered, Event, Logs, NodeLog, Reason, Sent, ViewInstalled};
+//!
+//! let view = |at| Event::View(ViewInstalled {
+//!     at, group: 7, view: 1, members: vec![1, 2], protocol: 1, reason: Reason::Join(2), position: 0,
+//! });
+//! let delivery = |at| Event::Delivery(Delivered {
+//!     at, group: 7, view: 1, seq: 1, sender: 1, sender_seq: 1, digest: 0xfeed,
+//! });
+//! let logs = Logs {
+//!     nodes: vec![
+//!         NodeLog { node: 1, incarnation: 0, crashed: false, events: vec![view(10), delivery(30)] },
+//!         NodeLog { node: 2, incarnation: 0, crashed: false, events: vec![view(11), delivery(31)] },
+//!     ],
+//!     sent: vec![Sent { at: 20, node: 1, incarnation: 0, group: 7, sender_seq: 1, digest: 0xfeed }],
+//!     expected_final: None,
+//! };
+//! assert_eq!(check::check_all(&logs), Ok(()));
+//! ```
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+
+pub mod fifo;
+pub mod liveness;
+pub mod no_creation;
+pub mod no_duplication;
+pub mod primary_component;
+pub mod total_order;
+pub mod view_agreement;
+pub mod virtual_synchrony;
+
+/// A node of the configured set (the Engine's `NodeId.0`).
+pub type Node = u32;
+/// A group (the Engine's `GroupId.0`).
+pub type Group = u64;
+/// A view id (the Engine's `ViewId.0`).
+pub type ViewNo = u64;
+/// A digest of a payload; unique per multicast in a well-formed log.
+pub type Digest = u64;
+
+/// One incarnation of one node: a restarted node is a new `Member`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Member {
+    /// The node.
+    pub node: Node,
+    /// Its incarnation (restart count, or any value that differs per restart).
+    pub incarnation: u64,
+}
+
+impl fmt::Display for Member {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "n{}#{}", self.node, self.incarnation)
+    }
+}
+
+/// Why a view was installed (mirror of the Engine's `Reason`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Reason {
+    /// A node joined.
+    Join(Node),
+    /// A node left gracefully.
+    Leave(Node),
+    /// These nodes were declared failed (crash, or cut off from the primary).
+    Failed(Vec<Node>),
+    /// The node lost the primary component.
+    Partitioned,
+    /// Components merged back.
+    Merged,
+    /// The group's active protocol version changed.
+    AdjustVersion {
+        /// Old version.
+        from: u16,
+        /// New version.
+        to: u16,
+    },
+}
+
+/// A message handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Delivered {
+    /// When (caller's clock, nanoseconds).
+    pub at: u64,
+    /// The group.
+    pub group: Group,
+    /// The view it was delivered in.
+    pub view: ViewNo,
+    /// Its position in the group's total order.
+    pub seq: u64,
+    /// Who multicast it.
+    pub sender: Node,
+    /// The sender's sequence number for it.
+    pub sender_seq: u64,
+    /// Digest of the payload.
+    pub digest: Digest,
+}
+
+/// A view handed to the application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ViewInstalled {
+    /// When (caller's clock, nanoseconds).
+    pub at: u64,
+    /// The group.
+    pub group: Group,
+    /// The new view's id.
+    pub view: ViewNo,
+    /// Ordered members; `members[0]` coordinates.
+    pub members: Vec<Node>,
+    /// The group's active protocol version in this view.
+    pub protocol: u16,
+    /// Why it changed.
+    pub reason: Reason,
+    /// Its position in the group's total order.
+    pub position: u64,
+}
+
+/// One thing a node handed its application, in the order it handed them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// An application message.
+    Delivery(Delivered),
+    /// A new view.
+    View(ViewInstalled),
+    /// The node lost the primary component of `group` and stopped delivering.
+    Partitioned {
+        /// When.
+        at: u64,
+        /// The group.
+        group: Group,
+    },
+}
+
+impl Event {
+    /// The group the event belongs to.
+    pub fn group(&self) -> Group {
+        match self {
+            Event::Delivery(d) => d.group,
+            Event::View(v) => v.group,
+            Event::Partitioned { group, .. } => *group,
+        }
+    }
+
+    /// When the event was handed to the application.
+    pub fn at(&self) -> u64 {
+        match self {
+            Event::Delivery(d) => d.at,
+            Event::View(v) => v.at,
+            Event::Partitioned { at, .. } => *at,
+        }
+    }
+}
+
+/// Everything one node incarnation handed its application.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NodeLog {
+    /// The node.
+    pub node: Node,
+    /// Its incarnation.
+    pub incarnation: u64,
+    /// `true` when this incarnation was ended by a crash (or is otherwise not
+    /// running at the end of the run); `false` for the incarnation that is up at
+    /// the end.
+    pub crashed: bool,
+    /// Events in the order they were handed over.
+    pub events: Vec<Event>,
+}
+
+impl NodeLog {
+    /// This log's member identity.
+    pub fn member(&self) -> Member {
+        Member {
+            node: self.node,
+            incarnation: self.incarnation,
+        }
+    }
+}
+
+/// A multicast the application handed over and the Engine accepted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Sent {
+    /// When.
+    pub at: u64,
+    /// The sender.
+    pub node: Node,
+    /// The sender's incarnation.
+    pub incarnation: u64,
+    /// The group.
+    pub group: Group,
+    /// The sender sequence number the Engine returned for it.
+    pub sender_seq: u64,
+    /// Digest of the payload.
+    pub digest: Digest,
+}
+
+/// All logs of a run.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Logs {
+    /// One entry per node incarnation.
+    pub nodes: Vec<NodeLog>,
+    /// Every accepted multicast, in the order the applications handed them over.
+    pub sent: Vec<Sent>,
+    /// For runs that end with a heal and a quiet period: per group, the nodes
+    /// that must be members of its final view (up at the end, and wanting to be
+    /// members). `None` when the run did not end quiescent; [`liveness`] then
+    /// only checks what follows from the logs themselves.
+    pub expected_final: Option<BTreeMap<Group, BTreeSet<Node>>>,
+}
+
+/// Which invariant a [`Violation`] broke.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Invariant {
+    /// See [`total_order`].
+    TotalOrder,
+    /// See [`no_duplication`].
+    NoDuplication,
+    /// See [`no_creation`].
+    NoCreation,
+    /// See [`fifo`].
+    Fifo,
+    /// See [`virtual_synchrony`].
+    VirtualSynchrony,
+    /// See [`view_agreement`].
+    ViewAgreement,
+    /// See [`primary_component`].
+    PrimaryComponent,
+    /// See [`liveness`].
+    Liveness,
+}
+
+impl fmt::Display for Invariant {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let name = match self {
+            Invariant::TotalOrder => "total-order",
+            Invariant::NoDuplication => "no-duplication",
+            Invariant::NoCreation => "no-creation",
+            Invariant::Fifo => "fifo",
+            Invariant::VirtualSynchrony => "virtual-synchrony",
+            Invariant::ViewAgreement => "view-agreement",
+            Invariant::PrimaryComponent => "primary-component",
+            Invariant::Liveness => "liveness",
+        };
+        f.write_str(name)
+    }
+}
+
+/// A broken invariant: which one, where, and what exactly was seen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    /// The invariant.
+    pub invariant: Invariant,
+    /// The node incarnation whose log shows it, when one does.
+    pub member: Option<Member>,
+    /// The group.
+    pub group: Option<Group>,
+    /// The view, when one is involved.
+    pub view: Option<ViewNo>,
+    /// What was seen, for a human.
+    pub detail: String,
+}
+
+impl Violation {
+    pub(crate) fn new(invariant: Invariant, detail: impl Into<String>) -> Self {
+        Violation {
+            invariant,
+            member: None,
+            group: None,
+            view: None,
+            detail: detail.into(),
+        }
+    }
+
+    pub(crate) fn member(mut self, member: Member) -> Self {
+        self.member = Some(member);
+        self
+    }
+
+    pub(crate) fn group(mut self, group: Group) -> Self {
+        self.group = Some(group);
+        self
+    }
+
+    pub(crate) fn view(mut self, view: ViewNo) -> Self {
+        self.view = Some(view);
+        self
+    }
+}
+
+impl fmt::Display for Violation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} violated", self.invariant)?;
+        if let Some(m) = self.member {
+            write!(f, " at {m}")?;
+        }
+        if let Some(g) = self.group {
+            write!(f, " group {g:#x}")?;
+        }
+        if let Some(v) = self.view {
+            write!(f, " view {v}")?;
+        }
+        write!(f, ": {}", self.detail)
+    }
+}
+
+impl std::error::Error for Violation {}
+
+/// Runs every checker, in the order of the table above; returns the first
+/// violation.
+pub fn check_all(logs: &Logs) -> Result<(), Violation> {
+    no_creation::check(logs)?;
+    no_duplication::check(logs)?;
+    view_agreement::check(logs)?;
+    primary_component::check(logs)?;
+    total_order::check(logs)?;
+    fifo::check(logs)?;
+    virtual_synchrony::check(logs)?;
+    liveness::check(logs)?;
+    Ok(())
+}
+
+/// One node incarnation's history in one group, cut into stretches of
+/// continuous membership. Shared by several checkers.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Stint {
+    /// Views installed in this stint, in order, each with the deliveries
+    /// made in it.
+    pub views: Vec<(ViewInstalled, Vec<Delivered>)>,
+    /// How the stint ended: `Some(true)` when it ended by `Partitioned` or by a
+    /// view that excludes the node (it stopped being a member); `None` when it
+    /// is still open at the end of the log.
+    pub ended: Option<bool>,
+}
+
+/// Splits one node's log for one group into stints. Deliveries outside any
+/// view (before the first view, or after the node stopped being a member) are
+/// returned separately so [`primary_component`] can report them.
+pub(crate) fn stints(log: &NodeLog, group: Group) -> (Vec<Stint>, Vec<Delivered>) {
+    let mut out: Vec<Stint> = Vec::new();
+    let mut stray = Vec::new();
+    let mut open = false;
+    for e in log.events.iter().filter(|e| e.group() == group) {
+        match e {
+            Event::View(v) => {
+                if v.members.contains(&log.node) {
+                    if !open {
+                        out.push(Stint::default());
+                        open = true;
+                    }
+                    if let Some(s) = out.last_mut() {
+                        s.views.push((v.clone(), Vec::new()));
+                    }
+                } else if open {
+                    // The view that removes us closes the stint; it is kept so
+                    // virtual synchrony sees the transition out of the last view.
+                    if let Some(s) = out.last_mut() {
+                        s.views.push((v.clone(), Vec::new()));
+                        s.ended = Some(true);
+                    }
+                    open = false;
+                }
+            }
+            Event::Partitioned { .. } => {
+                if open && let Some(s) = out.last_mut() {
+                    s.ended = Some(true);
+                }
+                open = false;
+            }
+            Event::Delivery(d) => {
+                if open && let Some((_, ds)) = out.last_mut().and_then(|s| s.views.last_mut()) {
+                    ds.push(d.clone());
+                } else {
+                    stray.push(d.clone());
+                }
+            }
+        }
+    }
+    (out, stray)
+}
+
+/// All groups mentioned anywhere in the logs.
+pub(crate) fn groups(logs: &Logs) -> BTreeSet<Group> {
+    let mut g: BTreeSet<Group> = logs
+        .nodes
+        .iter()
+        .flat_map(|l| l.events.iter().map(Event::group))
+        .collect();
+    g.extend(logs.sent.iter().map(|s| s.group));
+    if let Some(exp) = &logs.expected_final {
+        g.extend(exp.keys().copied());
+    }
+    g
+}
+
+#[cfg(test)]
+pub(crate) mod testutil {
+    //! Small builders for hand-made logs.
+    use super::*;
+
+    pub const G: Group = 0x99;
+
+    pub fn view(at: u64, view: ViewNo, members: &[Node], reason: Reason) -> Event {
+        Event::View(ViewInstalled {
+            at,
+            group: G,
+            view,
+            members: members.to_vec(),
+            protocol: 1,
+            reason,
+            position: view * 1000,
+        })
+    }
+
+    pub fn deliver(at: u64, view: ViewNo, seq: u64, sender: Node, sender_seq: u64) -> Event {
+        Event::Delivery(Delivered {
+            at,
+            group: G,
+            view,
+            seq,
+            sender,
+            sender_seq,
+            digest: digest(sender, 0, sender_seq),
+        })
+    }
+
+    pub fn digest(sender: Node, incarnation: u64, sender_seq: u64) -> Digest {
+        (u64::from(sender) << 48) | (incarnation << 32) | sender_seq
+    }
+
+    pub fn sent(at: u64, node: Node, sender_seq: u64) -> Sent {
+        Sent {
+            at,
+            node,
+            incarnation: 0,
+            group: G,
+            sender_seq,
+            digest: digest(node, 0, sender_seq),
+        }
+    }
+
+    pub fn log(node: Node, events: Vec<Event>) -> NodeLog {
+        NodeLog {
+            node,
+            incarnation: 0,
+            crashed: false,
+            events,
+        }
+    }
+
+    /// Three nodes, one view, sender 1 multicasts 1..=3, everyone delivers.
+    pub fn healthy() -> Logs {
+        let mut nodes = Vec::new();
+        for n in 1..=3 {
+            nodes.push(log(
+                n,
+                vec![
+                    view(10, 1, &[1, 2, 3], Reason::Join(3)),
+                    deliver(100, 1, 1, 1, 1),
+                    deliver(101, 1, 2, 2, 1),
+                    deliver(102, 1, 3, 1, 2),
+                ],
+            ));
+        }
+        Logs {
+            nodes,
+            sent: vec![sent(50, 1, 1), sent(51, 2, 1), sent(52, 1, 2)],
+            expected_final: Some([(G, [1, 2, 3].into_iter().collect())].into_iter().collect()),
+        }
+    }
+
+    #[test]
+    fn healthy_logs_pass_every_checker() {
+        assert_eq!(check_all(&healthy()), Ok(()));
+    }
+}

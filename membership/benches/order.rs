@@ -1,0 +1,2 @@
+//! Ordering-path throughput of the Engine (filled in below).
+fn main() {}

@@ -1,0 +1,1 @@
+//! Per-group state (filled in by the protocol commit).

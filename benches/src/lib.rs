@@ -1,1 +1,48 @@
-//! Shared harness code for concord benchmark binaries.
+//! concord-bench: the end-to-end benchmark harness.
+//!
+//! The binaries (`pingpong`, `stream`) measure concord's transport against
+//! baselines in the same run, because these machines are shared and noisy: a
+//! ratio to a baseline measured a second earlier means more than an absolute
+//! number. The baselines are
+//!
+//! - `floor`: non-blocking std sockets, both sides busy-polling: the best a
+//!   socket-based transport can do here, and the number to approach;
+//! - `blocking`: blocking std sockets (the kernel wakes the thread per message);
+//! - `glommio` / `glommio-spin`: glommio 0.9 executors, default and with
+//!   `spin_before_park`;
+//! - `std` (stream): blocking sockets with 64 KiB userspace batching.
+//!
+//! Model: every case is two pinned threads over one loopback TCP connection
+//! (client on core 0, server on core 1). The client times each round trip into
+//! an hdrhistogram allocated before the loop, and the counting global allocator
+//! ([`alloc::CountingAlloc`]) is diffed around the measured loop to count heap
+//! allocations per message in steady state. Every message carries a sequence
+//! number that both sides check, so a case that loses or reorders fails.
+//!
+//! The pieces are public so later harnesses (load generator, upgrade driver)
+//! reuse them:
+//!
+//! ```no_run
+//! use concord_bench::{pingpong, summary::Summary};
+//!
+//! let floor = pingpong::floor(64, 1_000, 10_000)?;
+//! let s: Summary = floor.summary;
+//! println!("floor p50 {} ns, p99 {} ns", s.p50_ns, s.p99_ns);
+//! # Ok::<(), anyhow::Error>(())
+//! ```
+
+pub mod alloc;
+pub mod args;
+pub mod concord_case;
+pub mod glommio_case;
+pub mod pin;
+pub mod pingpong;
+pub mod report;
+pub mod stream;
+pub mod summary;
+
+/// Unit tests run under the counting allocator, so the allocator's own tests
+/// and the cases' `allocs` fields are exercised for real.
+#[cfg(test)]
+#[global_allocator]
+static TEST_ALLOC: alloc::CountingAlloc = alloc::CountingAlloc;

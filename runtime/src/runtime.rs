@@ -222,6 +222,12 @@ impl Handle {
         self.shards.len()
     }
 
+    /// Whether shard `shard` is parked in its reactor right now (false if there is
+    /// no such shard). For observability and tests; the answer may be stale at once.
+    pub fn is_parked(&self, shard: usize) -> bool {
+        self.shards.get(shard).is_some_and(|s| s.is_parked())
+    }
+
     /// Run `f` on shard `shard` and spawn the future it returns there. `f` must be
     /// `Send`; the future need not be (it is created on the shard).
     pub fn spawn_on<F, Fut>(&self, shard: usize, f: F) -> Result<JoinHandle<Fut::Output>, Error>

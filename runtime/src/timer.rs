@@ -294,9 +294,8 @@ impl Future for Sleep {
                 Poll::Pending
             }
             None => {
-                if Instant::now() >= this.deadline {
-                    return Poll::Ready(());
-                }
+                // Even an expired deadline goes through the heap, so sleeps complete
+                // in deadline order however late their first poll is.
                 let s = Rc::new(SleepState {
                     fired: Cell::new(false),
                     cancelled: Cell::new(false),
@@ -433,9 +432,16 @@ mod tests {
         assert!(Pin::new(&mut sleep).poll(&mut cx).is_pending());
         assert_eq!(q.fire(deadline, |_| {}), 1);
         assert!(Pin::new(&mut sleep).poll(&mut cx).is_ready());
-        // A sleep whose deadline already passed never touches the queue.
-        let mut past = Sleep::new(Rc::clone(&q), Instant::now());
-        assert!(Pin::new(&mut past).poll(&mut cx).is_ready());
-        assert!(q.is_empty());
+        // Sleeps first polled after their deadline still complete in deadline order.
+        let t0 = Instant::now();
+        let mut late = Sleep::new(Rc::clone(&q), t0 + Duration::from_millis(2));
+        let mut early = Sleep::new(Rc::clone(&q), t0 + Duration::from_millis(1));
+        assert!(Pin::new(&mut late).poll(&mut cx).is_pending());
+        assert!(Pin::new(&mut early).poll(&mut cx).is_pending());
+        let q2 = Rc::clone(&q);
+        assert_eq!(q2.next_deadline(), Some(t0 + Duration::from_millis(1)));
+        assert_eq!(q.fire(t0 + Duration::from_secs(1), |_| {}), 2);
+        assert!(Pin::new(&mut late).poll(&mut cx).is_ready());
+        assert!(Pin::new(&mut early).poll(&mut cx).is_ready());
     }
 }

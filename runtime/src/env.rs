@@ -261,6 +261,11 @@ pub fn raise_memlock_soft_limit(need: u64) -> io::Result<bool> {
     Ok(true)
 }
 
+/// `bytes` the way `ulimit` users read it: "8 MiB", "unlimited" for `u64::MAX`.
+pub fn display_bytes(bytes: u64) -> impl std::fmt::Display {
+    crate::error::Bytes(bytes)
+}
+
 fn read_trimmed(path: &str) -> Option<String> {
     std::fs::read_to_string(path)
         .ok()

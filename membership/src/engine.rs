@@ -1,12 +1,19 @@
 //! The Engine: events in, commands out.
+//!
+//! One Engine per node. It owns the node-level failure detector (one
+//! heartbeat per peer per interval, any traffic counts), the acceptor state
+//! of every group (all configured nodes vote on epoch changes, members or
+//! not), the proposers of flushes it leads, and one [`Group`] per group this
+//! node is a member of (or is joining).
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 
 use crate::error::Error;
-use crate::message::Message;
+use crate::group::{Group, PendingInstall, Phase, Slot, WelcomeInfo, next_of};
+use crate::message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};
 use crate::types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
-    Stats, Time, View,
+    Stats, Time, VersionRange, View, ViewId,
 };
 
 /// What the Engine asks its caller to do.
@@ -48,70 +55,1883 @@ pub enum Command<P> {
     WakeAt(Time),
 }
 
+/// Output side shared by the Engine and its groups.
+#[derive(Debug)]
+pub(crate) struct Ctx<P> {
+    pub me: NodeId,
+    pub inc: u64,
+    pub batch: usize,
+    pub commands: VecDeque<Command<P>>,
+    pub loopback: VecDeque<Body<P>>,
+    pub stats: Stats,
+}
+
+impl<P> Ctx<P> {
+    pub fn send(&mut self, to: NodeId, body: Body<P>) {
+        if to == self.me {
+            self.loopback.push_back(body);
+        } else {
+            self.commands.push_back(Command::Send {
+                to,
+                msg: Message {
+                    incarnation: self.inc,
+                    body,
+                },
+            });
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Peer {
+    node: NodeId,
+    inc: u64,
+    last_heard: Time,
+    suspected: bool,
+}
+
+/// Acceptor state of one group (paxos, one instance per epoch).
+#[derive(Debug, Default)]
+struct Acceptor {
+    decided: Option<(u32, Proposal)>,
+    slots: BTreeMap<u32, (Ballot, Option<(Ballot, Proposal)>)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// A member replaces the previous epoch (crash, partition, stall).
+    Flush,
+    /// A joiner creates a group nobody knows.
+    Create,
+    /// A joiner restarts a group whose members are all gone.
+    Orphan,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Stage {
+    Prepare,
+    Fetch { cut: u64, best: NodeId },
+    Accept,
+    Backoff { until: Time },
+}
+
+/// A promise received: who, what it had accepted, its member state.
+type PromiseFrom = (NodeId, Option<(Ballot, Proposal)>, Option<MemberState>);
+
+#[derive(Debug)]
+struct Proposer {
+    epoch: u32,
+    ballot: Ballot,
+    kind: Kind,
+    stage: Stage,
+    started: Time,
+    promises: Vec<PromiseFrom>,
+    accepts: Vec<NodeId>,
+    proposal: Option<Proposal>,
+    /// Fallback for orphan recovery: the last decided value known.
+    known: Option<Proposal>,
+}
+
+#[derive(Debug, Default)]
+struct Joiner {
+    no_group: Vec<NodeId>,
+    known: Option<(u32, View)>,
+    rounds: u32,
+}
+
 /// The membership and total-order protocol of one node.
 #[derive(Debug)]
 pub struct Engine<P: Payload> {
-    config: Config,
-    commands: VecDeque<Command<P>>,
-    stats: Stats,
+    cfg: Config,
+    majority: usize,
+    now: Time,
+    ctx: Ctx<P>,
+    peers: Vec<Peer>,
+    groups: BTreeMap<GroupId, Group<P>>,
+    acceptors: BTreeMap<GroupId, Acceptor>,
+    proposers: BTreeMap<GroupId, Proposer>,
+    joiners: BTreeMap<GroupId, Joiner>,
+    next_heartbeat: Time,
 }
 
 impl<P: Payload> Engine<P> {
     /// A fresh Engine (a restart is a fresh Engine with a higher incarnation).
-    pub fn new(config: Config, _now: Time) -> Result<Self, Error> {
+    pub fn new(config: Config, now: Time) -> Result<Self, Error> {
         if !config.nodes.contains(&config.node) {
             return Err(Error::NotConfigured { node: config.node });
         }
+        if config.heartbeat_interval == 0 || config.failure_timeout <= config.heartbeat_interval {
+            return Err(Error::InvalidConfig {
+                reason: "need 0 < heartbeat_interval < failure_timeout",
+            });
+        }
+        if config.window == 0 || config.batch == 0 {
+            return Err(Error::InvalidConfig {
+                reason: "window and batch must be at least 1",
+            });
+        }
+        if config.protocol.min > config.protocol.max {
+            return Err(Error::InvalidConfig {
+                reason: "protocol range min > max",
+            });
+        }
+        let mut nodes = config.nodes.clone();
+        nodes.sort();
+        nodes.dedup();
+        let peers = nodes
+            .iter()
+            .filter(|n| **n != config.node)
+            .map(|n| Peer {
+                node: *n,
+                inc: 0,
+                last_heard: now,
+                suspected: false,
+            })
+            .collect();
+        let majority = nodes.len() / 2 + 1;
+        let mut cfg = config;
+        cfg.nodes = nodes;
         Ok(Engine {
-            config,
-            commands: VecDeque::new(),
-            stats: Stats::default(),
+            majority,
+            now,
+            ctx: Ctx {
+                me: cfg.node,
+                inc: cfg.incarnation,
+                batch: cfg.batch,
+                commands: VecDeque::new(),
+                loopback: VecDeque::new(),
+                stats: Stats::default(),
+            },
+            cfg,
+            peers,
+            groups: BTreeMap::new(),
+            acceptors: BTreeMap::new(),
+            proposers: BTreeMap::new(),
+            joiners: BTreeMap::new(),
+            next_heartbeat: now,
         })
     }
 
     /// This node.
     pub fn node(&self) -> NodeId {
-        self.config.node
-    }
-
-    /// A message from peer `from`.
-    pub fn handle_message(&mut self, _now: Time, _from: NodeId, _msg: Message<P>) {}
-
-    /// Time passed.
-    pub fn tick(&mut self, _now: Time) {}
-
-    /// Join `group` (creating it if it exists nowhere).
-    pub fn join(&mut self, _now: Time, _group: GroupId, _mode: DeliveryMode) -> Result<(), Error> {
-        Ok(())
-    }
-
-    /// Leave `group` gracefully.
-    pub fn leave(&mut self, _now: Time, group: GroupId) -> Result<(), Error> {
-        Err(Error::NotMember { group })
-    }
-
-    /// Multicast `payload` to `group`.
-    pub fn multicast(
-        &mut self,
-        _now: Time,
-        group: GroupId,
-        _payload: P,
-    ) -> Result<Multicast<P>, Error> {
-        Err(Error::NotMember { group })
-    }
-
-    /// The next command, if any.
-    pub fn poll_command(&mut self) -> Option<Command<P>> {
-        self.commands.pop_front()
+        self.cfg.node
     }
 
     /// Counters.
     pub fn stats(&self) -> &Stats {
-        &self.stats
+        &self.ctx.stats
     }
 
     /// The current view of `group`, if this node is a member.
-    pub fn view(&self, _group: GroupId) -> Option<&View> {
-        None
+    pub fn view(&self, group: GroupId) -> Option<&View> {
+        self.groups
+            .get(&group)
+            .filter(|g| g.is_member())
+            .map(|g| &g.view)
     }
+
+    /// Whether this node is currently a member of `group`.
+    pub fn is_member(&self, group: GroupId) -> bool {
+        self.groups.get(&group).is_some_and(|g| g.is_member())
+    }
+
+    /// The next command, if any. When the queue runs dry the Engine first
+    /// sends what it batched (order records, acknowledgements): everything
+    /// that happened between two drains shares one order record.
+    pub fn poll_command(&mut self) -> Option<Command<P>> {
+        if self.ctx.commands.is_empty() {
+            self.flush_batches();
+        }
+        self.ctx.commands.pop_front()
+    }
+
+    fn flush_batches(&mut self) {
+        let ack_every = (self.cfg.batch as u64 / 8).max(1);
+        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in ids {
+            let Some(g) = self.groups.get_mut(&gid) else {
+                continue;
+            };
+            if !g.is_member() {
+                continue;
+            }
+            if g.seq.is_some() {
+                g.publish(&mut self.ctx);
+            }
+            if let Some(c) = g.coordinator()
+                && c != self.ctx.me
+                && g.ready >= g.last_ack_sent + ack_every
+            {
+                g.last_ack_sent = g.ready;
+                g.last_ack_time = self.now;
+                let body = Body::Ack {
+                    group: gid,
+                    epoch: g.epoch(),
+                    ready: g.ready,
+                };
+                self.ctx.send(c, body);
+            }
+        }
+        self.drain_loopback();
+    }
+
+    // ------------------------------------------------------------------
+    // Application calls
+    // ------------------------------------------------------------------
+
+    /// Join `group` (creating it if no configured node knows it). Completes
+    /// asynchronously with a [`Command::ViewChange`] that includes this node.
+    pub fn join(&mut self, now: Time, group: GroupId, mode: DeliveryMode) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        if let Some(g) = self.groups.get(&group) {
+            return if g.is_member() {
+                Ok(())
+            } else {
+                Err(Error::InProgress { group })
+            };
+        }
+        let view = View {
+            group,
+            id: ViewId(0),
+            members: Vec::new(),
+            protocol: self.cfg.protocol.max,
+        };
+        self.groups
+            .insert(group, Group::new(group, mode, view, self.now));
+        self.joiners.insert(group, Joiner::default());
+        self.join_round(group);
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Leave `group` gracefully: an ordered Leave after this member's own
+    /// messages; no flush, no timeout.
+    pub fn leave(&mut self, now: Time, group: GroupId) -> Result<(), Error> {
+        self.now = self.now.max(now);
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Err(Error::NotMember { group });
+        };
+        if !g.is_member() {
+            // Abandon a join in progress.
+            self.groups.remove(&group);
+            self.joiners.remove(&group);
+            return Ok(());
+        }
+        if g.leaving.is_some() {
+            return Err(Error::InProgress { group });
+        }
+        g.leaving = Some(self.now);
+        let last_seq = g.my_seq;
+        if let Some(c) = g.coordinator() {
+            self.ctx.send(c, Body::LeaveRequest { group, last_seq });
+        }
+        self.drain_loopback();
+        Ok(())
+    }
+
+    /// Multicast `payload` to `group`. A full window is an outcome, not an
+    /// error: [`Multicast::BackPressured`] hands the payload back.
+    pub fn multicast(
+        &mut self,
+        now: Time,
+        group: GroupId,
+        payload: P,
+    ) -> Result<Multicast<P>, Error> {
+        self.now = self.now.max(now);
+        let me = self.ctx.me;
+        let inc = self.ctx.inc;
+        let Some(g) = self.groups.get_mut(&group) else {
+            return Err(Error::NotMember { group });
+        };
+        match g.phase {
+            Phase::Joining { rejoin: true, .. } => return Err(Error::Partitioned { group }),
+            Phase::Joining { .. } => return Err(Error::NotMember { group }),
+            Phase::Member => {}
+        }
+        if g.leaving.is_some() {
+            return Err(Error::InProgress { group });
+        }
+        if g.own_unstable(me, inc) >= self.cfg.window {
+            self.ctx.stats.back_pressured += 1;
+            return Ok(Multicast::BackPressured(payload));
+        }
+        g.my_seq += 1;
+        let seq = g.my_seq;
+        let epoch = g.epoch();
+        let ack = g.ready;
+        for m in &g.view.members {
+            if *m != me {
+                self.ctx.commands.push_back(Command::Send {
+                    to: *m,
+                    msg: Message {
+                        incarnation: inc,
+                        body: Body::Data {
+                            group,
+                            epoch,
+                            sender: me,
+                            sender_incarnation: inc,
+                            sender_seq: seq,
+                            ack,
+                            payload: payload.clone(),
+                        },
+                    },
+                });
+            }
+        }
+        g.last_ack_sent = g.last_ack_sent.max(ack);
+        let _ = g.store_payload(me, inc, seq, payload, u64::MAX);
+        if g.is_sequencer() {
+            g.order_sender(&mut self.ctx, me, inc);
+            self.after_change(group);
+        }
+        self.drain_loopback();
+        Ok(Multicast::Sent { sender_seq: seq })
+    }
+
+    // ------------------------------------------------------------------
+    // Time
+    // ------------------------------------------------------------------
+
+    /// Time passed: heartbeats, failure detection, retransmission, retries.
+    pub fn tick(&mut self, now: Time) {
+        self.now = self.now.max(now);
+        let now = self.now;
+        let hb = self.cfg.heartbeat_interval;
+        if now >= self.next_heartbeat {
+            self.next_heartbeat = now.plus(hb);
+            for p in &self.peers {
+                self.ctx.commands.push_back(Command::Send {
+                    to: p.node,
+                    msg: Message {
+                        incarnation: self.ctx.inc,
+                        body: Body::Heartbeat,
+                    },
+                });
+            }
+        }
+        for p in &mut self.peers {
+            let dead = now.0.saturating_sub(p.last_heard.0) > self.cfg.failure_timeout;
+            if dead && !p.suspected {
+                self.ctx.stats.timeouts_fired += 1;
+            }
+            p.suspected = dead;
+        }
+        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
+        for gid in ids {
+            if reachable < self.majority {
+                self.go_partitioned(gid);
+            }
+            self.tick_group(gid);
+        }
+        let pids: Vec<GroupId> = self.proposers.keys().copied().collect();
+        for gid in pids {
+            self.tick_proposer(gid);
+        }
+        self.drain_loopback();
+        self.ctx
+            .commands
+            .push_back(Command::WakeAt(now.plus(hb / 2).min(self.next_heartbeat)));
+    }
+
+    fn suspected(&self, node: NodeId) -> bool {
+        node != self.ctx.me
+            && self
+                .peers
+                .iter()
+                .find(|p| p.node == node)
+                .is_none_or(|p| p.suspected)
+    }
+
+    fn peer_inc(&self, node: NodeId) -> u64 {
+        if node == self.ctx.me {
+            return self.ctx.inc;
+        }
+        self.peers
+            .iter()
+            .find(|p| p.node == node)
+            .map_or(0, |p| p.inc)
+    }
+
+    /// Members of the view this node believes failed (suspected or restarted).
+    fn faulty(&self, g: &Group<P>) -> Vec<NodeId> {
+        g.view
+            .members
+            .iter()
+            .zip(g.incs.iter())
+            .filter(|(m, inc)| self.suspected(**m) || self.peer_inc(**m) > **inc)
+            .map(|(m, _)| *m)
+            .collect()
+    }
+
+    fn tick_group(&mut self, gid: GroupId) {
+        let now = self.now;
+        let hb = self.cfg.heartbeat_interval;
+        let ft = self.cfg.failure_timeout;
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        if let Phase::Joining { last_request, .. } = g.phase {
+            if now.0.saturating_sub(last_request.0) >= 2 * hb {
+                self.join_round(gid);
+            }
+            return;
+        }
+        // Failure handling: the first member not believed failed leads the
+        // flush; the others wait their rank in failure timeouts first.
+        let faulty = self.faulty(g);
+        let frozen_long = g
+            .frozen_since
+            .is_some_and(|t| now.0.saturating_sub(t.0) > 2 * ft);
+        let leaving_coordinator_gone = false;
+        let need = !faulty.is_empty() || frozen_long || leaving_coordinator_gone;
+        let alive: Vec<NodeId> = g
+            .view
+            .members
+            .iter()
+            .copied()
+            .filter(|m| !faulty.contains(m))
+            .collect();
+        let rank = alive.iter().position(|m| *m == me).unwrap_or(0) as u64;
+        let epoch = g.epoch();
+        let since = g.suspect_since;
+        if need {
+            let since = since.unwrap_or(now);
+            if let Some(g) = self.groups.get_mut(&gid) {
+                g.suspect_since = Some(since);
+            }
+            let due = since.plus(rank * ft);
+            let running = self.proposers.get(&gid).is_some_and(|p| p.epoch > epoch);
+            if now >= due && !running {
+                self.start_proposer(gid, epoch + 1, Kind::Flush, None);
+            }
+        } else if let Some(g) = self.groups.get_mut(&gid) {
+            g.suspect_since = None;
+        }
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let coord = g.coordinator();
+        let epoch = g.epoch();
+        // Cumulative ack refresh (lost acks, idle groups).
+        if let Some(c) = coord
+            && c != me
+            && (g.ready > g.last_ack_sent || now.0.saturating_sub(g.last_ack_time.0) >= hb)
+        {
+            g.last_ack_sent = g.ready;
+            g.last_ack_time = now;
+            self.ctx.send(
+                c,
+                Body::Ack {
+                    group: gid,
+                    epoch,
+                    ready: g.ready,
+                },
+            );
+        }
+        // Gap: something known is missing and nothing moved since last tick.
+        let target_of = |g: &Group<P>, round: usize| -> Option<NodeId> {
+            let others: Vec<NodeId> = g
+                .view
+                .members
+                .iter()
+                .copied()
+                .filter(|m| *m != me)
+                .collect();
+            if others.is_empty() {
+                return None;
+            }
+            if round == 0
+                && let Some(c) = g.coordinator()
+                && c != me
+            {
+                return Some(c);
+            }
+            Some(others[round % others.len()])
+        };
+        let want = match (&g.pending_install, &g.pending_accept) {
+            (Some(pi), _) => pi.proposal.cut,
+            (None, Some(pa)) => pa.3,
+            _ => g.hi_seen,
+        };
+        if g.ready < want && g.ready == g.ready_at_check {
+            let target = match (&g.pending_install, &g.pending_accept) {
+                (_, Some(pa)) if g.nack_round % 2 == 0 => Some(pa.2),
+                _ => target_of(g, g.nack_round),
+            };
+            if let Some(t) = target {
+                let to = want.min(g.ready + self.cfg.batch as u64 * 4);
+                self.ctx.stats.nacks_sent += 1;
+                self.ctx.send(
+                    t,
+                    Body::Nack {
+                        group: gid,
+                        epoch,
+                        positions: Some((g.ready + 1, to)),
+                        sender_seqs: None,
+                    },
+                );
+                g.nack_round += 1;
+                g.last_nack = now;
+            }
+        } else if g.ready != g.ready_at_check {
+            g.nack_round = 0;
+        }
+        g.ready_at_check = g.ready;
+        // Own messages that the sequencer does not seem to have.
+        if g.my_ordered < g.my_seq
+            && g.my_ordered == g.my_ordered_at_check
+            && g.cap == u64::MAX
+            && let Some(c) = coord
+        {
+            {
+                if c == me {
+                    let inc = self.ctx.inc;
+                    g.order_sender(&mut self.ctx, me, inc);
+                } else {
+                    g.resend_own(&mut self.ctx, &[c], self.cfg.batch);
+                }
+            }
+        }
+        g.my_ordered_at_check = g.my_ordered;
+        // Leave retry.
+        if let Some(t) = g.leaving
+            && now.0.saturating_sub(t.0) >= 2 * hb
+        {
+            g.leaving = Some(now);
+            if let Some(c) = coord {
+                let last_seq = g.my_seq;
+                self.ctx.send(
+                    c,
+                    Body::LeaveRequest {
+                        group: gid,
+                        last_seq,
+                    },
+                );
+            }
+        }
+        // Sequencer duties: gap NACKs to senders, periodic order heartbeat.
+        if g.is_sequencer() && g.cap == u64::MAX {
+            let mut nacks = Vec::new();
+            if let Some(seq) = g.seq.as_ref() {
+                for (m, inc) in seq.view.members.iter().zip(seq.incs.iter()) {
+                    if *m == me {
+                        continue;
+                    }
+                    let n = next_of(&seq.next, *m, *inc);
+                    let held_beyond = g
+                        .senders
+                        .iter()
+                        .find(|b| b.node == *m && b.inc == *inc)
+                        .map(|b| b.base + b.msgs.len() as u64)
+                        .unwrap_or(0);
+                    let leave_last = seq
+                        .leaves
+                        .iter()
+                        .find(|(l, _)| l == m)
+                        .map(|(_, last)| *last)
+                        .unwrap_or(0);
+                    let hi = held_beyond.saturating_sub(1).max(leave_last);
+                    if hi >= n && g.payload(*m, *inc, n).is_none() {
+                        nacks.push((*m, *inc, n, hi));
+                    }
+                }
+            }
+            for (m, inc, from, to) in nacks {
+                self.ctx.stats.nacks_sent += 1;
+                self.ctx.send(
+                    m,
+                    Body::Nack {
+                        group: gid,
+                        epoch,
+                        positions: None,
+                        sender_seqs: Some((m, inc, from, to)),
+                    },
+                );
+            }
+            // Re-send welcomes not yet acknowledged.
+            let welcomes: Vec<(NodeId, WelcomeInfo)> = g
+                .seq
+                .as_ref()
+                .map(|s| s.welcomes.clone())
+                .unwrap_or_default();
+            let stable = g.stable;
+            for (n, w) in welcomes {
+                self.ctx.send(
+                    n,
+                    Body::Welcome {
+                        view: w.view,
+                        position: w.position,
+                        stable,
+                        next: w.next,
+                        incarnations: w.incs,
+                    },
+                );
+            }
+            // An empty order record tells members where the order ends (a
+            // lost last record is noticed) and carries the stable point.
+            g.publish(&mut self.ctx);
+            if let Some(seq) = g.seq.as_ref() {
+                let first = seq.next_pos;
+                let stable = seq.stable;
+                let targets: Vec<NodeId> = seq.view.members.clone();
+                for t in targets {
+                    if t != me {
+                        self.ctx.send(
+                            t,
+                            Body::Order {
+                                group: gid,
+                                epoch,
+                                first,
+                                entries: Vec::new(),
+                                stable,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Messages
+    // ------------------------------------------------------------------
+
+    /// A message from peer `from`.
+    pub fn handle_message(&mut self, now: Time, from: NodeId, msg: Message<P>) {
+        self.now = self.now.max(now);
+        if from == self.ctx.me {
+            return;
+        }
+        let Some(peer) = self.peers.iter_mut().find(|p| p.node == from) else {
+            self.ctx.stats.stale += 1;
+            return;
+        };
+        if msg.incarnation < peer.inc {
+            // From a previous life of a restarted node.
+            self.ctx.stats.stale += 1;
+            return;
+        }
+        peer.inc = msg.incarnation;
+        peer.last_heard = self.now;
+        peer.suspected = false;
+        self.dispatch(from, msg.incarnation, msg.body);
+        self.drain_loopback();
+    }
+
+    fn drain_loopback(&mut self) {
+        let mut guard = 0;
+        while let Some(body) = self.ctx.loopback.pop_front() {
+            let (me, inc) = (self.ctx.me, self.ctx.inc);
+            self.dispatch(me, inc, body);
+            guard += 1;
+            if guard > 100_000 {
+                break;
+            }
+        }
+    }
+
+    fn dispatch(&mut self, from: NodeId, from_inc: u64, body: Body<P>) {
+        match body {
+            Body::Heartbeat => {}
+            Body::Data {
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                sender_seq,
+                ack,
+                payload,
+            } => self.on_data(
+                from,
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                sender_seq,
+                ack,
+                payload,
+            ),
+            Body::Order {
+                group,
+                epoch,
+                first,
+                entries,
+                stable,
+            } => self.on_order(from, group, epoch, first, &entries, stable),
+            Body::Ack {
+                group,
+                epoch,
+                ready,
+            } => {
+                if let Some(g) = self.groups.get_mut(&group)
+                    && g.is_member()
+                    && g.epoch() == epoch
+                    && g.seq.is_some()
+                {
+                    g.on_ack(from, ready);
+                    self.after_change(group);
+                }
+            }
+            Body::Nack {
+                group,
+                epoch: _,
+                positions,
+                sender_seqs,
+            } => {
+                if let Some(g) = self.groups.get(&group)
+                    && g.is_member()
+                {
+                    if let Some((a, b)) = positions {
+                        g.retransmit_positions(&mut self.ctx, from, a, b);
+                    }
+                    if let Some((s, inc, a, b)) = sender_seqs {
+                        g.retransmit_seqs(&mut self.ctx, from, s, inc, a, b);
+                    }
+                }
+            }
+            Body::JoinRequest {
+                group,
+                range,
+                rejoin,
+                next_seq: _,
+            } => self.on_join_request(from, from_inc, group, range, rejoin),
+            Body::Welcome {
+                view,
+                position,
+                stable,
+                next,
+                incarnations,
+            } => self.on_welcome(view, position, stable, next, incarnations),
+            Body::JoinRefused { group, active } => {
+                if self.groups.get(&group).is_some_and(|g| !g.is_member()) {
+                    self.groups.remove(&group);
+                    self.joiners.remove(&group);
+                    self.ctx
+                        .commands
+                        .push_back(Command::JoinRefused { group, active });
+                }
+            }
+            Body::NoGroup { group, known } => {
+                if let Some(j) = self.joiners.get_mut(&group) {
+                    if !j.no_group.contains(&from) {
+                        j.no_group.push(from);
+                    }
+                    if let Some(v) = known
+                        && j.known.as_ref().is_none_or(|(e, _)| *e < v.id.epoch())
+                    {
+                        j.known = Some((v.id.epoch(), v));
+                    }
+                }
+            }
+            Body::LeaveRequest { group, last_seq } => {
+                if let Some(g) = self.groups.get_mut(&group)
+                    && g.is_member()
+                    && let Some(seq) = g.seq.as_mut()
+                    && !seq.retired
+                {
+                    if seq.view.contains(from) && !seq.leaves.iter().any(|(n, _)| *n == from) {
+                        seq.leaves.push((from, last_seq));
+                    }
+                    g.order_leaves(&mut self.ctx);
+                    self.after_change(group);
+                }
+            }
+            Body::Prepare {
+                group,
+                epoch,
+                ballot,
+            } => self.on_prepare(from, group, epoch, ballot),
+            Body::Promise {
+                group,
+                epoch,
+                ballot,
+                accepted,
+                state,
+            } => {
+                if let Some(p) = self.proposers.get_mut(&group)
+                    && p.epoch == epoch
+                    && p.ballot == ballot
+                    && p.stage == Stage::Prepare
+                    && !p.promises.iter().any(|(n, _, _)| *n == from)
+                {
+                    p.promises.push((from, accepted, state));
+                    self.try_phase1(group, false);
+                }
+            }
+            Body::Reject {
+                group,
+                epoch,
+                promised,
+            } => {
+                let hb = self.cfg.heartbeat_interval;
+                let rank = u64::from(self.ctx.me.0 % 8);
+                if let Some(p) = self.proposers.get_mut(&group)
+                    && p.epoch == epoch
+                    && promised > p.ballot
+                {
+                    p.ballot = Ballot {
+                        round: promised.round + 1,
+                        leader: self.ctx.me.0,
+                    };
+                    p.stage = Stage::Backoff {
+                        until: self.now.plus(hb * (1 + rank)),
+                    };
+                }
+            }
+            Body::Accept {
+                group,
+                epoch,
+                ballot,
+                proposal,
+            } => self.on_accept(from, group, epoch, ballot, proposal),
+            Body::Accepted {
+                group,
+                epoch,
+                ballot,
+            } => self.on_accepted(from, group, epoch, ballot),
+            Body::Decided {
+                group,
+                epoch,
+                proposal,
+            } => self.on_decided(from, group, epoch, proposal),
+        }
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn on_data(
+        &mut self,
+        from: NodeId,
+        group: GroupId,
+        epoch: u32,
+        sender: NodeId,
+        sinc: u64,
+        sseq: u64,
+        ack: u64,
+        payload: P,
+    ) {
+        let limit = (self.cfg.window as u64) * 4 + (self.cfg.batch as u64) * 4;
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        if !g.is_member() {
+            return;
+        }
+        let new = g.store_payload(sender, sinc, sseq, payload, limit);
+        if g.seq.is_some() && epoch == g.epoch() {
+            g.on_ack(from, ack);
+        }
+        if !new {
+            self.ctx.stats.duplicates += 1;
+            return;
+        }
+        if g.is_sequencer() {
+            g.order_sender(&mut self.ctx, sender, sinc);
+        }
+        self.after_change(group);
+    }
+
+    fn on_order(
+        &mut self,
+        from: NodeId,
+        group: GroupId,
+        epoch: u32,
+        first: u64,
+        entries: &[OrderEntry],
+        stable: u64,
+    ) {
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        if !g.is_member() {
+            return;
+        }
+        if epoch < g.epoch() {
+            self.ctx.stats.stale += 1;
+            return;
+        }
+        if epoch > g.epoch() {
+            // We missed a decision: ask for it (a round-0 prepare is answered
+            // with `Decided` by anyone who knows it).
+            let ask = g.epoch() + 1;
+            self.ctx.send(
+                from,
+                Body::Prepare {
+                    group,
+                    epoch: ask,
+                    ballot: Ballot::default(),
+                },
+            );
+            return;
+        }
+        if entries.is_empty() {
+            g.hi_seen = g.hi_seen.max(first.saturating_sub(1));
+        } else {
+            g.insert_entries(me, first, entries);
+        }
+        if g.coordinator() == Some(from) || g.view.contains(from) {
+            // Only the coordinator publishes a stable point; a retransmitting
+            // member echoes one it learned from it.
+            g.stable = g.stable.max(stable.min(g.hi_seen));
+        }
+        self.after_change(group);
+    }
+
+    /// Deliver and check what waits on data after a change to `gid`.
+    fn after_change(&mut self, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        if !g.is_member() {
+            return;
+        }
+        if g.seq.is_some() {
+            let ready = g.ready;
+            g.advance_ready();
+            if g.ready != ready || g.view.members.len() == 1 {
+                let me = self.ctx.me;
+                g.on_ack(me, g.ready);
+            }
+        }
+        if g.deliver(&mut self.ctx) {
+            // Our own Leave was delivered: the group is over for us.
+            self.groups.remove(&gid);
+            return;
+        }
+        if let Some((epoch, ballot, leader, cut)) = g.pending_accept
+            && g.ready >= cut
+        {
+            g.pending_accept = None;
+            self.ctx.send(
+                leader,
+                Body::Accepted {
+                    group: gid,
+                    epoch,
+                    ballot,
+                },
+            );
+        }
+        if let Some(pi) = g.pending_install.as_ref()
+            && g.ready >= pi.proposal.cut
+        {
+            let pi = pi.clone();
+            self.install(gid, pi.epoch, pi.proposal);
+            return;
+        }
+        if let Some(p) = self.proposers.get(&gid)
+            && let Stage::Fetch { cut, .. } = p.stage
+            && g.ready >= cut
+        {
+            self.build_and_accept(gid);
+        }
+    }
+
+    // ------------------------------------------------------------------
+    // Join
+    // ------------------------------------------------------------------
+
+    fn join_round(&mut self, gid: GroupId) {
+        let me = self.ctx.me;
+        let now = self.now;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let Phase::Joining { rejoin, .. } = g.phase else {
+            return;
+        };
+        g.phase = Phase::Joining {
+            rejoin,
+            last_request: now,
+        };
+        let next_seq = g.my_seq + 1;
+        let range = self.cfg.protocol;
+        // Decide from the previous round's answers whether to create (or
+        // restart) the group.
+        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        if let Some(j) = self.joiners.get_mut(&gid) {
+            j.rounds += 1;
+            let answered = 1 + j.no_group.len();
+            let known = j.known.clone();
+            j.no_group.clear();
+            let known_local = self.acceptors.get(&gid).and_then(|a| a.decided.clone());
+            if !self.proposers.contains_key(&gid) && answered >= self.majority {
+                match (known, known_local) {
+                    (None, None) => self.start_proposer(gid, 1, Kind::Create, None),
+                    (k, kl) => {
+                        let (epoch, view, prop) = match (k, kl) {
+                            (Some((e, _)), Some((le, lp))) if le >= e => {
+                                (le, lp.view.clone(), Some(lp))
+                            }
+                            (Some((e, v)), _) => (e, v, None),
+                            (None, Some((le, lp))) => (le, lp.view.clone(), Some(lp)),
+                            (None, None) => unreachable_none(),
+                        };
+                        let all_gone = view.members.iter().all(|m| {
+                            *m != me && self.peers.iter().any(|p| p.node == *m && p.suspected)
+                        });
+                        if all_gone && reachable >= self.majority {
+                            self.start_proposer(gid, epoch + 1, Kind::Orphan, prop);
+                        }
+                    }
+                }
+            }
+        }
+        for p in &self.peers {
+            self.ctx.commands.push_back(Command::Send {
+                to: p.node,
+                msg: Message {
+                    incarnation: self.ctx.inc,
+                    body: Body::JoinRequest {
+                        group: gid,
+                        range,
+                        rejoin,
+                        next_seq,
+                    },
+                },
+            });
+        }
+    }
+
+    fn on_join_request(
+        &mut self,
+        from: NodeId,
+        from_inc: u64,
+        gid: GroupId,
+        range: VersionRange,
+        rejoin: bool,
+    ) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            let known = self
+                .acceptors
+                .get(&gid)
+                .and_then(|a| a.decided.as_ref().map(|(_, p)| p.view.clone()));
+            self.ctx.send(from, Body::NoGroup { group: gid, known });
+            return;
+        };
+        if !g.is_member() {
+            let known = self
+                .acceptors
+                .get(&gid)
+                .and_then(|a| a.decided.as_ref().map(|(_, p)| p.view.clone()));
+            self.ctx.send(from, Body::NoGroup { group: gid, known });
+            return;
+        }
+        if !g.is_sequencer() || g.cap != u64::MAX || g.leaving.is_some() {
+            return;
+        }
+        if !range.contains(g.view.protocol) {
+            let active = g.view.protocol;
+            self.ctx
+                .send(from, Body::JoinRefused { group: gid, active });
+            return;
+        }
+        let Some(seq) = g.seq.as_ref() else { return };
+        if let Some(i) = seq.view.members.iter().position(|m| *m == from) {
+            if seq.incs[i] == from_inc
+                && let Some((_, w)) = seq.welcomes.iter().find(|(n, _)| *n == from)
+            {
+                let w = w.clone();
+                let stable = g.stable;
+                self.ctx.send(
+                    from,
+                    Body::Welcome {
+                        view: w.view,
+                        position: w.position,
+                        stable,
+                        next: w.next,
+                        incarnations: w.incs,
+                    },
+                );
+            }
+            // An older incarnation is still a member: the flush removes it
+            // first, the joiner retries.
+            return;
+        }
+        let Some(position) = g.order_control(
+            &mut self.ctx,
+            OrderEntry::Join {
+                node: from,
+                incarnation: from_inc,
+                rejoin,
+            },
+        ) else {
+            return;
+        };
+        let Some(seq) = g.seq.as_mut() else { return };
+        let w = WelcomeInfo {
+            view: seq.view.clone(),
+            position,
+            next: seq.next.clone(),
+            incs: seq.incs.clone(),
+        };
+        seq.welcomes.push((from, w.clone()));
+        let stable = g.stable;
+        self.ctx.send(
+            from,
+            Body::Welcome {
+                view: w.view,
+                position,
+                stable,
+                next: w.next,
+                incarnations: w.incs,
+            },
+        );
+        self.after_change(gid);
+    }
+
+    fn on_welcome(
+        &mut self,
+        view: View,
+        position: u64,
+        _stable: u64,
+        next: Vec<SenderNext>,
+        incs: Vec<u64>,
+    ) {
+        let me = self.ctx.me;
+        let gid = view.group;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let Phase::Joining { rejoin, .. } = g.phase else {
+            return;
+        };
+        if !view.contains(me) || incs.len() != view.members.len() {
+            return;
+        }
+        self.joiners.remove(&gid);
+        self.proposers.remove(&gid);
+        g.phase = Phase::Member;
+        g.view = view.clone();
+        g.incs = incs;
+        g.reset_order(position, next);
+        g.senders.retain(|b| b.node == me);
+        g.leaving = None;
+        self.ctx.stats.view_changes += 1;
+        let reason = if rejoin {
+            Reason::Merged
+        } else {
+            Reason::Join(me)
+        };
+        self.ctx.commands.push_back(Command::ViewChange {
+            view: view.clone(),
+            reason,
+            position,
+        });
+        if let Some(c) = view.coordinator() {
+            g.last_ack_time = self.now;
+            self.ctx.send(
+                c,
+                Body::Ack {
+                    group: gid,
+                    epoch: view.id.epoch(),
+                    ready: position,
+                },
+            );
+        }
+        g.resend_own(&mut self.ctx, &view.members, self.cfg.window);
+        self.after_change(gid);
+    }
+
+    /// This member lost the primary component: stop, report, rejoin later.
+    fn go_partitioned(&mut self, gid: GroupId) {
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        if !g.is_member() {
+            return;
+        }
+        self.ctx.stats.partitions += 1;
+        self.ctx.commands.push_back(Command::ViewChange {
+            view: g.view.clone(),
+            reason: Reason::Partitioned,
+            position: g.delivered,
+        });
+        self.ctx
+            .commands
+            .push_back(Command::Partitioned { group: gid });
+        g.phase = Phase::Joining {
+            rejoin: true,
+            last_request: self.now,
+        };
+        let next = g.next.clone();
+        let delivered = g.delivered;
+        g.reset_order(delivered, next);
+        g.senders.retain(|b| b.node == me);
+        g.leaving = None;
+        self.proposers.remove(&gid);
+        self.joiners.insert(gid, Joiner::default());
+    }
+
+    // ------------------------------------------------------------------
+    // Epoch changes: single-decree paxos per epoch among all configured nodes
+    // ------------------------------------------------------------------
+
+    fn start_proposer(&mut self, gid: GroupId, epoch: u32, kind: Kind, known: Option<Proposal>) {
+        let round = self
+            .acceptors
+            .get(&gid)
+            .and_then(|a| a.slots.get(&epoch))
+            .map_or(0, |(b, _)| b.round)
+            + 1;
+        let round = self
+            .proposers
+            .get(&gid)
+            .map_or(round, |p| round.max(p.ballot.round + 1));
+        if kind == Kind::Flush {
+            self.ctx.stats.flushes += 1;
+        }
+        self.proposers.insert(
+            gid,
+            Proposer {
+                epoch,
+                ballot: Ballot {
+                    round,
+                    leader: self.ctx.me.0,
+                },
+                kind,
+                stage: Stage::Prepare,
+                started: self.now,
+                promises: Vec::new(),
+                accepts: Vec::new(),
+                proposal: None,
+                known,
+            },
+        );
+        self.send_prepares(gid);
+    }
+
+    fn send_prepares(&mut self, gid: GroupId) {
+        let Some(p) = self.proposers.get(&gid) else {
+            return;
+        };
+        let (epoch, ballot) = (p.epoch, p.ballot);
+        let answered: Vec<NodeId> = p.promises.iter().map(|(n, _, _)| *n).collect();
+        for n in self.cfg.nodes.clone() {
+            if !answered.contains(&n) {
+                self.ctx.send(
+                    n,
+                    Body::Prepare {
+                        group: gid,
+                        epoch,
+                        ballot,
+                    },
+                );
+            }
+        }
+    }
+
+    fn tick_proposer(&mut self, gid: GroupId) {
+        let now = self.now;
+        let ft = self.cfg.failure_timeout;
+        let Some(p) = self.proposers.get_mut(&gid) else {
+            return;
+        };
+        let age = now.0.saturating_sub(p.started.0);
+        match p.stage {
+            Stage::Backoff { until } => {
+                if now >= until {
+                    p.stage = Stage::Prepare;
+                    p.started = now;
+                    p.promises.clear();
+                    p.accepts.clear();
+                    p.proposal = None;
+                    self.send_prepares(gid);
+                }
+            }
+            Stage::Prepare => {
+                if age >= ft {
+                    if p.promises.len() >= self.majority {
+                        self.try_phase1(gid, true);
+                    } else {
+                        self.retry(gid);
+                    }
+                } else {
+                    self.send_prepares(gid);
+                }
+            }
+            Stage::Fetch { cut, best } => {
+                if age >= 2 * ft {
+                    self.retry(gid);
+                } else if let Some(g) = self.groups.get(&gid) {
+                    let from = g.ready + 1;
+                    let epoch = g.epoch();
+                    self.ctx.stats.nacks_sent += 1;
+                    self.ctx.send(
+                        best,
+                        Body::Nack {
+                            group: gid,
+                            epoch,
+                            positions: Some((from, cut)),
+                            sender_seqs: None,
+                        },
+                    );
+                }
+            }
+            Stage::Accept => {
+                if age >= 2 * ft {
+                    self.retry(gid);
+                } else {
+                    let (epoch, ballot) = (p.epoch, p.ballot);
+                    let accepted = p.accepts.clone();
+                    if let Some(prop) = p.proposal.clone() {
+                        for n in self.cfg.nodes.clone() {
+                            if !accepted.contains(&n) {
+                                self.ctx.send(
+                                    n,
+                                    Body::Accept {
+                                        group: gid,
+                                        epoch,
+                                        ballot,
+                                        proposal: prop.clone(),
+                                    },
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn retry(&mut self, gid: GroupId) {
+        let hb = self.cfg.heartbeat_interval;
+        let rank = u64::from(self.ctx.me.0 % 8);
+        if let Some(p) = self.proposers.get_mut(&gid) {
+            p.ballot.round += 1;
+            p.stage = Stage::Backoff {
+                until: self.now.plus(hb * (1 + rank)),
+            };
+            p.started = self.now;
+        }
+    }
+
+    fn try_phase1(&mut self, gid: GroupId, force: bool) {
+        let Some(p) = self.proposers.get(&gid) else {
+            return;
+        };
+        if p.stage != Stage::Prepare || p.promises.len() < self.majority {
+            return;
+        }
+        let all = self
+            .cfg
+            .nodes
+            .iter()
+            .filter(|n| !self.suspected(**n))
+            .all(|n| p.promises.iter().any(|(m, _, _)| m == n));
+        if !all && !force {
+            return;
+        }
+        let epoch = p.epoch;
+        // Paxos: adopt the highest-ballot value already accepted.
+        let adopted = p
+            .promises
+            .iter()
+            .filter_map(|(_, a, _)| a.clone())
+            .max_by_key(|(b, _)| *b)
+            .map(|(_, v)| v);
+        if let Some(v) = adopted {
+            self.send_accepts(gid, v);
+            return;
+        }
+        let states: Vec<(NodeId, MemberState)> = p
+            .promises
+            .iter()
+            .filter_map(|(n, _, s)| s.clone().map(|s| (*n, s)))
+            .filter(|(_, s)| s.view.id.epoch() + 1 == epoch)
+            .collect();
+        match p.kind {
+            Kind::Flush => {
+                let Some((best, cut)) = states
+                    .iter()
+                    .map(|(n, s)| (*n, s.ready))
+                    .max_by_key(|(n, r)| (*r, std::cmp::Reverse(*n)))
+                else {
+                    self.proposers.remove(&gid);
+                    return;
+                };
+                let Some(g) = self.groups.get(&gid) else {
+                    self.proposers.remove(&gid);
+                    return;
+                };
+                if !g.is_member() || g.epoch() + 1 != epoch {
+                    self.proposers.remove(&gid);
+                    return;
+                }
+                if let Some(p) = self.proposers.get_mut(&gid) {
+                    p.stage = Stage::Fetch { cut, best };
+                    p.started = self.now;
+                }
+                if g.ready >= cut {
+                    self.build_and_accept(gid);
+                } else {
+                    let (from, gepoch) = (g.ready + 1, g.epoch());
+                    self.ctx.stats.nacks_sent += 1;
+                    self.ctx.send(
+                        best,
+                        Body::Nack {
+                            group: gid,
+                            epoch: gepoch,
+                            positions: Some((from, cut)),
+                            sender_seqs: None,
+                        },
+                    );
+                }
+            }
+            Kind::Create | Kind::Orphan => {
+                let any_member = p.promises.iter().any(|(_, _, s)| s.is_some());
+                if any_member {
+                    // The group has live members: join it instead.
+                    self.proposers.remove(&gid);
+                    return;
+                }
+                let (cut, next, protocol) = match &p.known {
+                    Some(k) => (k.cut, k.next.clone(), k.view.protocol),
+                    None => (0, Vec::new(), self.cfg.protocol.max),
+                };
+                let proposal = Proposal {
+                    view: View {
+                        group: gid,
+                        id: ViewId::first_of(epoch),
+                        members: vec![self.ctx.me],
+                        protocol,
+                    },
+                    cut,
+                    old_members: Vec::new(),
+                    next,
+                    incarnations: vec![self.ctx.inc],
+                };
+                self.send_accepts(gid, proposal);
+            }
+        }
+    }
+
+    /// Flush leader holding everything up to the cut: compute the value.
+    fn build_and_accept(&mut self, gid: GroupId) {
+        let Some(p) = self.proposers.get(&gid) else {
+            return;
+        };
+        let Stage::Fetch { cut, .. } = p.stage else {
+            return;
+        };
+        let epoch = p.epoch;
+        let responders: Vec<NodeId> = p
+            .promises
+            .iter()
+            .filter(|(_, _, s)| s.as_ref().is_some_and(|s| s.view.id.epoch() + 1 == epoch))
+            .map(|(n, _, _)| *n)
+            .collect();
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        // The view and sender progress in force at the cut.
+        let mut members = g.view.members.clone();
+        let mut incs = g.incs.clone();
+        let mut next = g.next.clone();
+        let mut pos = g.delivered + 1;
+        while pos <= cut {
+            match g.slot(pos) {
+                Some(Slot::Data { sender, inc, seq }) => {
+                    crate::group::set_next(&mut next, sender, inc, seq + 1);
+                }
+                Some(Slot::Join { node, inc, .. }) => {
+                    if !members.contains(&node) {
+                        members.push(node);
+                        incs.push(inc);
+                    }
+                    crate::group::set_next(&mut next, node, inc, 1);
+                }
+                Some(Slot::Leave { node }) => {
+                    if let Some(i) = members.iter().position(|m| *m == node) {
+                        members.remove(i);
+                        incs.remove(i);
+                    }
+                }
+                None => return,
+            }
+            pos += 1;
+        }
+        let mut new_members = Vec::new();
+        let mut new_incs = Vec::new();
+        for (m, inc) in members.iter().zip(incs.iter()) {
+            if responders.contains(m) && self.peer_inc(*m) == *inc {
+                new_members.push(*m);
+                new_incs.push(*inc);
+            }
+        }
+        if new_members.is_empty() {
+            self.proposers.remove(&gid);
+            return;
+        }
+        let proposal = Proposal {
+            view: View {
+                group: gid,
+                id: ViewId::first_of(epoch),
+                members: new_members,
+                protocol: g.view.protocol,
+            },
+            cut,
+            old_members: members,
+            next,
+            incarnations: new_incs,
+        };
+        self.send_accepts(gid, proposal);
+    }
+
+    fn send_accepts(&mut self, gid: GroupId, proposal: Proposal) {
+        let Some(p) = self.proposers.get_mut(&gid) else {
+            return;
+        };
+        p.stage = Stage::Accept;
+        p.started = self.now;
+        p.accepts.clear();
+        p.proposal = Some(proposal.clone());
+        let (epoch, ballot) = (p.epoch, p.ballot);
+        for n in self.cfg.nodes.clone() {
+            self.ctx.send(
+                n,
+                Body::Accept {
+                    group: gid,
+                    epoch,
+                    ballot,
+                    proposal: proposal.clone(),
+                },
+            );
+        }
+    }
+
+    fn on_prepare(&mut self, from: NodeId, gid: GroupId, epoch: u32, ballot: Ballot) {
+        let now = self.now;
+        let acc = self.acceptors.entry(gid).or_default();
+        if let Some((de, dp)) = &acc.decided
+            && *de >= epoch
+        {
+            let body = Body::Decided {
+                group: gid,
+                epoch: *de,
+                proposal: dp.clone(),
+            };
+            self.ctx.send(from, body);
+            return;
+        }
+        if ballot == Ballot::default() {
+            return;
+        }
+        let slot = acc.slots.entry(epoch).or_insert((Ballot::default(), None));
+        if ballot < slot.0 {
+            let promised = slot.0;
+            self.ctx.send(
+                from,
+                Body::Reject {
+                    group: gid,
+                    epoch,
+                    promised,
+                },
+            );
+            return;
+        }
+        slot.0 = ballot;
+        let accepted = slot.1.clone();
+        let mut state = None;
+        if let Some(g) = self.groups.get_mut(&gid)
+            && g.is_member()
+            && g.epoch() + 1 == epoch
+        {
+            // Freeze: deliver nothing beyond what we report, order nothing.
+            g.advance_ready();
+            g.cap = g.cap.min(g.ready);
+            if g.frozen_since.is_none() {
+                g.frozen_since = Some(now);
+            }
+            if let Some(seq) = g.seq.as_mut() {
+                // Entries already ordered are in our own slots (and reported
+                // through `ready`); stop ordering new ones.
+                let _ = seq;
+            }
+            g.publish(&mut self.ctx);
+            state = Some(MemberState {
+                view: g.view.clone(),
+                ready: g.ready,
+            });
+        }
+        self.ctx.send(
+            from,
+            Body::Promise {
+                group: gid,
+                epoch,
+                ballot,
+                accepted,
+                state,
+            },
+        );
+    }
+
+    fn on_accept(
+        &mut self,
+        from: NodeId,
+        gid: GroupId,
+        epoch: u32,
+        ballot: Ballot,
+        proposal: Proposal,
+    ) {
+        let me = self.ctx.me;
+        let now = self.now;
+        let acc = self.acceptors.entry(gid).or_default();
+        if let Some((de, dp)) = &acc.decided
+            && *de >= epoch
+        {
+            let body = Body::Decided {
+                group: gid,
+                epoch: *de,
+                proposal: dp.clone(),
+            };
+            self.ctx.send(from, body);
+            return;
+        }
+        let slot = acc.slots.entry(epoch).or_insert((Ballot::default(), None));
+        if ballot < slot.0 {
+            let promised = slot.0;
+            self.ctx.send(
+                from,
+                Body::Reject {
+                    group: gid,
+                    epoch,
+                    promised,
+                },
+            );
+            return;
+        }
+        slot.0 = ballot;
+        slot.1 = Some((ballot, proposal.clone()));
+        if let Some(g) = self.groups.get_mut(&gid)
+            && g.is_member()
+            && g.epoch() + 1 == epoch
+        {
+            g.cap = g.cap.min(proposal.cut.max(g.delivered));
+            if g.frozen_since.is_none() {
+                g.frozen_since = Some(now);
+            }
+            if proposal.view.contains(me) && g.ready < proposal.cut {
+                g.pending_accept = Some((epoch, ballot, from, proposal.cut));
+                let (f, e) = (g.ready + 1, g.epoch());
+                self.ctx.stats.nacks_sent += 1;
+                self.ctx.send(
+                    from,
+                    Body::Nack {
+                        group: gid,
+                        epoch: e,
+                        positions: Some((f, proposal.cut)),
+                        sender_seqs: None,
+                    },
+                );
+                return;
+            }
+        }
+        self.ctx.send(
+            from,
+            Body::Accepted {
+                group: gid,
+                epoch,
+                ballot,
+            },
+        );
+    }
+
+    fn on_accepted(&mut self, from: NodeId, gid: GroupId, epoch: u32, ballot: Ballot) {
+        let Some(p) = self.proposers.get_mut(&gid) else {
+            return;
+        };
+        if p.epoch != epoch || p.ballot != ballot || p.stage != Stage::Accept {
+            return;
+        }
+        if !p.accepts.contains(&from) {
+            p.accepts.push(from);
+        }
+        let Some(prop) = p.proposal.clone() else {
+            return;
+        };
+        if p.accepts.len() < self.majority {
+            return;
+        }
+        let accepts = p.accepts.clone();
+        let p = &accepts;
+        let members_ok = prop
+            .view
+            .members
+            .iter()
+            .all(|m| p.contains(m) || self.suspected(*m));
+        if !members_ok {
+            return;
+        }
+        self.proposers.remove(&gid);
+        for n in self.cfg.nodes.clone() {
+            self.ctx.send(
+                n,
+                Body::Decided {
+                    group: gid,
+                    epoch,
+                    proposal: prop.clone(),
+                },
+            );
+        }
+    }
+
+    fn on_decided(&mut self, from: NodeId, gid: GroupId, epoch: u32, proposal: Proposal) {
+        let me = self.ctx.me;
+        let acc = self.acceptors.entry(gid).or_default();
+        if acc.decided.as_ref().is_none_or(|(e, _)| *e < epoch) {
+            acc.decided = Some((epoch, proposal.clone()));
+            acc.slots.retain(|e, _| *e > epoch);
+        }
+        if self.proposers.get(&gid).is_some_and(|p| p.epoch <= epoch) {
+            self.proposers.remove(&gid);
+        }
+        let mine = proposal
+            .view
+            .members
+            .iter()
+            .zip(proposal.incarnations.iter())
+            .any(|(m, i)| *m == me && *i == self.ctx.inc);
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        match g.phase {
+            Phase::Joining { .. } => {
+                if let Some(j) = self.joiners.get_mut(&gid) {
+                    j.known = Some((epoch, proposal.view.clone()));
+                }
+                if mine {
+                    // We created (or restarted) the group.
+                    self.joiners.remove(&gid);
+                    g.phase = Phase::Member;
+                    g.view = proposal.view.clone();
+                    g.incs = proposal.incarnations.clone();
+                    g.reset_order(proposal.cut, proposal.next.clone());
+                    g.senders.retain(|b| b.node == me);
+                    g.take_over(proposal.cut);
+                    self.ctx.stats.view_changes += 1;
+                    self.ctx.stats.flush_installs += 1;
+                    self.ctx.commands.push_back(Command::ViewChange {
+                        view: proposal.view,
+                        reason: Reason::Join(me),
+                        position: proposal.cut,
+                    });
+                    self.after_change(gid);
+                }
+            }
+            Phase::Member => {
+                if g.epoch() >= epoch {
+                    return;
+                }
+                if g.epoch() + 1 == epoch && mine {
+                    if g.ready >= proposal.cut {
+                        self.install(gid, epoch, proposal);
+                    } else if g.pending_install.is_none() {
+                        let (f, e) = (g.ready + 1, g.epoch());
+                        g.cap = g.cap.min(proposal.cut.max(g.delivered));
+                        g.pending_install = Some(PendingInstall {
+                            epoch,
+                            proposal: proposal.clone(),
+                        });
+                        self.ctx.stats.nacks_sent += 1;
+                        self.ctx.send(
+                            from,
+                            Body::Nack {
+                                group: gid,
+                                epoch: e,
+                                positions: Some((f, proposal.cut)),
+                                sender_seqs: None,
+                            },
+                        );
+                    }
+                } else {
+                    // Excluded, or too far behind to catch up: start over.
+                    self.go_partitioned(gid);
+                }
+            }
+        }
+    }
+
+    /// Deliver the old epoch up to the cut, then install the new view.
+    fn install(&mut self, gid: GroupId, epoch: u32, proposal: Proposal) {
+        let me = self.ctx.me;
+        let inc = self.ctx.inc;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        g.pending_install = None;
+        g.pending_accept = None;
+        g.cap = proposal.cut;
+        // Every member of the new view holds everything up to the cut.
+        g.stable = g.stable.max(proposal.cut);
+        if g.deliver(&mut self.ctx) {
+            self.groups.remove(&gid);
+            return;
+        }
+        let failed: Vec<NodeId> = proposal
+            .old_members
+            .iter()
+            .copied()
+            .filter(|m| !proposal.view.members.contains(m))
+            .collect();
+        g.view = proposal.view.clone();
+        g.incs = proposal.incarnations.clone();
+        g.reset_order(proposal.cut, proposal.next.clone());
+        g.my_ordered = next_of(&g.next, me, inc).saturating_sub(1);
+        g.my_ordered_at_check = g.my_ordered;
+        g.senders
+            .retain(|b| proposal.view.members.contains(&b.node) || b.node == me);
+        self.ctx.stats.view_changes += 1;
+        self.ctx.stats.flush_installs += 1;
+        self.ctx.commands.push_back(Command::ViewChange {
+            view: proposal.view.clone(),
+            reason: Reason::Failed(failed),
+            position: proposal.cut,
+        });
+        let _ = epoch;
+        if g.coordinator() == Some(me) {
+            g.take_over(proposal.cut);
+            for (m, i) in proposal
+                .view
+                .members
+                .iter()
+                .zip(proposal.incarnations.iter())
+            {
+                g.order_sender(&mut self.ctx, *m, *i);
+            }
+        }
+        // Messages of ours the old epoch did not order go again.
+        let members = proposal.view.members.clone();
+        g.resend_own(&mut self.ctx, &members, self.cfg.window);
+        if let Some(c) = g.coordinator()
+            && c != me
+        {
+            g.last_ack_time = self.now;
+            let ready = g.ready;
+            self.ctx.send(
+                c,
+                Body::Ack {
+                    group: gid,
+                    epoch: proposal.view.id.epoch(),
+                    ready,
+                },
+            );
+        }
+        self.after_change(gid);
+    }
+}
+
+fn unreachable_none() -> (u32, View, Option<Proposal>) {
+    (
+        0,
+        View {
+            group: GroupId(0),
+            id: ViewId(0),
+            members: Vec::new(),
+            protocol: ProtocolVersion(0),
+        },
+        None,
+    )
 }

@@ -1,1 +1,944 @@
-//! Per-group state (filled in by the protocol commit).
+//! Per-group state of one member: the view, the order ring, the sender
+//! buffers, the sequencer role, delivery and retransmission.
+//!
+//! Positions form one sequence along the group's history. `slots[i]` holds
+//! the order entry of position `base + i`; payloads live in per-sender rings
+//! indexed by sender sequence, so a payload that arrives before its order
+//! entry (the common case: data goes straight from the sender) is kept until
+//! the entry names it, and nothing is copied.
+
+use std::collections::VecDeque;
+
+use crate::engine::{Command, Ctx};
+use crate::message::{Body, OrderEntry, SenderNext};
+use crate::types::{Delivery, DeliveryMode, GroupId, NodeId, Payload, Reason, Time, View};
+
+/// Positions further ahead than this are dropped (and fetched again later):
+/// bounds memory against a confused or hostile peer.
+const MAX_AHEAD: u64 = 1 << 20;
+
+/// One position of the order, expanded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Slot {
+    Data {
+        sender: NodeId,
+        inc: u64,
+        seq: u64,
+    },
+    Join {
+        node: NodeId,
+        inc: u64,
+        rejoin: bool,
+    },
+    Leave {
+        node: NodeId,
+    },
+}
+
+/// Payloads of one sender incarnation, indexed by sender sequence.
+#[derive(Debug)]
+pub(crate) struct SenderBuf<P> {
+    pub node: NodeId,
+    pub inc: u64,
+    /// Sender sequence of `msgs[0]`.
+    pub base: u64,
+    pub msgs: VecDeque<Option<P>>,
+}
+
+impl<P: Payload> SenderBuf<P> {
+    fn get(&self, seq: u64) -> Option<&P> {
+        if seq < self.base {
+            return None;
+        }
+        self.msgs.get((seq - self.base) as usize)?.as_ref()
+    }
+
+    /// Store; `false` if it was a duplicate or out of range.
+    fn put(&mut self, seq: u64, payload: P, limit: u64) -> bool {
+        if seq < self.base || seq - self.base >= limit {
+            return false;
+        }
+        let idx = (seq - self.base) as usize;
+        while self.msgs.len() <= idx {
+            self.msgs.push_back(None);
+        }
+        if self.msgs[idx].is_some() {
+            return false;
+        }
+        self.msgs[idx] = Some(payload);
+        true
+    }
+
+    /// Drop everything below `seq`.
+    fn release_below(&mut self, seq: u64) {
+        while self.base < seq {
+            if self.msgs.pop_front().is_none() {
+                self.base = seq;
+                break;
+            }
+            self.base += 1;
+        }
+    }
+}
+
+/// What a joiner is told, kept until it acknowledges.
+#[derive(Debug, Clone)]
+pub(crate) struct WelcomeInfo {
+    pub view: View,
+    pub position: u64,
+    pub next: Vec<SenderNext>,
+    pub incs: Vec<u64>,
+}
+
+/// The sequencer role, held by the coordinator.
+#[derive(Debug)]
+pub(crate) struct Sequencer {
+    /// Next position to assign.
+    pub next_pos: u64,
+    /// The view after every entry ordered so far.
+    pub view: View,
+    pub incs: Vec<u64>,
+    /// Per sender: next sender sequence to order.
+    pub next: Vec<SenderNext>,
+    /// Per member of `view`: highest contiguous position it holds.
+    pub acks: Vec<(NodeId, u64)>,
+    pub stable: u64,
+    pub published_stable: u64,
+    /// Entries ordered but not yet sent, starting at `pending_first`.
+    pub pending_first: u64,
+    pub pending: Vec<OrderEntry>,
+    /// Members waiting to leave once their messages up to `.1` are ordered.
+    pub leaves: Vec<(NodeId, u64)>,
+    /// Welcomes kept until the joiner acknowledges.
+    pub welcomes: Vec<(NodeId, WelcomeInfo)>,
+    /// Once it ordered its own Leave, it orders nothing more.
+    pub retired: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Asking to join; `rejoin` after a partition or exclusion.
+    Joining {
+        rejoin: bool,
+        last_request: Time,
+    },
+    Member,
+}
+
+/// An installed decision waiting for the data up to its cut.
+#[derive(Debug, Clone)]
+pub(crate) struct PendingInstall {
+    pub epoch: u32,
+    pub proposal: crate::message::Proposal,
+}
+
+/// One member's state of one group.
+#[derive(Debug)]
+pub(crate) struct Group<P> {
+    pub id: GroupId,
+    pub mode: DeliveryMode,
+    pub phase: Phase,
+    pub view: View,
+    pub incs: Vec<u64>,
+    /// Last position delivered (or applied, for membership entries).
+    pub delivered: u64,
+    /// Highest position up to which every entry and payload is held.
+    pub ready: u64,
+    /// Highest position known to exist.
+    pub hi_seen: u64,
+    /// Position of `slots[0]`.
+    pub base: u64,
+    pub slots: VecDeque<Option<Slot>>,
+    pub stable: u64,
+    /// Delivery stops here while a flush is under way.
+    pub cap: u64,
+    pub frozen_since: Option<Time>,
+    pub senders: Vec<SenderBuf<P>>,
+    /// Per sender, next sender sequence to order, as of `delivered`.
+    pub next: Vec<SenderNext>,
+    /// Per sender, highest sender sequence this node delivered: survives a
+    /// rejoin so nothing is handed to the application twice.
+    pub delivered_hi: Vec<SenderNext>,
+    /// Own last sender sequence.
+    pub my_seq: u64,
+    /// Highest own sender sequence seen ordered.
+    pub my_ordered: u64,
+    pub my_ordered_at_check: u64,
+    pub seq: Option<Sequencer>,
+    pub leaving: Option<Time>,
+    pub pending_install: Option<PendingInstall>,
+    /// Accepted proposals waiting for data before answering `Accepted`.
+    pub pending_accept: Option<(u32, crate::message::Ballot, NodeId, u64)>,
+    pub last_ack_sent: u64,
+    pub last_ack_time: Time,
+    pub ready_at_check: u64,
+    pub nack_round: usize,
+    pub last_nack: Time,
+    /// When this member first saw a suspected member (flush timing).
+    pub suspect_since: Option<Time>,
+}
+
+pub(crate) fn next_of(next: &[SenderNext], node: NodeId, inc: u64) -> u64 {
+    next.iter()
+        .find(|s| s.node == node && s.incarnation == inc)
+        .map_or(1, |s| s.next)
+}
+
+pub(crate) fn set_next(next: &mut Vec<SenderNext>, node: NodeId, inc: u64, value: u64) {
+    if let Some(s) = next.iter_mut().find(|s| s.node == node) {
+        if s.incarnation == inc {
+            s.next = s.next.max(value);
+        } else if s.incarnation < inc {
+            s.incarnation = inc;
+            s.next = value;
+        }
+    } else {
+        next.push(SenderNext {
+            node,
+            incarnation: inc,
+            next: value,
+        });
+    }
+}
+
+impl<P: Payload> Group<P> {
+    pub fn new(id: GroupId, mode: DeliveryMode, view: View, now: Time) -> Self {
+        Group {
+            id,
+            mode,
+            phase: Phase::Joining {
+                rejoin: false,
+                last_request: Time(0),
+            },
+            view,
+            incs: Vec::new(),
+            delivered: 0,
+            ready: 0,
+            hi_seen: 0,
+            base: 1,
+            slots: VecDeque::new(),
+            stable: 0,
+            cap: u64::MAX,
+            frozen_since: None,
+            senders: Vec::new(),
+            next: Vec::new(),
+            delivered_hi: Vec::new(),
+            my_seq: 0,
+            my_ordered: 0,
+            my_ordered_at_check: 0,
+            seq: None,
+            leaving: None,
+            pending_install: None,
+            pending_accept: None,
+            last_ack_sent: 0,
+            last_ack_time: now,
+            ready_at_check: 0,
+            nack_round: 0,
+            last_nack: now,
+            suspect_since: None,
+        }
+    }
+
+    pub fn is_member(&self) -> bool {
+        self.phase == Phase::Member
+    }
+
+    pub fn epoch(&self) -> u32 {
+        self.view.id.epoch()
+    }
+
+    pub fn coordinator(&self) -> Option<NodeId> {
+        self.view.coordinator()
+    }
+
+    /// Reset the order state to start after `position` (join, install, rejoin).
+    pub fn reset_order(&mut self, position: u64, next: Vec<SenderNext>) {
+        self.delivered = position;
+        self.ready = position;
+        self.hi_seen = position;
+        self.base = position + 1;
+        self.slots.clear();
+        self.stable = position;
+        self.cap = u64::MAX;
+        self.frozen_since = None;
+        self.next = next;
+        self.seq = None;
+        self.pending_install = None;
+        self.pending_accept = None;
+        self.last_ack_sent = position;
+        self.ready_at_check = position;
+        self.suspect_since = None;
+        // Payloads below each sender's next were delivered already.
+        let next = &self.next;
+        for buf in &mut self.senders {
+            let n = next_of(next, buf.node, buf.inc);
+            buf.release_below(n);
+        }
+    }
+
+    fn buf_index(&mut self, node: NodeId, inc: u64) -> Option<usize> {
+        if let Some(i) = self.senders.iter().position(|b| b.node == node) {
+            let b = &mut self.senders[i];
+            if b.inc == inc {
+                return Some(i);
+            }
+            if b.inc > inc {
+                return None;
+            }
+            // A newer incarnation replaces the old one's buffer.
+            let base = next_of(&self.next, node, inc);
+            *b = SenderBuf {
+                node,
+                inc,
+                base,
+                msgs: VecDeque::new(),
+            };
+            return Some(i);
+        }
+        let base = next_of(&self.next, node, inc);
+        self.senders.push(SenderBuf {
+            node,
+            inc,
+            base,
+            msgs: VecDeque::new(),
+        });
+        Some(self.senders.len() - 1)
+    }
+
+    pub fn payload(&self, node: NodeId, inc: u64, seq: u64) -> Option<&P> {
+        self.senders
+            .iter()
+            .find(|b| b.node == node && b.inc == inc)
+            .and_then(|b| b.get(seq))
+    }
+
+    /// Store a payload; `true` if new.
+    pub fn store_payload(
+        &mut self,
+        node: NodeId,
+        inc: u64,
+        seq: u64,
+        payload: P,
+        limit: u64,
+    ) -> bool {
+        match self.buf_index(node, inc) {
+            Some(i) => self.senders[i].put(seq, payload, limit),
+            None => false,
+        }
+    }
+
+    pub fn slot(&self, pos: u64) -> Option<Slot> {
+        if pos < self.base {
+            return None;
+        }
+        self.slots
+            .get((pos - self.base) as usize)
+            .copied()
+            .flatten()
+    }
+
+    /// Record the entries of positions `first..`; `true` if anything was new.
+    pub fn insert_entries(&mut self, me: NodeId, first: u64, entries: &[OrderEntry]) -> bool {
+        let mut pos = first;
+        let mut any = false;
+        for e in entries {
+            match *e {
+                OrderEntry::Data {
+                    sender,
+                    incarnation,
+                    first_seq,
+                    count,
+                } => {
+                    for i in 0..u64::from(count) {
+                        any |= self.insert_slot(
+                            pos + i,
+                            Slot::Data {
+                                sender,
+                                inc: incarnation,
+                                seq: first_seq + i,
+                            },
+                        );
+                        if sender == me {
+                            self.my_ordered = self.my_ordered.max(first_seq + i);
+                        }
+                    }
+                    pos += u64::from(count);
+                }
+                OrderEntry::Join {
+                    node,
+                    incarnation,
+                    rejoin,
+                } => {
+                    any |= self.insert_slot(
+                        pos,
+                        Slot::Join {
+                            node,
+                            inc: incarnation,
+                            rejoin,
+                        },
+                    );
+                    pos += 1;
+                }
+                OrderEntry::Leave { node } => {
+                    any |= self.insert_slot(pos, Slot::Leave { node });
+                    pos += 1;
+                }
+            }
+        }
+        if pos > first {
+            self.hi_seen = self.hi_seen.max(pos - 1);
+        }
+        any
+    }
+
+    fn insert_slot(&mut self, pos: u64, slot: Slot) -> bool {
+        if pos <= self.delivered || pos < self.base || pos - self.base >= MAX_AHEAD {
+            return false;
+        }
+        let idx = (pos - self.base) as usize;
+        while self.slots.len() <= idx {
+            self.slots.push_back(None);
+        }
+        if self.slots[idx].is_some() {
+            return false;
+        }
+        self.slots[idx] = Some(slot);
+        true
+    }
+
+    /// Move `ready` forward over every position whose entry and payload are held.
+    pub fn advance_ready(&mut self) {
+        loop {
+            let pos = self.ready + 1;
+            match self.slot(pos) {
+                Some(Slot::Data { sender, inc, seq }) => {
+                    if self.payload(sender, inc, seq).is_none() {
+                        return;
+                    }
+                }
+                Some(_) => {}
+                None => return,
+            }
+            self.ready = pos;
+        }
+    }
+
+    /// Drop entries and payloads every member holds and this member delivered.
+    pub fn release(&mut self) {
+        let upto = self.stable.min(self.delivered);
+        while self.base <= upto {
+            match self.slots.pop_front() {
+                Some(Some(Slot::Data { sender, inc, seq })) => {
+                    if let Some(b) = self
+                        .senders
+                        .iter_mut()
+                        .find(|b| b.node == sender && b.inc == inc)
+                    {
+                        b.release_below(seq + 1);
+                    }
+                }
+                Some(_) => {}
+                None => {
+                    self.base = upto + 1;
+                    return;
+                }
+            }
+            self.base += 1;
+        }
+    }
+
+    /// Own messages not yet ordered.
+    pub fn own_unstable(&self, me: NodeId, inc: u64) -> usize {
+        self.senders
+            .iter()
+            .find(|b| b.node == me && b.inc == inc)
+            .map_or(0, |b| b.msgs.len())
+    }
+
+    fn mark_delivered(&mut self, sender: NodeId, inc: u64, seq: u64) -> bool {
+        if let Some(s) = self.delivered_hi.iter_mut().find(|s| s.node == sender) {
+            if s.incarnation == inc {
+                if seq <= s.next {
+                    return false;
+                }
+                s.next = seq;
+                return true;
+            }
+            if s.incarnation > inc {
+                return false;
+            }
+            s.incarnation = inc;
+            s.next = seq;
+            return true;
+        }
+        self.delivered_hi.push(SenderNext {
+            node: sender,
+            incarnation: inc,
+            next: seq,
+        });
+        true
+    }
+
+    /// Deliver every position that may be delivered. Returns `Some(true)` if
+    /// this member's own Leave was delivered (the group is over for it).
+    pub fn deliver(&mut self, ctx: &mut Ctx<P>) -> bool {
+        self.advance_ready();
+        loop {
+            let pos = self.delivered + 1;
+            if pos > self.ready || pos > self.cap {
+                break;
+            }
+            if self.mode == DeliveryMode::Safe && pos > self.stable {
+                break;
+            }
+            let Some(slot) = self.slot(pos) else { break };
+            self.delivered = pos;
+            match slot {
+                Slot::Data { sender, inc, seq } => {
+                    set_next(&mut self.next, sender, inc, seq + 1);
+                    if self.mark_delivered(sender, inc, seq) {
+                        if let Some(p) = self.payload(sender, inc, seq) {
+                            let payload = p.clone();
+                            ctx.stats.delivered += 1;
+                            ctx.commands.push_back(Command::Deliver(Delivery {
+                                group: self.id,
+                                view: self.view.id,
+                                seq: pos,
+                                sender,
+                                sender_incarnation: inc,
+                                sender_seq: seq,
+                                payload,
+                            }));
+                        }
+                    } else {
+                        ctx.stats.duplicates += 1;
+                    }
+                }
+                Slot::Join { node, inc, rejoin } => {
+                    if !self.view.contains(node) {
+                        self.view.members.push(node);
+                        self.incs.push(inc);
+                    }
+                    set_next(&mut self.next, node, inc, 1);
+                    self.view.id = self.view.id.next_change();
+                    ctx.stats.view_changes += 1;
+                    let reason = if rejoin {
+                        Reason::Merged
+                    } else {
+                        Reason::Join(node)
+                    };
+                    ctx.commands.push_back(Command::ViewChange {
+                        view: self.view.clone(),
+                        reason,
+                        position: pos,
+                    });
+                }
+                Slot::Leave { node } => {
+                    let was_coordinator = self.coordinator() == Some(ctx.me);
+                    if let Some(i) = self.view.members.iter().position(|m| *m == node) {
+                        self.view.members.remove(i);
+                        self.incs.remove(i);
+                    }
+                    self.view.id = self.view.id.next_change();
+                    ctx.stats.view_changes += 1;
+                    ctx.commands.push_back(Command::ViewChange {
+                        view: self.view.clone(),
+                        reason: Reason::Leave(node),
+                        position: pos,
+                    });
+                    if node == ctx.me {
+                        return true;
+                    }
+                    if !was_coordinator && self.coordinator() == Some(ctx.me) {
+                        self.take_over(pos);
+                    }
+                }
+            }
+        }
+        self.release();
+        false
+    }
+
+    /// Become the sequencer after the previous one left at `pos`.
+    pub fn take_over(&mut self, pos: u64) {
+        let acks = self
+            .view
+            .members
+            .iter()
+            .map(|m| (*m, self.stable))
+            .collect();
+        self.seq = Some(Sequencer {
+            next_pos: pos + 1,
+            view: self.view.clone(),
+            incs: self.incs.clone(),
+            next: self.next.clone(),
+            acks,
+            stable: self.stable,
+            published_stable: self.stable,
+            pending_first: pos + 1,
+            pending: Vec::new(),
+            leaves: Vec::new(),
+            welcomes: Vec::new(),
+            retired: false,
+        });
+    }
+
+    /// Sequencer: order whatever of `sender`'s messages is next and held.
+    pub fn order_sender(&mut self, ctx: &mut Ctx<P>, sender: NodeId, inc: u64) {
+        let Some(seq) = self.seq.as_mut() else { return };
+        if seq.retired || self.cap != u64::MAX {
+            return;
+        }
+        let Some(mi) = seq.view.members.iter().position(|m| *m == sender) else {
+            return;
+        };
+        if seq.incs[mi] != inc {
+            return;
+        }
+        let Some(buf) = self
+            .senders
+            .iter()
+            .find(|b| b.node == sender && b.inc == inc)
+        else {
+            return;
+        };
+        let mut n = next_of(&seq.next, sender, inc);
+        let start = n;
+        while buf.get(n).is_some() {
+            n += 1;
+        }
+        if n == start {
+            return;
+        }
+        let count = n - start;
+        let first_pos = seq.next_pos;
+        set_next(&mut seq.next, sender, inc, n);
+        seq.next_pos += count;
+        ctx.stats.ordered += count;
+        // Merge with the previous run of the same sender when contiguous.
+        let mut merged = false;
+        if let Some(OrderEntry::Data {
+            sender: s,
+            incarnation: i,
+            first_seq,
+            count: c,
+        }) = seq.pending.last_mut()
+            && *s == sender
+            && *i == inc
+            && *first_seq + u64::from(*c) == start
+            && u64::from(*c) + count <= u64::from(u32::MAX)
+        {
+            *c += count as u32;
+            merged = true;
+        }
+        if !merged {
+            if seq.pending.is_empty() {
+                seq.pending_first = first_pos;
+            }
+            seq.pending.push(OrderEntry::Data {
+                sender,
+                incarnation: inc,
+                first_seq: start,
+                count: count as u32,
+            });
+        }
+        for i in 0..count {
+            let _ = self.insert_slot(
+                first_pos + i,
+                Slot::Data {
+                    sender,
+                    inc,
+                    seq: start + i,
+                },
+            );
+        }
+        if sender == ctx.me {
+            self.my_ordered = self.my_ordered.max(n - 1);
+        }
+        self.hi_seen = self.hi_seen.max(first_pos + count - 1);
+        if self
+            .seq
+            .as_ref()
+            .is_some_and(|s| s.pending.len() >= ctx.batch)
+        {
+            self.publish(ctx);
+        }
+        self.order_leaves(ctx);
+    }
+
+    /// Sequencer: order the Leave of members whose messages are all ordered.
+    pub fn order_leaves(&mut self, ctx: &mut Ctx<P>) {
+        loop {
+            let Some(seq) = self.seq.as_mut() else { return };
+            if seq.retired || self.cap != u64::MAX {
+                return;
+            }
+            let Some(i) = seq.leaves.iter().position(|(node, last)| {
+                seq.view
+                    .members
+                    .iter()
+                    .position(|m| m == node)
+                    .is_some_and(|mi| next_of(&seq.next, *node, seq.incs[mi]) > *last)
+            }) else {
+                return;
+            };
+            let (node, _) = seq.leaves.remove(i);
+            self.order_control(ctx, OrderEntry::Leave { node });
+        }
+    }
+
+    /// Sequencer: order a Join or Leave entry. Returns its position.
+    pub fn order_control(&mut self, ctx: &mut Ctx<P>, entry: OrderEntry) -> Option<u64> {
+        let seq = self.seq.as_mut()?;
+        let pos = seq.next_pos;
+        seq.next_pos += 1;
+        if seq.pending.is_empty() {
+            seq.pending_first = pos;
+        }
+        seq.pending.push(entry);
+        let slot = match entry {
+            OrderEntry::Join {
+                node,
+                incarnation,
+                rejoin,
+            } => {
+                seq.view.members.push(node);
+                seq.incs.push(incarnation);
+                seq.view.id = seq.view.id.next_change();
+                seq.acks.push((node, pos));
+                set_next(&mut seq.next, node, incarnation, 1);
+                Slot::Join {
+                    node,
+                    inc: incarnation,
+                    rejoin,
+                }
+            }
+            OrderEntry::Leave { node } => {
+                if let Some(i) = seq.view.members.iter().position(|m| *m == node) {
+                    seq.view.members.remove(i);
+                    seq.incs.remove(i);
+                }
+                seq.view.id = seq.view.id.next_change();
+                seq.acks.retain(|(m, _)| *m != node);
+                if seq.view.coordinator() != Some(ctx.me) {
+                    seq.retired = true;
+                }
+                Slot::Leave { node }
+            }
+            OrderEntry::Data { .. } => return None,
+        };
+        let _ = self.insert_slot(pos, slot);
+        self.hi_seen = self.hi_seen.max(pos);
+        Some(pos)
+    }
+
+    /// Sequencer: send pending entries (and the stable point) to the members.
+    pub fn publish(&mut self, ctx: &mut Ctx<P>) {
+        let Some(seq) = self.seq.as_mut() else { return };
+        if seq.pending.is_empty() && seq.stable <= seq.published_stable {
+            return;
+        }
+        let entries = std::mem::take(&mut seq.pending);
+        let first = if entries.is_empty() {
+            seq.next_pos
+        } else {
+            seq.pending_first
+        };
+        seq.published_stable = seq.stable;
+        // Send to the ordering view plus anyone who just left (they need
+        // their own Leave entry).
+        let epoch = self.view.id.epoch();
+        let stable = seq.stable;
+        let mut targets: Vec<NodeId> = seq.view.members.clone();
+        for e in &entries {
+            if let OrderEntry::Leave { node } = e
+                && !targets.contains(node)
+            {
+                targets.push(*node);
+            }
+        }
+        for to in targets {
+            if to == ctx.me {
+                continue;
+            }
+            ctx.send(
+                to,
+                Body::Order {
+                    group: self.id,
+                    epoch,
+                    first,
+                    entries: entries.clone(),
+                    stable,
+                },
+            );
+        }
+        if seq.retired {
+            // Nothing more to order; the next coordinator takes over when it
+            // delivers the Leave.
+            let leaves = std::mem::take(&mut seq.leaves);
+            let _ = leaves;
+        }
+    }
+
+    /// Sequencer: a member's cumulative ack.
+    pub fn on_ack(&mut self, from: NodeId, ready: u64) {
+        let own_ready = self.ready;
+        let me_pos = self.coordinator();
+        let Some(seq) = self.seq.as_mut() else { return };
+        if let Some(a) = seq.acks.iter_mut().find(|(m, _)| *m == from) {
+            a.1 = a.1.max(ready);
+        }
+        if let Some(me) = me_pos
+            && let Some(a) = seq.acks.iter_mut().find(|(m, _)| *m == me)
+        {
+            a.1 = a.1.max(own_ready);
+        }
+        seq.welcomes.retain(|(n, _)| *n != from);
+        let min = seq.acks.iter().map(|a| a.1).min().unwrap_or(own_ready);
+        if min > seq.stable {
+            seq.stable = min;
+            self.stable = self.stable.max(min);
+        }
+    }
+
+    /// Whether this member's coordinator role is active.
+    pub fn is_sequencer(&self) -> bool {
+        self.seq.as_ref().is_some_and(|s| !s.retired)
+    }
+
+    /// Answer a NACK for positions `from..=to` with entries and payloads held.
+    pub fn retransmit_positions(&self, ctx: &mut Ctx<P>, to_node: NodeId, from: u64, to: u64) {
+        let from = from.max(self.base);
+        let to = to.min(from.saturating_add(ctx.batch as u64 * 4));
+        let mut entries: Vec<OrderEntry> = Vec::new();
+        let mut first = from;
+        let epoch = self.epoch();
+        let mut pos = from;
+        while pos <= to {
+            let Some(slot) = self.slot(pos) else {
+                break;
+            };
+            match slot {
+                Slot::Data { sender, inc, seq } => {
+                    if let Some(p) = self.payload(sender, inc, seq) {
+                        ctx.stats.retransmissions += 1;
+                        ctx.send(
+                            to_node,
+                            Body::Data {
+                                group: self.id,
+                                epoch,
+                                sender,
+                                sender_incarnation: inc,
+                                sender_seq: seq,
+                                ack: self.ready,
+                                payload: p.clone(),
+                            },
+                        );
+                    }
+                    entries.push(OrderEntry::Data {
+                        sender,
+                        incarnation: inc,
+                        first_seq: seq,
+                        count: 1,
+                    });
+                }
+                Slot::Join { node, inc, rejoin } => entries.push(OrderEntry::Join {
+                    node,
+                    incarnation: inc,
+                    rejoin,
+                }),
+                Slot::Leave { node } => entries.push(OrderEntry::Leave { node }),
+            }
+            pos += 1;
+        }
+        if entries.is_empty() {
+            first = pos;
+        }
+        if !entries.is_empty() {
+            ctx.stats.retransmissions += 1;
+            ctx.send(
+                to_node,
+                Body::Order {
+                    group: self.id,
+                    epoch,
+                    first,
+                    entries,
+                    stable: self.stable,
+                },
+            );
+        }
+    }
+
+    /// Answer a NACK for unordered payloads of one sender.
+    pub fn retransmit_seqs(
+        &self,
+        ctx: &mut Ctx<P>,
+        to_node: NodeId,
+        sender: NodeId,
+        inc: u64,
+        from: u64,
+        to: u64,
+    ) {
+        let to = to.min(from.saturating_add(ctx.batch as u64 * 4));
+        let epoch = self.epoch();
+        for s in from..=to {
+            if let Some(p) = self.payload(sender, inc, s) {
+                ctx.stats.retransmissions += 1;
+                ctx.send(
+                    to_node,
+                    Body::Data {
+                        group: self.id,
+                        epoch,
+                        sender,
+                        sender_incarnation: inc,
+                        sender_seq: s,
+                        ack: self.ready,
+                        payload: p.clone(),
+                    },
+                );
+            }
+        }
+    }
+
+    /// Send own messages not yet ordered (after an epoch change or a rejoin,
+    /// or when they seem lost) to `targets`.
+    pub fn resend_own(&self, ctx: &mut Ctx<P>, targets: &[NodeId], limit: usize) {
+        let Some(buf) = self
+            .senders
+            .iter()
+            .find(|b| b.node == ctx.me && b.inc == ctx.inc)
+        else {
+            return;
+        };
+        let from = next_of(&self.next, ctx.me, ctx.inc)
+            .max(self.my_ordered + 1)
+            .max(buf.base);
+        let epoch = self.epoch();
+        let mut sent = 0;
+        for s in from..buf.base + buf.msgs.len() as u64 {
+            if sent >= limit {
+                break;
+            }
+            if let Some(p) = buf.get(s) {
+                sent += 1;
+                for to in targets {
+                    if *to == ctx.me {
+                        continue;
+                    }
+                    ctx.send(
+                        *to,
+                        Body::Data {
+                            group: self.id,
+                            epoch,
+                            sender: ctx.me,
+                            sender_incarnation: ctx.inc,
+                            sender_seq: s,
+                            ack: self.ready,
+                            payload: p.clone(),
+                        },
+                    );
+                }
+            }
+        }
+    }
+}

@@ -17,12 +17,15 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Digest, Group, Invariant, Logs, Member, ViewNo, Violation, groups, stints};
 
+/// A member that passed from one view to the next, and what it delivered in
+/// the first.
+type Passed = (Member, BTreeSet<Digest>);
+
 /// Checks virtual synchrony for every view transition seen in the logs.
 pub fn check(logs: &Logs) -> Result<(), Violation> {
     for group in groups(logs) {
         // (V, W) -> member -> digests delivered in V
-        let mut passed: BTreeMap<(ViewNo, ViewNo), Vec<(Member, BTreeSet<Digest>)>> =
-            BTreeMap::new();
+        let mut passed: BTreeMap<(ViewNo, ViewNo), Vec<Passed>> = BTreeMap::new();
         for log in &logs.nodes {
             let (runs, _) = stints(log, group);
             for stint in runs {
@@ -43,12 +46,7 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
     Ok(())
 }
 
-fn compare(
-    group: Group,
-    v: ViewNo,
-    w: ViewNo,
-    members: &[(Member, BTreeSet<Digest>)],
-) -> Result<(), Violation> {
+fn compare(group: Group, v: ViewNo, w: ViewNo, members: &[Passed]) -> Result<(), Violation> {
     let Some((first, first_set)) = members.first() else {
         return Ok(());
     };

@@ -1,0 +1,206 @@
+//! Deterministic simulation of the membership Engine over many seeds.
+//!
+//! ```text
+//! cargo test -p concord-membership --release --test sim                 # seeds 0..2000
+//! CONCORD_SIM_SEED_START=1234 CONCORD_SIM_SEEDS=1 cargo test -p concord-membership --release --test sim
+//! CONCORD_SIM_TRACE=1 CONCORD_SIM_SEED_START=1234 CONCORD_SIM_SEEDS=1 cargo test ... --test sim -- --nocapture
+//! CONCORD_SIM_SEEDS=100000 cargo test -p concord-membership --release --test sim   # the soak
+//! ```
+//!
+//! A failing seed panics with the seed, the violated invariant, the one-line
+//! replay command, the tail of the event trace, and where the full trace was
+//! written. See `sim/mod.rs` for what a seed decides.
+
+#[path = "sim/mod.rs"]
+mod sim;
+
+use std::cell::RefCell;
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::rc::Rc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Instant;
+
+use sim::{Coverage, Failure, replay_command, run_seed};
+
+fn env_u64(name: &str, default: u64) -> u64 {
+    match std::env::var(name) {
+        Ok(v) => v
+            .trim()
+            .parse()
+            .unwrap_or_else(|_| panic!("{name}={v:?} is not an unsigned integer")),
+        Err(_) => default,
+    }
+}
+
+/// Stop collecting after this many failing seeds: past it the report would
+/// only repeat itself, and a badly broken Engine should not make a soak run
+/// for hours.
+const MAX_FAILURES: usize = 100;
+
+#[test]
+fn every_seed_holds_every_invariant() {
+    let start = env_u64("CONCORD_SIM_SEED_START", 0);
+    let count = env_u64("CONCORD_SIM_SEEDS", 2000);
+    let print_trace = std::env::var("CONCORD_SIM_TRACE").is_ok_and(|v| v == "1");
+    let end = start
+        .checked_add(count)
+        .expect("CONCORD_SIM_SEED_START + CONCORD_SIM_SEEDS overflows u64");
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(usize::try_from(count).unwrap_or(usize::MAX))
+        .max(1);
+    let next = AtomicU64::new(start);
+    let failures: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
+    let coverage = Mutex::new(Coverage::default());
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut local = Coverage::default();
+                loop {
+                    if failures.lock().unwrap().len() >= MAX_FAILURES {
+                        break;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    let lines = print_trace.then(|| Rc::new(RefCell::new(Vec::new())));
+                    let outcome = run_seed(seed, lines.clone());
+                    if let Some(lines) = lines {
+                        let out = std::io::stdout();
+                        let mut out = out.lock();
+                        for l in lines.borrow().iter() {
+                            let _ = writeln!(out, "[seed {seed}] {l}");
+                        }
+                    }
+                    local.add(&outcome.coverage);
+                    if let Err(f) = outcome.result {
+                        failures.lock().unwrap().push((seed, f));
+                    }
+                }
+                coverage.lock().unwrap().add(&local);
+            });
+        }
+    });
+    let elapsed = t0.elapsed();
+    let coverage = coverage.into_inner().unwrap();
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _)| *seed);
+    eprintln!(
+        "sim: seeds {start}..{end} on {threads} threads in {:.1}s: {} failed; exercised {coverage:?}",
+        elapsed.as_secs_f64(),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        panic!("{}", report(&failures, count));
+    }
+    // A simulator that never crashes anything passes every check: make sure a
+    // large run exercised what it claims to.
+    if count >= 500 {
+        let c = &coverage;
+        for (what, n) in [
+            ("crashes", c.crashes),
+            ("coordinator crashes", c.coordinator_crashes),
+            ("restarts", c.restarts),
+            ("partitions", c.partitions),
+            ("Partitioned reports", c.partitioned_reports),
+            ("graceful leaves", c.leaves),
+            ("coordinator leaves", c.coordinator_leaves),
+            ("joins", c.joins),
+            ("back-pressured multicasts", c.back_pressured),
+            ("flushes", c.flushes),
+            ("lost messages", c.lost),
+            ("duplicated messages", c.duplicated),
+            ("deliveries", c.delivered),
+            ("view changes", c.views),
+        ] {
+            assert!(
+                n > 0,
+                "{count} seeds exercised no {what}: the simulator is not testing what it claims ({c:?})"
+            );
+        }
+    }
+}
+
+/// The failure report: per invariant how many seeds, each seed with its replay
+/// command, and the trace tail of the first failure.
+fn report(failures: &[(u64, Failure)], count: u64) -> String {
+    let mut by_invariant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+    for (seed, f) in failures {
+        by_invariant.entry(f.invariant()).or_default().push(*seed);
+    }
+    let mut r = format!(
+        "{} of {count} seeds failed{}:\n",
+        failures.len(),
+        if failures.len() >= MAX_FAILURES {
+            " (stopped collecting)"
+        } else {
+            ""
+        }
+    );
+    for (inv, seeds) in &by_invariant {
+        r += &format!(
+            "  {inv}: {} seeds, first {:?}\n",
+            seeds.len(),
+            &seeds[..seeds.len().min(10)]
+        );
+    }
+    for (seed, f) in failures.iter().take(10) {
+        r += &format!("\nseed {seed}: {f}\n  replay: {}\n", replay_command(*seed));
+    }
+    let (seed, first) = &failures[0];
+    let seed = *seed;
+    let lines = Rc::new(RefCell::new(Vec::new()));
+    let _ = run_seed(seed, Some(lines.clone()));
+    let lines = lines.borrow();
+    let path =
+        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sim-seed-{seed}.trace"));
+    let written = std::fs::write(&path, lines.join("\n"))
+        .map(|()| format!("full trace of seed {seed}: {}", path.display()))
+        .unwrap_or_else(|e| format!("could not write the trace to {}: {e}", path.display()));
+    // The excerpt: the last lines about the node the violation names (all
+    // nodes if none), without heartbeats, which are most of any trace.
+    let node = match first {
+        Failure::Violation(v) => v.member.map(|m| m.node),
+        _ => None,
+    };
+    let relevant: Vec<&String> = lines
+        .iter()
+        .filter(|l| !l.contains("Heartbeat"))
+        .filter(|l| {
+            node.is_none_or(|n| l.contains(&format!("n{n}#")) || l.contains(&format!("n{n} ")))
+        })
+        .collect();
+    r += &format!(
+        "\n{written} (or set CONCORD_SIM_TRACE=1 to print it)\nlast {} trace lines of seed {seed}{}:\n",
+        relevant.len().min(40),
+        node.map_or(String::new(), |n| format!(" about n{n}"))
+    );
+    for l in &relevant[relevant.len().saturating_sub(40)..] {
+        r += &format!("  {l}\n");
+    }
+    r
+}
+
+#[test]
+fn the_same_seed_replays_the_same_trace() {
+    let mut hashes = Vec::new();
+    for seed in [3, 1234, 987_654_321] {
+        let a = run_seed(seed, None);
+        let b = run_seed(seed, None);
+        assert_eq!(
+            a.trace_hash, b.trace_hash,
+            "seed {seed} ran twice gave different traces: something is not deterministic"
+        );
+        hashes.push(a.trace_hash);
+    }
+    hashes.dedup();
+    assert_eq!(
+        hashes.len(),
+        3,
+        "different seeds gave the same trace hash: the trace hashes nothing"
+    );
+}

@@ -1,0 +1,1011 @@
+//! The simulated world: a virtual clock, a queue of events ordered by time,
+//! the network between Engines, and the applications on top of them that
+//! multicast, join, leave and record what they are handed.
+//!
+//! Nothing here reads a clock or a thread-local random source: the scenario
+//! (drawn from the seed) and the world's own seeded generator decide
+//! everything, and every map is ordered, so a seed replays exactly.
+
+use std::cell::RefCell;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::rc::Rc;
+
+use concord_membership::check::{self, Event, Logs, NodeLog, Sent};
+use concord_membership::{
+    Body, Command, Config, Engine, Message, Multicast, NodeId, Reason, Stats, Time, wire,
+};
+
+use super::rng::{FNV_START, Rng, fnv1a};
+use super::scenario::{Action, MS, Scenario};
+
+/// The payload type the simulated applications use.
+pub type Bytes = Rc<[u8]>;
+
+/// How long after the final heal the world gives the cluster to converge.
+const HEAL_DEADLINE: u64 = 4_000 * MS;
+/// A hard cap on events per seed: an Engine that asks to be woken in a loop
+/// must not hang the test.
+const EVENT_BUDGET: u64 = 3_000_000;
+
+/// Why a seed failed.
+#[derive(Debug, Clone)]
+pub enum Failure {
+    /// A checker found a violation.
+    Violation(check::Violation),
+    /// A property the world itself checks (not visible in the logs).
+    World {
+        invariant: &'static str,
+        detail: String,
+    },
+    /// The Engine panicked.
+    Panic(String),
+}
+
+impl Failure {
+    pub fn invariant(&self) -> String {
+        match self {
+            Failure::Violation(v) => v.invariant.to_string(),
+            Failure::World { invariant, .. } => (*invariant).to_string(),
+            Failure::Panic(_) => "engine-panic".to_string(),
+        }
+    }
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Violation(v) => write!(f, "{v}"),
+            Failure::World { invariant, detail } => write!(f, "{invariant} violated: {detail}"),
+            Failure::Panic(msg) => write!(f, "the Engine panicked: {msg}"),
+        }
+    }
+}
+
+/// What a run exercised (summed over seeds to show the simulator does not
+/// silently test nothing).
+#[derive(Debug, Clone, Default)]
+pub struct Coverage {
+    pub seeds: u64,
+    pub crashes: u64,
+    pub coordinator_crashes: u64,
+    pub restarts: u64,
+    pub partitions: u64,
+    pub leaves: u64,
+    pub coordinator_leaves: u64,
+    pub joins: u64,
+    pub sent: u64,
+    pub back_pressured: u64,
+    pub delivered: u64,
+    pub views: u64,
+    pub partitioned_reports: u64,
+    pub flushes: u64,
+    pub retransmissions: u64,
+    pub messages: u64,
+    pub lost: u64,
+    pub duplicated: u64,
+    pub events: u64,
+}
+
+impl Coverage {
+    pub fn add(&mut self, o: &Coverage) {
+        self.seeds += o.seeds;
+        self.crashes += o.crashes;
+        self.coordinator_crashes += o.coordinator_crashes;
+        self.restarts += o.restarts;
+        self.partitions += o.partitions;
+        self.leaves += o.leaves;
+        self.coordinator_leaves += o.coordinator_leaves;
+        self.joins += o.joins;
+        self.sent += o.sent;
+        self.back_pressured += o.back_pressured;
+        self.delivered += o.delivered;
+        self.views += o.views;
+        self.partitioned_reports += o.partitioned_reports;
+        self.flushes += o.flushes;
+        self.retransmissions += o.retransmissions;
+        self.messages += o.messages;
+        self.lost += o.lost;
+        self.duplicated += o.duplicated;
+        self.events += o.events;
+    }
+
+    fn add_stats(&mut self, s: &Stats) {
+        self.flushes += s.flushes;
+        self.retransmissions += s.retransmissions;
+    }
+}
+
+/// The result of one seed.
+#[derive(Debug)]
+pub struct Outcome {
+    pub result: Result<(), Failure>,
+    pub trace_hash: u64,
+    pub coverage: Coverage,
+}
+
+/// A message on the wire: typed, or as bytes when the scenario routes
+/// messages through the codec.
+#[derive(Debug)]
+enum Flight {
+    Typed(Box<Message<Bytes>>),
+    Encoded(Vec<u8>),
+}
+
+#[derive(Debug)]
+enum Ev {
+    Arrive {
+        from: usize,
+        to: usize,
+        flight: Flight,
+    },
+    Wake {
+        node: usize,
+        incarnation: u64,
+        at: u64,
+    },
+    Script(usize),
+    FinalHeal,
+    Poll,
+    Stop,
+}
+
+/// One node and the application on it.
+#[derive(Debug)]
+struct Slot {
+    id: NodeId,
+    engine: Option<Engine<Bytes>>,
+    incarnation: u64,
+    /// Index of the current incarnation's log in `Logs::nodes`.
+    log: usize,
+    /// Groups the application wants to be in (joined and not left).
+    wants: BTreeSet<usize>,
+    /// Multicasts the application wants to hand over, oldest first; a
+    /// `BackPressured` or refused one stays at the head and is retried.
+    pending: VecDeque<(usize, Bytes)>,
+    wakes: BTreeSet<u64>,
+    counter: u64,
+    /// Per group, the highest position seen (delivery or view change).
+    position: BTreeMap<usize, u64>,
+}
+
+/// The event trace: always hashed, kept as text only when asked.
+#[derive(Debug)]
+struct Trace {
+    hash: u64,
+    lines: Option<TraceLines>,
+}
+
+/// Where a kept trace goes; shared so a panicking run still leaves its trace.
+pub type TraceLines = Rc<RefCell<Vec<String>>>;
+
+impl Trace {
+    fn note(&mut self, now: u64, key: &[u64], line: impl FnOnce() -> String) {
+        let mut h = fnv1a(self.hash, &now.to_le_bytes());
+        for k in key {
+            h = fnv1a(h, &k.to_le_bytes());
+        }
+        self.hash = h;
+        if let Some(lines) = &self.lines {
+            lines
+                .borrow_mut()
+                .push(format!("{:>10.3}ms {}", now as f64 / MS as f64, line()));
+        }
+    }
+}
+
+/// The world for one seed.
+#[derive(Debug)]
+pub struct World {
+    sc: Scenario,
+    now: u64,
+    tie: u64,
+    queue: BTreeMap<(u64, u64), Ev>,
+    slots: Vec<Slot>,
+    logs: Logs,
+    /// Component of each node; messages cross only within a component.
+    component: Vec<u8>,
+    /// False after the final heal: no loss, duplication, reordering or delay.
+    chaos: bool,
+    rng: Rng,
+    trace: Trace,
+    cov: Coverage,
+    converged_at: Option<u64>,
+    world_failure: Option<Failure>,
+}
+
+impl World {
+    pub fn new(seed: u64, trace: Option<TraceLines>) -> World {
+        let sc = Scenario::from_seed(seed);
+        let mut w = World {
+            now: 0,
+            tie: 0,
+            queue: BTreeMap::new(),
+            slots: Vec::new(),
+            logs: Logs::default(),
+            component: vec![0; sc.nodes],
+            chaos: true,
+            rng: Rng::new(seed ^ 0x005e_ed0f_3a11),
+            trace: Trace {
+                hash: FNV_START,
+                lines: trace,
+            },
+            cov: Coverage {
+                seeds: 1,
+                ..Coverage::default()
+            },
+            converged_at: None,
+            world_failure: None,
+            sc,
+        };
+        let sc = w.sc.clone();
+        w.trace.note(0, &[sc.nodes as u64], || {
+            format!(
+                "seed {} nodes {} groups {:?} hb {}ms timeout {}ms window {} batch {} wire {} chaos until {}ms net {:?}",
+                sc.seed,
+                sc.nodes,
+                sc.groups.iter().map(|g| (&g.name, g.mode)).collect::<Vec<_>>(),
+                sc.heartbeat / MS,
+                sc.timeout / MS,
+                sc.window,
+                sc.batch,
+                sc.wire,
+                sc.chaos_end / MS,
+                sc.net
+            )
+        });
+        for i in 0..sc.nodes {
+            let id = NodeId(i as u32 + 1);
+            w.slots.push(Slot {
+                id,
+                engine: None,
+                incarnation: 0,
+                log: 0,
+                wants: BTreeSet::new(),
+                pending: VecDeque::new(),
+                wakes: BTreeSet::new(),
+                counter: 0,
+                position: BTreeMap::new(),
+            });
+            w.boot(i);
+        }
+        for (i, (at, _)) in sc.script.iter().enumerate() {
+            w.schedule(*at, Ev::Script(i));
+        }
+        w.schedule(sc.chaos_end, Ev::FinalHeal);
+        w.schedule(sc.chaos_end + HEAL_DEADLINE, Ev::Stop);
+        w
+    }
+
+    fn config(&self, node: usize, incarnation: u64) -> Config {
+        let mut c = Config::new(
+            self.slots[node].id,
+            (1..=self.sc.nodes as u32).map(NodeId).collect(),
+        );
+        c.incarnation = incarnation;
+        c.heartbeat_interval = self.sc.heartbeat;
+        c.failure_timeout = self.sc.timeout;
+        c.window = self.sc.window;
+        c.batch = self.sc.batch;
+        c
+    }
+
+    /// Start (or restart) a node: a fresh Engine with a higher incarnation,
+    /// a fresh log, and the application rejoins the groups it wants.
+    fn boot(&mut self, node: usize) {
+        let incarnation = self.slots[node].incarnation + 1;
+        let config = self.config(node, incarnation);
+        let engine = match Engine::new(config, Time(self.now)) {
+            Ok(e) => e,
+            Err(e) => {
+                self.fail_world(
+                    "startup",
+                    format!("Engine::new refused a valid config: {e}"),
+                );
+                return;
+            }
+        };
+        let slot = &mut self.slots[node];
+        slot.engine = Some(engine);
+        slot.incarnation = incarnation;
+        slot.wakes.clear();
+        slot.position.clear();
+        slot.log = self.logs.nodes.len();
+        self.logs.nodes.push(NodeLog {
+            node: slot.id.0,
+            incarnation,
+            crashed: false,
+            events: Vec::new(),
+        });
+        let id = slot.id.0;
+        self.trace
+            .note(self.now, &[1, node as u64, incarnation], || {
+                format!("n{id}#{incarnation} boots")
+            });
+        let wants: Vec<usize> = self.slots[node].wants.iter().copied().collect();
+        for g in wants {
+            self.join(node, g);
+        }
+        self.settle(node);
+    }
+
+    fn crash(&mut self, node: usize) {
+        let slot = &mut self.slots[node];
+        let Some(engine) = slot.engine.take() else {
+            return;
+        };
+        self.cov.add_stats(engine.stats());
+        self.cov.crashes += 1;
+        slot.pending.clear();
+        slot.wakes.clear();
+        self.logs.nodes[slot.log].crashed = true;
+        let (id, inc) = (slot.id.0, slot.incarnation);
+        self.trace.note(self.now, &[2, node as u64], || {
+            format!("n{id}#{inc} CRASHES")
+        });
+    }
+
+    fn schedule(&mut self, at: u64, ev: Ev) {
+        self.tie += 1;
+        self.queue.insert((at, self.tie), ev);
+    }
+
+    fn fail_world(&mut self, invariant: &'static str, detail: String) {
+        if self.world_failure.is_none() {
+            self.world_failure = Some(Failure::World { invariant, detail });
+        }
+    }
+
+    /// Runs the seed to the end and checks every invariant.
+    pub fn run(mut self) -> Outcome {
+        let mut events = 0u64;
+        while let Some(((at, _), ev)) = self.queue.pop_first() {
+            self.now = at;
+            events += 1;
+            if events > EVENT_BUDGET {
+                self.fail_world(
+                    "liveness",
+                    format!(
+                        "event budget of {EVENT_BUDGET} exhausted at t={}ms (a wake-up loop?)",
+                        at / MS
+                    ),
+                );
+                break;
+            }
+            if self.world_failure.is_some() {
+                break;
+            }
+            match ev {
+                Ev::Stop => break,
+                Ev::Arrive { from, to, flight } => self.arrive(from, to, flight),
+                Ev::Wake {
+                    node,
+                    incarnation,
+                    at,
+                } => {
+                    let slot = &mut self.slots[node];
+                    if slot.incarnation == incarnation && slot.wakes.remove(&at) {
+                        if let Some(e) = slot.engine.as_mut() {
+                            e.tick(Time(self.now));
+                        }
+                        self.settle(node);
+                    }
+                }
+                Ev::Script(i) => {
+                    let action = self.sc.script[i].1.clone();
+                    self.act(action);
+                }
+                Ev::FinalHeal => self.final_heal(),
+                Ev::Poll => self.poll(),
+            }
+        }
+        self.cov.events = events;
+        for slot in &self.slots {
+            if let Some(e) = &slot.engine {
+                self.cov.add_stats(e.stats());
+            }
+        }
+        self.logs.expected_final = Some(self.expected());
+        let mut result = match self.world_failure.take() {
+            Some(f) => Err(f),
+            None => check::check_all(&self.logs).map_err(Failure::Violation),
+        };
+        if result.is_ok() {
+            // The applications' own view of liveness: nothing they wanted to
+            // multicast is still refused after the heal and the quiet period.
+            for slot in self.slots.iter().filter(|s| s.engine.is_some()) {
+                if let Some((g, _)) = slot.pending.front() {
+                    result = Err(Failure::World {
+                        invariant: "liveness",
+                        detail: format!(
+                            "n{}#{} still cannot multicast to {} ({} messages waiting) {}ms after the final heal",
+                            slot.id.0,
+                            slot.incarnation,
+                            self.sc.groups[*g].name,
+                            slot.pending.len(),
+                            HEAL_DEADLINE / MS
+                        ),
+                    });
+                    break;
+                }
+            }
+        }
+        Outcome {
+            result,
+            trace_hash: self.trace.hash,
+            coverage: self.cov,
+        }
+    }
+
+    fn act(&mut self, action: Action) {
+        let now = self.now;
+        self.trace.note(now, &[3], || format!("script: {action:?}"));
+        match action {
+            Action::Multicast { node, group, count } => {
+                if self.slots[node].engine.is_none() || !self.slots[node].wants.contains(&group) {
+                    return;
+                }
+                for _ in 0..count {
+                    let payload = self.payload(node, group);
+                    self.slots[node].pending.push_back((group, payload));
+                }
+                self.settle(node);
+            }
+            Action::Join { node, group } => {
+                if self.slots[node].engine.is_some() && !self.slots[node].wants.contains(&group) {
+                    self.join(node, group);
+                    self.settle(node);
+                }
+            }
+            Action::Leave { node, group } => self.leave(node, group),
+            Action::LeaveCoordinator { group } => {
+                if let Some(c) = self.coordinator(group) {
+                    self.cov.coordinator_leaves += 1;
+                    self.leave(c, group);
+                }
+            }
+            Action::Crash { node } => self.crash(node),
+            Action::CrashCoordinator { group } => {
+                if let Some(c) = self.coordinator(group) {
+                    self.cov.coordinator_crashes += 1;
+                    self.crash(c);
+                }
+            }
+            Action::Restart { node } => {
+                if self.slots[node].engine.is_none() {
+                    self.cov.restarts += 1;
+                    self.boot(node);
+                }
+            }
+            Action::Partition { side } => {
+                self.cov.partitions += 1;
+                for (i, c) in self.component.iter_mut().enumerate() {
+                    *c = u8::from(side & (1 << i) != 0);
+                }
+            }
+            Action::Heal => self.component.iter_mut().for_each(|c| *c = 0),
+        }
+    }
+
+    /// The coordinator of `group` as seen by the first live member.
+    fn coordinator(&self, group: usize) -> Option<usize> {
+        let gid = self.sc.groups[group].id;
+        self.slots.iter().find_map(|s| {
+            let view = s.engine.as_ref()?.view(gid)?;
+            let c = view.coordinator()?;
+            Some(c.0 as usize - 1)
+        })
+    }
+
+    fn join(&mut self, node: usize, group: usize) {
+        let spec = &self.sc.groups[group];
+        let (gid, mode) = (spec.id, spec.mode);
+        let Some(engine) = self.slots[node].engine.as_mut() else {
+            return;
+        };
+        let r = engine.join(Time(self.now), gid, mode);
+        let id = self.slots[node].id.0;
+        self.trace.note(
+            self.now,
+            &[4, node as u64, group as u64, u64::from(r.is_ok())],
+            || format!("n{id} join g{group}: {r:?}"),
+        );
+        if r.is_ok() {
+            self.cov.joins += 1;
+            self.slots[node].wants.insert(group);
+        }
+    }
+
+    fn leave(&mut self, node: usize, group: usize) {
+        let gid = self.sc.groups[group].id;
+        let slot = &mut self.slots[node];
+        let Some(engine) = slot.engine.as_mut() else {
+            return;
+        };
+        if !slot.wants.contains(&group) {
+            return;
+        }
+        let r = engine.leave(Time(self.now), gid);
+        let id = slot.id.0;
+        if r.is_ok() {
+            self.cov.leaves += 1;
+            slot.wants.remove(&group);
+            // The application gives up what it had not handed over yet.
+            slot.pending.retain(|(g, _)| *g != group);
+        }
+        self.trace.note(
+            self.now,
+            &[5, node as u64, group as u64, u64::from(r.is_ok())],
+            || format!("n{id} leave g{group}: {r:?}"),
+        );
+        self.settle(node);
+    }
+
+    /// A unique payload: who, which incarnation, which group, a counter, then
+    /// filler of a varying length.
+    fn payload(&mut self, node: usize, group: usize) -> Bytes {
+        let slot = &mut self.slots[node];
+        slot.counter += 1;
+        let mut p = Vec::with_capacity(64);
+        p.extend_from_slice(&slot.id.0.to_le_bytes());
+        p.extend_from_slice(&slot.incarnation.to_le_bytes());
+        p.push(group as u8);
+        p.extend_from_slice(&slot.counter.to_le_bytes());
+        let filler = self.rng.range(0, 40) as usize;
+        p.extend((0..filler).map(|i| (slot.counter as usize + i) as u8));
+        Rc::from(p)
+    }
+
+    /// Hand the Engine's commands to the world, then let the application
+    /// retry what it is waiting to multicast, until nothing changes.
+    fn settle(&mut self, node: usize) {
+        loop {
+            self.drain(node);
+            if !self.pump(node) {
+                break;
+            }
+        }
+    }
+
+    /// Tries the pending multicasts; true if any was accepted.
+    fn pump(&mut self, node: usize) -> bool {
+        let now = self.now;
+        let slot = &mut self.slots[node];
+        let Some(engine) = slot.engine.as_mut() else {
+            return false;
+        };
+        let mut progressed = false;
+        let mut blocked: BTreeSet<usize> = BTreeSet::new();
+        let mut i = 0;
+        while i < slot.pending.len() {
+            let g = slot.pending[i].0;
+            if blocked.contains(&g) {
+                i += 1;
+                continue;
+            }
+            let gid = self.sc.groups[g].id;
+            let payload = slot.pending[i].1.clone();
+            match engine.multicast(Time(now), gid, payload.clone()) {
+                Ok(Multicast::Sent { sender_seq }) => {
+                    let digest = fnv1a(FNV_START, &payload);
+                    self.logs.sent.push(Sent {
+                        at: now,
+                        node: slot.id.0,
+                        incarnation: slot.incarnation,
+                        group: gid.0,
+                        sender_seq,
+                        digest,
+                    });
+                    self.cov.sent += 1;
+                    progressed = true;
+                    let _ = slot.pending.remove(i);
+                    let (id, inc) = (slot.id.0, slot.incarnation);
+                    self.trace.note(now, &[6, node as u64, g as u64, sender_seq, digest], || {
+                        format!("n{id}#{inc} multicast g{g} sender_seq {sender_seq} digest {digest:#x}")
+                    });
+                }
+                Ok(Multicast::BackPressured(back)) => {
+                    if !Rc::ptr_eq(&back, &payload) && *back != *payload {
+                        self.world_failure.get_or_insert(Failure::World {
+                            invariant: "no-creation",
+                            detail: format!(
+                                "BackPressured returned a different payload to n{}",
+                                slot.id.0
+                            ),
+                        });
+                    }
+                    self.cov.back_pressured += 1;
+                    blocked.insert(g);
+                    i += 1;
+                }
+                Err(_) => {
+                    blocked.insert(g);
+                    i += 1;
+                }
+            }
+        }
+        progressed
+    }
+
+    fn drain(&mut self, node: usize) {
+        loop {
+            let slot = &mut self.slots[node];
+            let Some(engine) = slot.engine.as_mut() else {
+                return;
+            };
+            let Some(cmd) = engine.poll_command() else {
+                return;
+            };
+            let (id, inc, log) = (slot.id.0, slot.incarnation, slot.log);
+            let now = self.now;
+            match cmd {
+                Command::Send { to, msg } => self.send(node, to, msg),
+                Command::Deliver(d) => {
+                    let Some(group) = self.group_index(d.group.0) else {
+                        self.fail_world(
+                            "no-creation",
+                            format!("n{id} delivered in unknown group {:?}", d.group),
+                        );
+                        return;
+                    };
+                    let digest = fnv1a(FNV_START, d.payload.as_ref());
+                    self.cov.delivered += 1;
+                    let pos = self.slots[node].position.entry(group).or_insert(0);
+                    *pos = (*pos).max(d.seq);
+                    self.trace.note(now, &[7, node as u64, d.group.0, d.view.0, d.seq, digest], || {
+                        format!(
+                            "n{id}#{inc} DELIVER g{group} view {}.{} seq {} from n{}#{} s{} digest {digest:#x}",
+                            d.view.epoch(),
+                            d.view.change(),
+                            d.seq,
+                            d.sender.0,
+                            d.sender_incarnation,
+                            d.sender_seq
+                        )
+                    });
+                    self.logs.nodes[log]
+                        .events
+                        .push(Event::Delivery(check::Delivered {
+                            at: now,
+                            group: d.group.0,
+                            view: d.view.0,
+                            seq: d.seq,
+                            sender: d.sender.0,
+                            sender_seq: d.sender_seq,
+                            digest,
+                        }));
+                }
+                Command::ViewChange {
+                    view,
+                    reason,
+                    position,
+                } => {
+                    let Some(group) = self.group_index(view.group.0) else {
+                        self.fail_world(
+                            "view-agreement",
+                            format!("n{id} installed a view of unknown group {view:?}"),
+                        );
+                        return;
+                    };
+                    let members: Vec<u32> = view.members.iter().map(|n| n.0).collect();
+                    self.trace.note(now, &[8, node as u64, view.group.0, view.id.0, position], || {
+                        format!(
+                            "n{id}#{inc} VIEW g{group} {}.{} members {members:?} {reason:?} at position {position}",
+                            view.id.epoch(),
+                            view.id.change()
+                        )
+                    });
+                    let event = if reason == Reason::Partitioned {
+                        self.cov.partitioned_reports += 1;
+                        Event::Partitioned {
+                            at: now,
+                            group: view.group.0,
+                        }
+                    } else {
+                        self.cov.views += 1;
+                        let pos = self.slots[node].position.entry(group).or_insert(0);
+                        *pos = (*pos).max(position);
+                        Event::View(check::ViewInstalled {
+                            at: now,
+                            group: view.group.0,
+                            view: view.id.0,
+                            members,
+                            protocol: view.protocol.0,
+                            reason: convert(&reason),
+                            position,
+                        })
+                    };
+                    self.logs.nodes[log].events.push(event);
+                }
+                Command::Partitioned { group } => {
+                    self.trace.note(now, &[9, node as u64, group.0], || {
+                        format!("n{id}#{inc} PARTITIONED {group:?}")
+                    });
+                    self.logs.nodes[log].events.push(Event::Partitioned {
+                        at: now,
+                        group: group.0,
+                    });
+                }
+                Command::JoinRefused { group, active } => {
+                    self.trace.note(now, &[10, node as u64, group.0], || {
+                        format!("n{id}#{inc} join refused {group:?} (active {active:?})")
+                    });
+                    // Every node of the simulation speaks the same version.
+                    self.fail_world(
+                        "view-agreement",
+                        format!("n{id} was refused a join of {group:?} at version {active:?}"),
+                    );
+                }
+                Command::WakeAt(t) => {
+                    let t = t.0.max(now);
+                    if self.slots[node].wakes.insert(t) {
+                        self.schedule(
+                            t,
+                            Ev::Wake {
+                                node,
+                                incarnation: inc,
+                                at: t,
+                            },
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    fn group_index(&self, gid: u64) -> Option<usize> {
+        self.sc.groups.iter().position(|g| g.id.0 == gid)
+    }
+
+    fn send(&mut self, from: usize, to: NodeId, msg: Message<Bytes>) {
+        self.cov.messages += 1;
+        let Some(to) = (to.0 as usize)
+            .checked_sub(1)
+            .filter(|t| *t < self.slots.len())
+        else {
+            self.fail_world(
+                "no-creation",
+                format!("n{} sent to unconfigured {to:?}", from + 1),
+            );
+            return;
+        };
+        let net = self.sc.net.clone();
+        let key = [11, from as u64, to as u64];
+        if from != to && self.component[from] != self.component[to] {
+            self.trace.note(self.now, &key, || {
+                format!("n{} -> n{} cut: {}", from + 1, to + 1, kind(&msg))
+            });
+            return;
+        }
+        if from != to && self.chaos && self.rng.chance(net.loss) {
+            self.cov.lost += 1;
+            self.trace.note(self.now, &key, || {
+                format!("n{} -> n{} LOST: {}", from + 1, to + 1, kind(&msg))
+            });
+            return;
+        }
+        let copies = if from != to && self.chaos && self.rng.chance(net.dup) {
+            self.cov.duplicated += 1;
+            2
+        } else {
+            1
+        };
+        for _ in 0..copies {
+            let mut latency = if from == to {
+                net.lat_min
+            } else {
+                self.rng.range(net.lat_min, net.lat_max)
+            };
+            if from != to && self.chaos {
+                if self.rng.chance(net.reorder) {
+                    latency += self.rng.range(0, net.reorder_max);
+                }
+                if self.rng.chance(net.delay) {
+                    latency += self.rng.range(0, net.delay_max);
+                }
+            }
+            let flight = if self.sc.wire {
+                let mut buf = Vec::new();
+                if let Err(e) = wire::encode(&msg, &mut buf) {
+                    self.fail_world("wire", format!("encode failed: {e} for {}", kind(&msg)));
+                    return;
+                }
+                Flight::Encoded(buf)
+            } else {
+                Flight::Typed(Box::new(msg.clone()))
+            };
+            let at = self.now + latency;
+            self.trace
+                .note(self.now, &[12, from as u64, to as u64, at], || {
+                    format!(
+                        "n{} -> n{} {} arrives {:.3}ms",
+                        from + 1,
+                        to + 1,
+                        describe(&msg),
+                        at as f64 / MS as f64
+                    )
+                });
+            self.schedule(at, Ev::Arrive { from, to, flight });
+        }
+    }
+
+    fn arrive(&mut self, from: usize, to: usize, flight: Flight) {
+        if from != to && self.component[from] != self.component[to] {
+            self.trace
+                .note(self.now, &[13, from as u64, to as u64], || {
+                    format!("n{} -> n{} cut in flight", from + 1, to + 1)
+                });
+            return;
+        }
+        let msg = match flight {
+            Flight::Typed(m) => *m,
+            Flight::Encoded(bytes) => match wire::decode(&bytes) {
+                Ok(m) => m.map_payload(Rc::from),
+                Err(e) => {
+                    self.fail_world("wire", format!("decode of an encoded frame failed: {e}"));
+                    return;
+                }
+            },
+        };
+        let from_id = self.slots[from].id;
+        let now = self.now;
+        let Some(engine) = self.slots[to].engine.as_mut() else {
+            return;
+        };
+        engine.handle_message(Time(now), from_id, msg);
+        self.settle(to);
+    }
+
+    fn final_heal(&mut self) {
+        self.chaos = false;
+        self.component.iter_mut().for_each(|c| *c = 0);
+        let now = self.now;
+        self.trace.note(now, &[14], || "FINAL HEAL".to_string());
+        let n = self.slots.len();
+        let mut down: Vec<usize> = (0..n).filter(|&i| self.slots[i].engine.is_none()).collect();
+        let mut live = n - down.len();
+        // Restart those the scenario says come back, and then as many as it
+        // takes for a strict majority of the configured nodes to be up
+        // (without one there is no primary component, and nothing to check).
+        down.retain(|&i| {
+            if self.sc.restart_at_heal[i] {
+                live += 1;
+                self.cov.restarts += 1;
+                self.boot(i);
+                false
+            } else {
+                true
+            }
+        });
+        for i in down {
+            if live * 2 > n {
+                break;
+            }
+            live += 1;
+            self.cov.restarts += 1;
+            self.boot(i);
+        }
+        // Final traffic: every member that wants a group multicasts to it once
+        // the cluster settles, so liveness covers the healed cluster too.
+        for i in 0..n {
+            if self.slots[i].engine.is_none() {
+                continue;
+            }
+            let wants: Vec<usize> = self.slots[i].wants.iter().copied().collect();
+            for g in wants {
+                let payload = self.payload(i, g);
+                self.slots[i].pending.push_back((g, payload));
+            }
+            self.settle(i);
+        }
+        self.schedule(now + 20 * MS, Ev::Poll);
+    }
+
+    /// After the final heal: stop once the cluster has converged and stayed so
+    /// for a few failure timeouts.
+    fn poll(&mut self) {
+        if self.converged() {
+            let since = *self.converged_at.get_or_insert(self.now);
+            if self.now >= since + 3 * self.sc.timeout + 20 * MS {
+                self.schedule(self.now, Ev::Stop);
+                return;
+            }
+        } else {
+            self.converged_at = None;
+        }
+        self.schedule(self.now + 10 * MS, Ev::Poll);
+    }
+
+    fn converged(&self) -> bool {
+        let live: Vec<&Slot> = self.slots.iter().filter(|s| s.engine.is_some()).collect();
+        if live.iter().any(|s| !s.pending.is_empty()) {
+            return false;
+        }
+        for (g, spec) in self.sc.groups.iter().enumerate() {
+            let want: BTreeSet<NodeId> = live
+                .iter()
+                .filter(|s| s.wants.contains(&g))
+                .map(|s| s.id)
+                .collect();
+            let mut seen: Option<(u64, u64)> = None;
+            for s in &live {
+                let view = s.engine.as_ref().and_then(|e| e.view(spec.id));
+                match (view, want.contains(&s.id)) {
+                    (Some(v), true) => {
+                        let members: BTreeSet<NodeId> = v.members.iter().copied().collect();
+                        if members != want {
+                            return false;
+                        }
+                        let here = (v.id.0, s.position.get(&g).copied().unwrap_or(0));
+                        if *seen.get_or_insert(here) != here {
+                            return false;
+                        }
+                    }
+                    (None, false) => {}
+                    _ => return false,
+                }
+            }
+        }
+        true
+    }
+
+    /// Per group, who must be in the final view: nodes up at the end that
+    /// want it.
+    fn expected(&self) -> BTreeMap<u64, BTreeSet<u32>> {
+        self.sc
+            .groups
+            .iter()
+            .enumerate()
+            .map(|(g, spec)| {
+                let members = self
+                    .slots
+                    .iter()
+                    .filter(|s| s.engine.is_some() && s.wants.contains(&g))
+                    .map(|s| s.id.0)
+                    .collect();
+                (spec.id.0, members)
+            })
+            .collect()
+    }
+}
+
+fn convert(r: &Reason) -> check::Reason {
+    match r {
+        Reason::Join(n) => check::Reason::Join(n.0),
+        Reason::Leave(n) => check::Reason::Leave(n.0),
+        Reason::Failed(ns) => check::Reason::Failed(ns.iter().map(|n| n.0).collect()),
+        Reason::Partitioned => check::Reason::Partitioned,
+        Reason::Merged => check::Reason::Merged,
+        Reason::AdjustVersion { from, to } => check::Reason::AdjustVersion {
+            from: from.0,
+            to: to.0,
+        },
+    }
+}
+
+fn kind<P>(m: &Message<P>) -> &'static str {
+    match &m.body {
+        Body::Heartbeat => "Heartbeat",
+        Body::Data { .. } => "Data",
+        Body::Order { .. } => "Order",
+        Body::Ack { .. } => "Ack",
+        Body::Nack { .. } => "Nack",
+        Body::JoinRequest { .. } => "JoinRequest",
+        Body::Welcome { .. } => "Welcome",
+        Body::JoinRefused { .. } => "JoinRefused",
+        Body::NoGroup { .. } => "NoGroup",
+        Body::LeaveRequest { .. } => "LeaveRequest",
+        Body::Prepare { .. } => "Prepare",
+        Body::Promise { .. } => "Promise",
+        Body::Reject { .. } => "Reject",
+        Body::Accept { .. } => "Accept",
+        Body::Accepted { .. } => "Accepted",
+        Body::Decided { .. } => "Decided",
+    }
+}
+
+fn describe(m: &Message<Bytes>) -> String {
+    match &m.body {
+        Body::Heartbeat => format!("Heartbeat(inc {})", m.incarnation),
+        _ => format!("{:?}", m.clone().map_payload(|p| p.len())),
+    }
+}

@@ -547,6 +547,9 @@ impl<P: Payload> Group<P> {
                         position: pos,
                     });
                     if node == ctx.me {
+                        // A leaving sequencer sends its last batch (which
+                        // holds its own Leave) before it goes.
+                        self.publish(ctx);
                         return true;
                     }
                     if !was_coordinator && self.coordinator() == Some(ctx.me) {

@@ -34,7 +34,6 @@ enum Ev {
 struct Net {
     now: u64,
     engines: Vec<Option<Engine<P>>>,
-    incarnation: Vec<u64>,
     queue: BTreeMap<(u64, u64), (NodeId, NodeId, Message<P>)>,
     counter: u64,
     latency: u64,
@@ -46,6 +45,8 @@ struct Net {
     rng: u64,
     logs: Vec<Vec<Ev>>,
     mode: DeliveryMode,
+    /// Messages to these nodes are dropped (one-way cut).
+    deaf: Vec<bool>,
 }
 
 impl Net {
@@ -58,7 +59,6 @@ impl Net {
         Net {
             now: 0,
             engines,
-            incarnation: vec![0; n as usize],
             queue: BTreeMap::new(),
             counter: 0,
             latency: MS / 10,
@@ -68,6 +68,7 @@ impl Net {
             rng: 0x9e37_79b9_7f4a_7c15,
             logs: vec![Vec::new(); n as usize],
             mode,
+            deaf: vec![false; n as usize],
         }
     }
 
@@ -138,7 +139,7 @@ impl Net {
                 }
                 let (from, to, msg) = self.queue.remove(&(t, c)).unwrap();
                 let (f, d) = ((from.0 - 1) as usize, (to.0 - 1) as usize);
-                if self.side[f] != self.side[d] {
+                if self.side[f] != self.side[d] || self.deaf[d] {
                     continue;
                 }
                 if let Some(e) = self.engines[d].as_mut() {
@@ -248,4 +249,316 @@ fn three_members_deliver_the_same_sequence() {
     assert_eq!(d1.len(), 30);
     assert_eq!(d1, net.deliveries(2));
     assert_eq!(d1, net.deliveries(3));
+}
+
+fn position_of(views: &[(View, Reason, u64)], reason: &Reason) -> Option<u64> {
+    views
+        .iter()
+        .find(|(_, r, _)| r == reason)
+        .map(|(_, _, p)| *p)
+}
+
+fn assert_no_flush_no_timeout(net: &mut Net, nodes: &[u32]) {
+    for n in nodes {
+        let s = net.stats(*n);
+        assert_eq!(s.flushes, 0, "node {n} ran a flush: {s:?}");
+        assert_eq!(s.timeouts_fired, 0, "node {n} fired a timeout: {s:?}");
+    }
+}
+
+/// Same deliveries with the same positions.
+fn assert_same(net: &Net, a: u32, b: u32) {
+    assert_eq!(
+        net.deliveries(a),
+        net.deliveries(b),
+        "nodes {a} and {b} differ"
+    );
+}
+
+#[test]
+fn graceful_leave_causes_no_flush_and_no_timeout() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    for i in 0..10u8 {
+        net.send(1 + u32::from(i % 3), g, &[i]);
+    }
+    let now = Time(net.now);
+    net.engine(3).leave(now, g).unwrap();
+    net.drain(2);
+    for i in 10..20u8 {
+        net.send(1 + u32::from(i % 2), g, &[i]);
+    }
+    net.run(50);
+    assert!(!net.engine(3).is_member(g));
+    assert_eq!(
+        net.engine(1).view(g).unwrap().members,
+        vec![NodeId(1), NodeId(2)]
+    );
+    let leave = Reason::Leave(NodeId(3));
+    let p1 = position_of(&net.views(1), &leave).expect("node 1 saw the leave");
+    assert_eq!(Some(p1), position_of(&net.views(2), &leave));
+    assert_eq!(Some(p1), position_of(&net.views(3), &leave));
+    // Node 3 delivered exactly the prefix before its Leave; 1 and 2 all 20.
+    assert_same(&net, 1, 2);
+    assert_eq!(net.deliveries(1).len(), 20);
+    let before: Vec<_> = net
+        .deliveries(1)
+        .into_iter()
+        .filter(|(s, _)| *s < p1)
+        .collect();
+    assert_eq!(net.deliveries(3), before);
+    assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+}
+
+#[test]
+fn join_causes_no_flush_and_no_timeout() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2]);
+    for i in 0..10u8 {
+        net.send(1 + u32::from(i % 2), g, &[i]);
+    }
+    net.join(3, g);
+    for i in 10..20u8 {
+        net.send(1 + u32::from(i % 2), g, &[i]);
+        net.run(1);
+    }
+    net.run(50);
+    for i in 20..30u8 {
+        net.send(1 + u32::from(i % 3), g, &[i]);
+    }
+    net.run(50);
+    let join = Reason::Join(NodeId(3));
+    let p = position_of(&net.views(1), &join).expect("node 1 saw the join");
+    assert_eq!(Some(p), position_of(&net.views(2), &join));
+    assert_eq!(Some(p), position_of(&net.views(3), &join));
+    assert_same(&net, 1, 2);
+    assert_eq!(net.deliveries(1).len(), 30);
+    // The joiner delivers exactly what was ordered after its Join.
+    let after: Vec<_> = net
+        .deliveries(1)
+        .into_iter()
+        .filter(|(s, _)| *s > p)
+        .collect();
+    assert_eq!(net.deliveries(3), after);
+    assert!(!after.is_empty());
+    assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+}
+
+#[test]
+fn coordinator_crash_is_survived() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    assert_eq!(
+        net.engine(2).view(g).unwrap().coordinator(),
+        Some(NodeId(1))
+    );
+    for i in 0..10u8 {
+        net.send(1 + u32::from(i % 3), g, &[i]);
+    }
+    net.run(5);
+    net.crash(1);
+    for i in 10..20u8 {
+        net.send(2 + u32::from(i % 2), g, &[i]);
+    }
+    net.run(300);
+    let failed = Reason::Failed(vec![NodeId(1)]);
+    let p2 = position_of(&net.views(2), &failed).expect("node 2 installed a view without 1");
+    assert_eq!(Some(p2), position_of(&net.views(3), &failed));
+    let view = net.engine(2).view(g).unwrap().clone();
+    assert_eq!(view.members, vec![NodeId(2), NodeId(3)]);
+    assert_eq!(view.coordinator(), Some(NodeId(2)));
+    assert_same(&net, 2, 3);
+    // Everything the survivors multicast is delivered, and the group goes on.
+    let payloads: Vec<Vec<u8>> = net.deliveries(2).into_iter().map(|(_, p)| p).collect();
+    for i in 10..20u8 {
+        assert!(payloads.contains(&vec![i]), "message {i} lost");
+    }
+    net.send(3, g, b"after");
+    net.run(20);
+    assert_same(&net, 2, 3);
+    assert_eq!(net.deliveries(3).last().unwrap().1, b"after".to_vec());
+    assert!(net.stats(2).flushes >= 1);
+}
+
+#[test]
+fn leaving_coordinator_hands_over_sequencer() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    for i in 0..10u8 {
+        net.send(1 + u32::from(i % 3), g, &[i]);
+    }
+    let now = Time(net.now);
+    net.engine(1).leave(now, g).unwrap();
+    net.drain(0);
+    for i in 10..30u8 {
+        net.send(2 + u32::from(i % 2), g, &[i]);
+        net.run(1);
+    }
+    net.run(50);
+    let view = net.engine(2).view(g).unwrap().clone();
+    assert_eq!(view.members, vec![NodeId(2), NodeId(3)]);
+    assert_eq!(view.coordinator(), Some(NodeId(2)));
+    assert_same(&net, 2, 3);
+    assert_eq!(net.deliveries(2).len(), 30);
+    let leave = Reason::Leave(NodeId(1));
+    let p = position_of(&net.views(2), &leave).unwrap();
+    assert_eq!(Some(p), position_of(&net.views(1), &leave));
+    assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+}
+
+#[test]
+fn minority_partition_stops_delivering_and_reports_it() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.send(1, g, b"before");
+    net.run(10);
+    net.side = vec![0, 0, 1];
+    net.run(5);
+    let before_3 = net.deliveries(3).len();
+    for i in 0..10u8 {
+        net.send(1 + u32::from(i % 2), g, &[i]);
+    }
+    net.run(300);
+    assert!(
+        net.logs[2].contains(&Ev::Partitioned),
+        "node 3 did not report"
+    );
+    assert!(!net.engine(3).is_member(g));
+    let now = Time(net.now);
+    assert!(matches!(
+        net.engine(3).multicast(now, g, b"x".as_slice().into()),
+        Err(concord_membership::Error::Partitioned { .. })
+    ));
+    // Nothing multicast in the majority after the cut reached node 3.
+    assert_eq!(net.deliveries(3).len(), before_3);
+    let failed = Reason::Failed(vec![NodeId(3)]);
+    assert!(position_of(&net.views(1), &failed).is_some());
+    assert_eq!(net.deliveries(1).len(), 11);
+    assert_same(&net, 1, 2);
+}
+
+#[test]
+fn heal_then_minority_rejoins_primary() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.side = vec![0, 0, 1];
+    net.run(200);
+    assert!(!net.engine(3).is_member(g));
+    net.send(1, g, b"during");
+    net.run(10);
+    net.side = vec![0, 0, 0];
+    net.run(300);
+    assert!(net.engine(3).is_member(g), "node 3 did not rejoin");
+    let p = position_of(&net.views(1), &Reason::Merged).expect("primary ordered the merge");
+    assert_eq!(Some(p), position_of(&net.views(3), &Reason::Merged));
+    net.send(3, g, b"back");
+    net.run(20);
+    let last = |n: u32| net.deliveries(n).last().cloned();
+    assert_eq!(last(1), last(3));
+    assert_eq!(last(2), last(3));
+    assert_eq!(last(3).unwrap().1, b"back".to_vec());
+    // Nothing from the primary's partition period is delivered at node 3.
+    assert!(!net.deliveries(3).iter().any(|(_, p)| p == b"during"));
+}
+
+#[test]
+fn back_pressure_returns_payload_when_window_full() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    // No time passes: nothing becomes stable, the window (64) fills.
+    for i in 0..64u32 {
+        assert!(matches!(
+            net.send(2, g, &i.to_le_bytes()),
+            Multicast::Sent { .. }
+        ));
+    }
+    let now = Time(net.now);
+    match net
+        .engine(2)
+        .multicast(now, g, b"overflow".as_slice().into())
+        .unwrap()
+    {
+        Multicast::BackPressured(p) => assert_eq!(&*p, b"overflow"),
+        other => panic!("expected BackPressured, got {other:?}"),
+    }
+    assert_eq!(net.stats(2).back_pressured, 1);
+    net.run(30);
+    assert!(matches!(net.send(2, g, b"later"), Multicast::Sent { .. }));
+    net.run(30);
+    assert_eq!(net.deliveries(1).len(), 65);
+    assert_same(&net, 1, 3);
+}
+
+#[test]
+fn safe_delivery_waits_for_every_member() {
+    for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
+        let mut net = Net::new(3, mode);
+        let g = group();
+        net.form(g, &[1, 2, 3]);
+        net.deaf[2] = true;
+        net.send(1, g, b"m");
+        net.run(5);
+        let got = net.deliveries(1).len();
+        match mode {
+            // Agreed: the order is known, so 1 delivers without 3.
+            DeliveryMode::Agreed => assert_eq!(got, 1),
+            // Safe: node 3 does not hold it, so nobody delivers yet.
+            DeliveryMode::Safe => {
+                assert_eq!(got, 0);
+                assert_eq!(net.deliveries(2).len(), 0);
+            }
+        }
+        net.deaf[2] = false;
+        net.run(30);
+        for n in 1..=3 {
+            assert_eq!(net.deliveries(n).len(), 1, "node {n} in {mode:?}");
+        }
+        assert_eq!(net.stats(1).flushes, 0);
+    }
+}
+
+#[test]
+fn fifo_per_sender_under_reordering() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.jitter = 3 * MS;
+    net.loss_every = 10;
+    for i in 0..60u32 {
+        let sender = 1 + i % 3;
+        loop {
+            match net.send(sender, g, &[sender as u8, (i / 3) as u8]) {
+                Multicast::Sent { .. } => break,
+                Multicast::BackPressured(_) => net.run(1),
+            }
+        }
+        net.run(1);
+    }
+    net.loss_every = 0;
+    net.run(400);
+    for n in 1..=3 {
+        let d = net.deliveries(n);
+        assert_eq!(d.len(), 60, "node {n} delivered {}", d.len());
+        for s in 1..=3u8 {
+            let from_s: Vec<u8> = d
+                .iter()
+                .filter(|(_, p)| p[0] == s)
+                .map(|(_, p)| p[1])
+                .collect();
+            assert_eq!(
+                from_s,
+                (0..20).collect::<Vec<u8>>(),
+                "FIFO of sender {s} at node {n}"
+            );
+        }
+    }
+    assert_same(&net, 1, 2);
+    assert_same(&net, 1, 3);
 }

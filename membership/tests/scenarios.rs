@@ -97,7 +97,7 @@ impl Net {
                     } else {
                         0
                     };
-                    if self.loss_every > 0 && self.rand() % self.loss_every == 0 {
+                    if self.loss_every > 0 && self.rand().is_multiple_of(self.loss_every) {
                         continue;
                     }
                     self.counter += 1;
@@ -147,7 +147,7 @@ impl Net {
                 }
                 self.drain(d);
             }
-            if self.now % MS == 0 {
+            if self.now.is_multiple_of(MS) {
                 for i in 0..self.engines.len() {
                     if let Some(e) = self.engines[i].as_mut() {
                         e.tick(Time(self.now));

@@ -191,6 +191,10 @@ impl<P: Payload> Engine<P> {
         let majority = nodes.len() / 2 + 1;
         let mut cfg = config;
         cfg.nodes = nodes;
+        let mut commands = VecDeque::new();
+        // The caller learns when to call `tick` only from `WakeAt`: ask for
+        // the first one right away.
+        commands.push_back(Command::WakeAt(now));
         Ok(Engine {
             majority,
             now,
@@ -198,7 +202,7 @@ impl<P: Payload> Engine<P> {
                 me: cfg.node,
                 inc: cfg.incarnation,
                 batch: cfg.batch,
-                commands: VecDeque::new(),
+                commands,
                 loopback: VecDeque::new(),
                 stats: Stats::default(),
             },

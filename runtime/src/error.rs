@@ -98,6 +98,11 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
+    /// A transport operation (listen, connect, send, ...) failed. Whether it is
+    /// worth retrying is [`concord_transport::Error::is_retryable`].
+    #[error("transport: {0}")]
+    Transport(#[from] concord_transport::Error),
+
     /// The reactor's `poll` or `park` failed; the shard stopped.
     #[error("reactor of shard {shard} failed: {source}")]
     Reactor {

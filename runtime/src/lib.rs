@@ -72,6 +72,7 @@
 
 pub mod affinity;
 mod channel;
+mod driver;
 pub mod env;
 mod error;
 mod idle;
@@ -81,7 +82,11 @@ mod shard;
 mod task;
 mod timer;
 
+/// The transport crate, re-exported so embedders name one dependency.
+pub use concord_transport as transport;
+
 pub use channel::{Offer, Receiver, Recv, Sender, TryRecv, channel};
+pub use driver::{DriverEvent, DriverReactor};
 pub use error::{Error, UringBlocker};
 pub use idle::{IdleStrategy, Idler, Step};
 pub use reactor::{Reactor, ThreadReactor, Unpark};

@@ -1,0 +1,81 @@
+//! Steady-state cross-shard messaging allocates nothing: channel send, the
+//! receiver's wake-up (waker, remote run queue, unpark flag) and the task poll
+//! reuse memory set up during warm-up.
+//!
+//! Own binary so that the counting allocator sees only this test.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use concord_runtime::{IdleStrategy, Runtime, channel};
+
+struct Counting;
+
+static ALLOCS: AtomicU64 = AtomicU64::new(0);
+
+// SAFETY: forwards every call to `System` unchanged; only counts.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as our caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        // SAFETY: same contract as our caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn round_trips_allocate_nothing(idle: IdleStrategy) {
+    let rt = Runtime::builder()
+        .shards(2)
+        .pin(false)
+        .idle(idle)
+        .build()
+        .unwrap();
+    let (to_b, mut b_in) = channel::<u64>(4);
+    let (to_a, mut a_in) = channel::<u64>(4);
+    let b = rt
+        .spawn_on(1, move || async move {
+            while let Some(v) = b_in.recv().await {
+                assert!(to_a.try_send(v).is_sent());
+            }
+        })
+        .unwrap();
+    let a = rt
+        .spawn_on(0, move || async move {
+            for i in 0..200 {
+                assert!(to_b.try_send(i).is_sent());
+                a_in.recv().await;
+            }
+            let before = ALLOCS.load(Ordering::SeqCst);
+            for i in 0..2_000 {
+                assert!(to_b.try_send(i).is_sent());
+                a_in.recv().await;
+            }
+            ALLOCS.load(Ordering::SeqCst) - before
+        })
+        .unwrap();
+    let allocs = a.join().unwrap();
+    b.join().unwrap();
+    rt.shutdown().unwrap();
+    assert_eq!(
+        allocs, 0,
+        "{idle:?}: {allocs} allocations in 2000 round trips"
+    );
+}
+
+#[test]
+fn steady_state_round_trips_allocate_nothing() {
+    round_trips_allocate_nothing(IdleStrategy::BusySpin);
+    round_trips_allocate_nothing(IdleStrategy::Park);
+    round_trips_allocate_nothing(IdleStrategy::adaptive());
+}

@@ -1,14 +1,24 @@
-//! concord's own case: the seam where `concord_transport::Driver` plugs in.
+//! concord's own case: the same ping-pong and stream over `concord_transport::Driver`.
 //!
-//! Same shape as the baselines: [`pingpong`] returns a [`CaseResult`] measured
-//! with [`crate::pingpong::measure_round_trips`] on two pinned threads, and
-//! [`stream`] a [`StreamResult`]. Until the transport has a Driver that can
-//! connect, send and receive, both return [`Unavailable`], which the binaries
-//! report as "unavailable" with null ratios: never made-up numbers.
+//! Same shape as the baselines: two threads pinned like the others, each
+//! building its own [`Driver`] (it is `!Send`, one per shard), busy-polling it
+//! the way a hot runtime shard does. Ping-pong goes through
+//! [`crate::pingpong::measure_round_trips`], so its latencies and allocation
+//! counts mean exactly what the baselines' do; the echo server replies from
+//! inside the poll callback with [`Driver::send`]. The stream sender writes
+//! frames in place with [`Driver::claim`] (the zero-copy path) and the receiver
+//! checks every sequence number on the borrowed [`RecvFrame`](concord_transport::RecvFrame).
+//!
+//! [`Unavailable`] remains for builds where concord's case cannot run; the
+//! binaries report it as "unavailable" with null ratios, never made-up numbers.
 
-use crate::pingpong::{CaseResult, Status};
+use crate::pingpong::{self, CaseResult, STALL_TIMEOUT, Status, expect_seq, seq_of};
 use crate::stream::StreamResult;
-use std::time::Duration;
+use anyhow::{Context as _, anyhow, bail};
+use concord_transport::{Claimed, ConnId, Driver, DriverConfig, Event, SendOutcome};
+use std::net::SocketAddr;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 /// Name of concord's case in tables, JSON and `--cases`.
 pub const NAME: &str = "concord";
@@ -21,10 +31,6 @@ pub struct Unavailable {
     pub reason: &'static str,
 }
 
-const NO_DRIVER: Unavailable = Unavailable {
-    reason: "concord_transport has no Driver that can connect, send and receive yet",
-};
-
 /// `unavailable` when the error chain holds [`Unavailable`], else `failed`.
 #[must_use]
 pub fn status_of(e: &anyhow::Error) -> Status {
@@ -35,18 +41,415 @@ pub fn status_of(e: &anyhow::Error) -> Status {
     }
 }
 
+const CLUSTER: u64 = 0xbe_4c;
+const SERVER_NODE: u64 = 1;
+const CLIENT_NODE: u64 = 2;
+
+fn config(node_id: u64) -> DriverConfig {
+    DriverConfig {
+        node_id,
+        cluster_id: CLUSTER,
+        ..DriverConfig::default()
+    }
+}
+
+/// Idle-poll bookkeeping: the clock is read only after many empty polls, so a
+/// hot loop pays nothing, and a peer that stops answering fails the case
+/// after [`STALL_TIMEOUT`] instead of hanging.
+#[derive(Default)]
+struct Idle {
+    polls: u32,
+    since: Option<Instant>,
+}
+
+impl Idle {
+    const CHECK_EVERY: u32 = 1 << 12;
+
+    #[inline]
+    fn after_poll(&mut self, work: usize, what: &str) -> anyhow::Result<()> {
+        if work > 0 {
+            self.polls = 0;
+            self.since = None;
+            return Ok(());
+        }
+        self.polls = self.polls.wrapping_add(1);
+        if self.polls.is_multiple_of(Self::CHECK_EVERY) {
+            let since = *self.since.get_or_insert_with(Instant::now);
+            if since.elapsed() > STALL_TIMEOUT {
+                bail!("no progress for {STALL_TIMEOUT:?} while {what}");
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Server side: a Driver listening on loopback; its address goes to the client.
+fn listen(tx: &mpsc::Sender<SocketAddr>) -> anyhow::Result<Driver> {
+    let mut d = Driver::new(config(SERVER_NODE)).context("creating the server Driver")?;
+    let addr = d
+        .listen(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .context("listening on loopback")?;
+    tx.send(addr)
+        .map_err(|_| anyhow!("client thread went away"))?;
+    Ok(d)
+}
+
+/// Client side: a Driver connected to the server, handshake done.
+fn connect(rx: &mpsc::Receiver<SocketAddr>) -> anyhow::Result<(Driver, ConnId)> {
+    let addr = rx
+        .recv()
+        .map_err(|_| anyhow!("the server Driver failed to start"))?;
+    let mut d = Driver::new(config(CLIENT_NODE)).context("creating the client Driver")?;
+    let conn = d
+        .connect(addr)
+        .with_context(|| format!("connecting to {addr}"))?;
+    let mut up = false;
+    let mut fault = None;
+    let mut idle = Idle::default();
+    while !up {
+        let work = d.poll(&mut |_, ev| match ev {
+            Event::Connected { .. } => up = true,
+            Event::HandshakeFailed { reason, .. } | Event::Disconnected { reason, .. } => {
+                fault = Some(anyhow::Error::new(reason));
+            }
+            _ => {}
+        });
+        if let Some(e) = fault.take() {
+            return Err(e.context("handshake with the server failed"));
+        }
+        idle.after_poll(work, "connecting")?;
+    }
+    Ok((d, conn))
+}
+
+/// Closes `conn` and polls until the Goodbye is out (bounded), so the peer
+/// sees an orderly close rather than a reset.
+fn close(d: &mut Driver, conn: ConnId) -> anyhow::Result<()> {
+    d.close(conn).context("closing the connection")?;
+    let t = Instant::now();
+    let mut gone = false;
+    while !gone && t.elapsed() < Duration::from_secs(5) {
+        d.poll(&mut |_, ev| {
+            if matches!(ev, Event::Disconnected { .. }) {
+                gone = true;
+            }
+        });
+    }
+    Ok(())
+}
+
 /// Ping-pong over concord's transport.
 pub fn pingpong(size: usize, warmup: u64, iters: u64) -> anyhow::Result<CaseResult> {
-    crate::pingpong::check_size(size)?;
-    let _ = (warmup, iters);
-    Err(NO_DRIVER.into())
+    pingpong::check_size(size)?;
+    let (tx, rx) = mpsc::channel();
+    let pair = pingpong::run_pair(
+        move || echo_server(&tx, size),
+        move || {
+            let (mut d, conn) = connect(&rx)?;
+            let mut out = vec![0u8; size];
+            for (i, b) in out.iter_mut().enumerate().skip(8) {
+                *b = i as u8;
+            }
+            let m = pingpong::measure_round_trips(warmup, iters, |seq| {
+                round_trip(&mut d, conn, &mut out, seq)
+            })?;
+            let straddled = d.stats().straddled_frames;
+            close(&mut d, conn)?;
+            Ok((m, straddled))
+        },
+    )?;
+    let (echoed, server_straddled) = pair.server;
+    let (m, client_straddled) = pair.client;
+    if echoed != warmup + iters {
+        bail!(
+            "server echoed {echoed} messages, client sent {}",
+            warmup + iters
+        );
+    }
+    Ok(CaseResult {
+        summary: m.hist.summary(),
+        round_trips: m.hist.len(),
+        allocs: m.allocs,
+        pinned: pair.pinned,
+        straddled_frames: Some(server_straddled + client_straddled),
+    })
+}
+
+/// Sends message `seq` and spins until its echo is back.
+#[inline]
+fn round_trip(d: &mut Driver, conn: ConnId, out: &mut [u8], seq: u64) -> anyhow::Result<()> {
+    pingpong::stamp(out, seq);
+    let mut idle = Idle::default();
+    loop {
+        match d.send(conn, out)? {
+            SendOutcome::Queued => break,
+            // One message in flight cannot fill a queue, but if it ever does the
+            // answer is to let the driver drain and retry, not to fail.
+            SendOutcome::BackPressured => {
+                let work = d.poll(&mut |_, _| {});
+                idle.after_poll(work, "waiting for send queue room")?;
+            }
+        }
+    }
+    let size = out.len();
+    let mut echo: Option<(u64, usize)> = None;
+    let mut gone = false;
+    while echo.is_none() {
+        let work = d.poll(&mut |_, ev| match ev {
+            Event::Frame { frame, .. } => echo = Some((seq_of(&frame), frame.len())),
+            Event::Disconnected { .. } => gone = true,
+            _ => {}
+        });
+        if gone {
+            bail!("server disconnected while waiting for echo {seq}");
+        }
+        idle.after_poll(work, "waiting for an echo")?;
+    }
+    let (got, len) = echo.unwrap_or_default();
+    if len != size {
+        bail!("echo {seq} has {len} bytes, sent {size}");
+    }
+    if got != seq {
+        bail!("message out of order: expected sequence {seq}, got {got}");
+    }
+    Ok(())
+}
+
+/// Echoes every frame back from inside the poll callback until the client
+/// disconnects. Returns (messages echoed, frames that straddled buffers).
+fn echo_server(tx: &mpsc::Sender<SocketAddr>, size: usize) -> anyhow::Result<(u64, u64)> {
+    let mut d = listen(tx)?;
+    let mut seq = 0u64;
+    let mut fault: Option<anyhow::Error> = None;
+    // A frame whose echo was back-pressured: kept (its receive buffer with it)
+    // and retried after the next poll. Cannot happen with one message in flight.
+    let mut held = None;
+    let mut done = false;
+    let mut connected = false;
+    let mut idle = Idle::default();
+    while !done {
+        let work = d.poll(&mut |d, ev| match ev {
+            Event::Connected { .. } => connected = true,
+            Event::Frame { conn, frame } => {
+                if fault.is_some() {
+                    return;
+                }
+                if frame.len() != size {
+                    fault = Some(anyhow!(
+                        "frame {seq} has {} bytes, expected {size}",
+                        frame.len()
+                    ));
+                    return;
+                }
+                if let Err(e) = expect_seq(&frame, seq) {
+                    fault = Some(e.context("server"));
+                    return;
+                }
+                seq += 1;
+                match d.send(conn, &frame) {
+                    Ok(SendOutcome::Queued) => {}
+                    Ok(SendOutcome::BackPressured) => held = Some((conn, frame)),
+                    Err(e) => fault = Some(anyhow::Error::new(e).context("echo send")),
+                }
+            }
+            Event::Disconnected { .. } => done = true,
+            Event::HandshakeFailed { reason, .. } => {
+                fault = Some(anyhow::Error::new(reason).context("client handshake failed"));
+            }
+            Event::Writable { .. } => {}
+        });
+        if let Some(e) = fault.take() {
+            return Err(e);
+        }
+        if let Some((conn, frame)) = held.take() {
+            match d.send(conn, &frame).context("echo send")? {
+                SendOutcome::Queued => {}
+                SendOutcome::BackPressured => held = Some((conn, frame)),
+            }
+        }
+        // Before the client connects, waiting is not a stall of ours to judge
+        // (the client's own connect loop times out and disconnects).
+        if connected {
+            idle.after_poll(work, "waiting for the next request")?;
+        }
+    }
+    Ok((seq, d.stats().straddled_frames))
 }
 
 /// One-way streaming over concord's transport.
+///
+/// The sender claims space in the connection's staging chunk, writes the
+/// sequence number in place and commits (no payload copy in user space), for
+/// `duration`; then an empty frame marks the end. The receiver checks length
+/// and sequence of every frame and answers the end marker with the count it
+/// received, which the sender compares with what it sent.
 pub fn stream(size: usize, duration: Duration) -> anyhow::Result<StreamResult> {
     crate::stream::check_size(size)?;
-    let _ = duration;
-    Err(NO_DRIVER.into())
+    let (tx, rx) = mpsc::channel();
+    let pair = pingpong::run_pair(
+        move || stream_receiver(&tx, size),
+        move || stream_sender(&rx, size, duration),
+    )?;
+    let (received, elapsed, rx_straddled) = pair.server;
+    let (sent, acked, tx_straddled) = pair.client;
+    if received != sent || acked != sent {
+        bail!("sent {sent} messages, {received} arrived, receiver acknowledged {acked}");
+    }
+    Ok(StreamResult {
+        messages: received,
+        payload_bytes: received * size as u64,
+        elapsed,
+        pinned: pair.pinned,
+        straddled_frames: Some(rx_straddled + tx_straddled),
+    })
+}
+
+/// Sends messages between polls, so one submission carries many frames.
+const SEND_BATCH: u64 = 64;
+
+/// Returns (messages sent, count the receiver acknowledged, straddled frames).
+fn stream_sender(
+    rx: &mpsc::Receiver<SocketAddr>,
+    size: usize,
+    duration: Duration,
+) -> anyhow::Result<(u64, u64, u64)> {
+    let (mut d, conn) = connect(rx)?;
+    let mut sent = 0u64;
+    let mut gone = false;
+    let mut idle = Idle::default();
+    let start = Instant::now();
+    loop {
+        match d.claim(conn, size).context("claiming send space")? {
+            Claimed::Claim(mut c) => {
+                pingpong::stamp(c.payload_mut(), sent);
+                c.commit();
+                sent += 1;
+                if sent.is_multiple_of(SEND_BATCH) {
+                    let work =
+                        d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
+                    if start.elapsed() >= duration {
+                        break;
+                    }
+                    idle.after_poll(work.max(1), "streaming")?;
+                }
+            }
+            Claimed::BackPressured => {
+                let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
+                idle.after_poll(work, "waiting for send queue room")?;
+            }
+        }
+        if gone {
+            bail!("receiver disconnected after {sent} messages");
+        }
+    }
+    // End marker: an empty frame (data frames are at least 8 bytes).
+    loop {
+        match d.send(conn, &[]).context("sending end marker")? {
+            SendOutcome::Queued => break,
+            SendOutcome::BackPressured => {
+                let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
+                if gone {
+                    bail!("receiver disconnected before the end marker");
+                }
+                idle.after_poll(work, "sending the end marker")?;
+            }
+        }
+    }
+    let mut acked: Option<anyhow::Result<u64>> = None;
+    while acked.is_none() {
+        let work = d.poll(&mut |_, ev| match ev {
+            Event::Frame { frame, .. } if frame.len() == 8 => acked = Some(Ok(seq_of(&frame))),
+            Event::Frame { frame, .. } => {
+                acked = Some(Err(anyhow!(
+                    "ack frame has {} bytes, expected 8",
+                    frame.len()
+                )));
+            }
+            Event::Disconnected { .. } => {
+                acked = Some(Err(anyhow!("receiver disconnected before acknowledging")));
+            }
+            _ => {}
+        });
+        idle.after_poll(work, "waiting for the receiver's count")?;
+    }
+    let acked = acked.unwrap_or_else(|| Err(anyhow!("no acknowledgement")))?;
+    let straddled = d.stats().straddled_frames;
+    close(&mut d, conn)?;
+    Ok((sent, acked, straddled))
+}
+
+/// Returns (messages received, first frame to end marker, straddled frames).
+fn stream_receiver(
+    tx: &mpsc::Sender<SocketAddr>,
+    size: usize,
+) -> anyhow::Result<(u64, Duration, u64)> {
+    let mut d = listen(tx)?;
+    let mut seq = 0u64;
+    let mut start: Option<Instant> = None;
+    let mut end: Option<(ConnId, Instant)> = None;
+    let mut fault: Option<anyhow::Error> = None;
+    let mut connected = false;
+    let mut idle = Idle::default();
+    while end.is_none() {
+        let work = d.poll(&mut |_, ev| match ev {
+            Event::Connected { .. } => connected = true,
+            Event::Frame { conn, frame } => {
+                if fault.is_some() || end.is_some() {
+                    return;
+                }
+                start.get_or_insert_with(Instant::now);
+                if frame.is_empty() {
+                    end = Some((conn, Instant::now()));
+                } else if frame.len() != size {
+                    fault = Some(anyhow!(
+                        "frame {seq} has {} bytes, expected {size}",
+                        frame.len()
+                    ));
+                } else if seq_of(&frame) != seq {
+                    fault = expect_seq(&frame, seq).err().map(|e| e.context("receiver"));
+                } else {
+                    seq += 1;
+                }
+            }
+            Event::Disconnected { .. } => {
+                fault.get_or_insert_with(|| anyhow!("sender disconnected before the end marker"));
+            }
+            Event::HandshakeFailed { reason, .. } => {
+                fault = Some(anyhow::Error::new(reason).context("sender handshake failed"));
+            }
+            Event::Writable { .. } => {}
+        });
+        if let Some(e) = fault.take() {
+            return Err(e);
+        }
+        if connected {
+            idle.after_poll(work, "receiving the stream")?;
+        }
+    }
+    let Some((conn, t_end)) = end else {
+        bail!("stream ended without an end marker");
+    };
+    let elapsed = t_end.duration_since(start.unwrap_or(t_end));
+    let mut idle = Idle::default();
+    loop {
+        match d
+            .send(conn, &seq.to_le_bytes())
+            .context("sending the count")?
+        {
+            SendOutcome::Queued => break,
+            SendOutcome::BackPressured => {
+                let work = d.poll(&mut |_, _| {});
+                idle.after_poll(work, "sending the count")?;
+            }
+        }
+    }
+    // Stay until the sender closes, so the count is flushed before we drop.
+    let mut done = false;
+    while !done {
+        let work = d.poll(&mut |_, ev| done |= matches!(ev, Event::Disconnected { .. }));
+        idle.after_poll(work, "waiting for the sender to close")?;
+    }
+    Ok((seq, elapsed, d.stats().straddled_frames))
 }
 
 #[cfg(test)]
@@ -56,11 +459,35 @@ mod tests {
 
     #[test]
     fn unavailable_is_recognised_through_context() {
-        let e = anyhow::Error::new(NO_DRIVER.clone()).context("size 64");
+        let e = anyhow::Error::new(Unavailable { reason: "test" }).context("size 64");
         assert_eq!(status_of(&e), Status::Unavailable);
         let e = Err::<(), _>(anyhow::anyhow!("socket closed"))
             .context("x")
             .unwrap_err();
         assert_eq!(status_of(&e), Status::Failed);
+    }
+
+    #[test]
+    fn concord_pingpong_runs_and_counts() {
+        let r = pingpong(64, 20, 200).unwrap();
+        assert_eq!(r.round_trips, 200);
+        assert_eq!(r.summary.count, 200);
+        assert!(r.summary.min_ns <= r.summary.p50_ns && r.summary.p50_ns <= r.summary.max_ns);
+        assert!(r.straddled_frames.is_some());
+    }
+
+    #[test]
+    fn concord_stream_delivers_everything() {
+        for size in [8, 4096, 65536] {
+            let r = stream(size, Duration::from_millis(30)).unwrap();
+            assert!(r.messages >= SEND_BATCH, "{size}: {}", r.messages);
+            assert_eq!(r.payload_bytes, r.messages * size as u64);
+        }
+    }
+
+    #[test]
+    fn bad_sizes_are_refused_before_any_socket() {
+        assert!(pingpong(4, 1, 1).is_err());
+        assert!(stream(4, Duration::from_millis(1)).is_err());
     }
 }

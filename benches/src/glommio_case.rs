@@ -165,6 +165,7 @@ pub fn pingpong(
         round_trips: measured.hist.len(),
         allocs: measured.allocs,
         pinned: true,
+        straddled_frames: None,
     })
 }
 

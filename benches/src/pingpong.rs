@@ -37,6 +37,9 @@ pub struct CaseResult {
     pub allocs: Option<AllocSnapshot>,
     /// Whether both threads were pinned to their cores.
     pub pinned: bool,
+    /// Frames that straddled two receive buffers and were copied (concord's
+    /// transport only; both sides together).
+    pub straddled_frames: Option<u64>,
 }
 
 impl CaseResult {
@@ -357,6 +360,7 @@ pub fn std_pingpong(
         round_trips: pair.client.hist.len(),
         allocs: pair.client.allocs,
         pinned: pair.pinned,
+        straddled_frames: None,
     })
 }
 
@@ -413,6 +417,8 @@ pub struct PingpongRecord {
     pub allocs_per_msg: Option<f64>,
     /// Whether both threads were pinned.
     pub pinned: Option<bool>,
+    /// Frames copied because they straddled receive buffers (concord only).
+    pub straddled_frames: Option<u64>,
 }
 
 impl PingpongRecord {
@@ -435,6 +441,7 @@ impl PingpongRecord {
             allocs_total: None,
             allocs_per_msg: None,
             pinned: None,
+            straddled_frames: None,
         };
         match outcome {
             Ok(c) => {
@@ -448,6 +455,7 @@ impl PingpongRecord {
                 r.allocs_total = c.allocs.map(|a| a.allocs);
                 r.allocs_per_msg = c.allocs_per_msg();
                 r.pinned = Some(c.pinned);
+                r.straddled_frames = c.straddled_frames;
             }
             Err(e) => {
                 r.status = crate::concord_case::status_of(e);
@@ -694,6 +702,7 @@ mod tests {
                 ..Default::default()
             }),
             pinned: true,
+            straddled_frames: None,
         };
         let rows = vec![
             PingpongRecord::new("concord", 64, &Ok(mk(6000))),

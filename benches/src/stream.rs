@@ -34,6 +34,9 @@ pub struct StreamResult {
     pub elapsed: Duration,
     /// Whether both threads were pinned.
     pub pinned: bool,
+    /// Frames that straddled two receive buffers and were copied (concord's
+    /// transport only; both sides together).
+    pub straddled_frames: Option<u64>,
 }
 
 impl StreamResult {
@@ -148,6 +151,7 @@ pub fn std_stream(size: usize, duration: Duration) -> anyhow::Result<StreamResul
         payload_bytes: received * size as u64,
         elapsed,
         pinned: pair.pinned,
+        straddled_frames: None,
     })
 }
 
@@ -172,6 +176,8 @@ pub struct StreamRecord {
     pub gb_per_s: Option<f64>,
     /// Whether both threads were pinned.
     pub pinned: Option<bool>,
+    /// Frames copied because they straddled receive buffers (concord only).
+    pub straddled_frames: Option<u64>,
 }
 
 impl StreamRecord {
@@ -189,6 +195,7 @@ impl StreamRecord {
                 msgs_per_s: Some(r.msgs_per_s()),
                 gb_per_s: Some(r.gb_per_s()),
                 pinned: Some(r.pinned),
+                straddled_frames: r.straddled_frames,
             },
             Err(e) => StreamRecord {
                 name: name.into(),
@@ -200,6 +207,7 @@ impl StreamRecord {
                 msgs_per_s: None,
                 gb_per_s: None,
                 pinned: None,
+                straddled_frames: None,
             },
         }
     }
@@ -399,6 +407,7 @@ mod tests {
                 payload_bytes: m * 65536,
                 elapsed: Duration::from_secs(1),
                 pinned: true,
+                straddled_frames: None,
             })
         };
         let rows = vec![

@@ -1056,25 +1056,30 @@ impl<P: Payload> Engine<P> {
         let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
         if let Some(j) = self.joiners.get_mut(&gid) {
             j.rounds += 1;
-            let answered = 1 + j.no_group.len();
+            let answered: Vec<NodeId> = std::mem::take(&mut j.no_group);
             let known = j.known.clone();
-            j.no_group.clear();
             let known_local = self.acceptors.get(&gid).and_then(|a| a.decided.clone());
-            if !self.proposers.contains_key(&gid) && answered >= self.majority {
-                match (known, known_local) {
-                    (None, None) => self.start_proposer(gid, 1, Kind::Create, None),
-                    (k, kl) => {
-                        let (epoch, view, prop) = match (k, kl) {
-                            (Some((e, _)), Some((le, lp))) if le >= e => {
-                                (le, lp.view.clone(), Some(lp))
-                            }
-                            (Some((e, v)), _) => (e, v, None),
-                            (None, Some((le, lp))) => (le, lp.view.clone(), Some(lp)),
-                            (None, None) => unreachable_none(),
-                        };
-                        let all_gone = view.members.iter().all(|m| {
-                            *m != me && self.peers.iter().any(|p| p.node == *m && p.suspected)
-                        });
+            if !self.proposers.contains_key(&gid) && 1 + answered.len() >= self.majority {
+                // The latest decided value we know of, if any.
+                let latest: Option<(u32, View, Option<Proposal>)> = match (known, known_local) {
+                    (None, None) => None,
+                    (Some((e, _)), Some((le, lp))) if le >= e => {
+                        Some((le, lp.view.clone(), Some(lp)))
+                    }
+                    (Some((e, v)), _) => Some((e, v, None)),
+                    (None, Some((le, lp))) => Some((le, lp.view.clone(), Some(lp))),
+                };
+                match latest {
+                    None => self.start_proposer(gid, 1, Kind::Create, None),
+                    Some((epoch, view, prop)) => {
+                        // Every member of the last decided view either said it
+                        // is not a member any more, or is unreachable: nobody
+                        // is left to admit us, so restart the group. (A live
+                        // member shows up in the promises and we back off.)
+                        let all_gone = view
+                            .members
+                            .iter()
+                            .all(|m| *m == me || answered.contains(m) || self.suspected(*m));
                         if all_gone && reachable >= self.majority {
                             self.start_proposer(gid, epoch + 1, Kind::Orphan, prop);
                         }
@@ -1211,6 +1216,8 @@ impl<P: Payload> Engine<P> {
         g.incs = incs;
         g.reset_order(position, next);
         g.senders.retain(|b| b.node == me);
+        g.my_ordered = next_of(&g.next, me, self.ctx.inc).saturating_sub(1);
+        g.my_ordered_at_check = g.my_ordered;
         g.leaving = None;
         self.ctx.stats.view_changes += 1;
         let reason = if rejoin {
@@ -1262,8 +1269,16 @@ impl<P: Payload> Engine<P> {
         };
         let next = g.next.clone();
         let delivered = g.delivered;
+        // Own messages delivered here but perhaps never ordered by the
+        // primary must survive to be sent again after the rejoin.
+        let own = g
+            .senders
+            .iter()
+            .position(|b| b.node == me)
+            .map(|i| g.senders.swap_remove(i));
+        g.senders.clear();
         g.reset_order(delivered, next);
-        g.senders.retain(|b| b.node == me);
+        g.senders.extend(own);
         g.leaving = None;
         self.proposers.remove(&gid);
         self.joiners.insert(gid, Joiner::default());
@@ -1925,17 +1940,4 @@ impl<P: Payload> Engine<P> {
         }
         self.after_change(gid);
     }
-}
-
-fn unreachable_none() -> (u32, View, Option<Proposal>) {
-    (
-        0,
-        View {
-            group: GroupId(0),
-            id: ViewId(0),
-            members: Vec::new(),
-            protocol: ProtocolVersion(0),
-        },
-        None,
-    )
 }

@@ -37,3 +37,181 @@ fn smoke_round_trip() {
     });
     assert_eq!(got, b"ping");
 }
+
+fn pattern(seq: u32, len: usize) -> Vec<u8> {
+    (0..len)
+        .map(|i| (seq as usize * 31 + i * 7) as u8)
+        .collect()
+}
+
+/// Every payload size through each send path, in order, intact; one pooled
+/// buffer sent to two peers (SEND_ZC above the lowered threshold).
+#[test]
+fn round_trip_every_size_and_send_path() {
+    init_tracing();
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut ccfg = cfg(2);
+    ccfg.zc_threshold = 4096;
+    let mut client = Driver::new(ccfg).unwrap();
+    let (s1, c1, _) = connect_pair(&mut server, &mut client, addr);
+    let (s2, c2, _) = connect_pair(&mut server, &mut client, addr);
+    assert_ne!(s1, s2);
+
+    let sizes = [0usize, 1, 64, 4096, 65 << 10, 1 << 20, 3, 64];
+    let mut expect: Vec<(concord_transport::ConnId, Vec<u8>)> = Vec::new();
+    for (seq, &len) in sizes.iter().enumerate() {
+        let p = pattern(seq as u32, len);
+        assert_eq!(client.send(c1, &p).unwrap(), SendOutcome::Queued);
+        expect.push((s1, p));
+    }
+    // claim/commit (in place) for a small frame
+    let p = pattern(100, 200);
+    match client.claim(c1, 200).unwrap() {
+        Claimed::Claim(mut c) => {
+            c.payload_mut().copy_from_slice(&p);
+            c.commit();
+        }
+        Claimed::BackPressured => panic!("back-pressured on an empty queue"),
+    }
+    expect.push((s1, p));
+    // one buffer, two peers
+    for (seq, len) in [(200u32, 10_000usize), (201, 100)] {
+        let p = pattern(seq, len);
+        let mut buf = client.alloc_buf(len).unwrap();
+        buf.payload_mut().unwrap().copy_from_slice(&p);
+        assert_eq!(client.send_buf(c1, &buf).unwrap(), SendOutcome::Queued);
+        assert!(buf.payload_mut().is_none(), "frozen once sent");
+        assert_eq!(client.send_buf(c2, &buf).unwrap(), SendOutcome::Queued);
+        expect.push((s1, p.clone()));
+        expect.push((s2, p));
+    }
+    let mut got: Vec<(concord_transport::ConnId, Vec<u8>)> = Vec::new();
+    let total = expect.len();
+    pump(&mut [&mut server, &mut client], "all frames", |i, _, ev| {
+        if let (0, Event::Frame { conn, frame }) = (i, ev) {
+            got.push((conn, frame.to_vec()));
+        }
+        got.len() == total
+    });
+    for conn in [s1, s2] {
+        let g: Vec<_> = got
+            .iter()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, p)| p.len())
+            .collect();
+        let e: Vec<_> = expect
+            .iter()
+            .filter(|(c, _)| *c == conn)
+            .map(|(_, p)| p.len())
+            .collect();
+        assert_eq!(g, e, "order and sizes on {conn}");
+    }
+    for conn in [s1, s2] {
+        let g = got.iter().filter(|(c, _)| *c == conn);
+        let e = expect.iter().filter(|(c, _)| *c == conn);
+        for ((_, a), (_, b)) in g.zip(e) {
+            assert!(a == b, "payload mismatch ({} bytes)", a.len());
+        }
+    }
+    let cs = client.stats();
+    assert!(cs.zc_sends >= 2, "SEND_ZC used above the threshold: {cs:?}");
+    let ss = server.stats();
+    assert!(
+        ss.straddled_frames >= 1,
+        "a 1 MiB frame cannot fit a 64 KiB buffer: {ss:?}"
+    );
+    assert_eq!(ss.bad_frames, 0);
+    // ZC notifications arrive once the peer has acknowledged the data.
+    let start = std::time::Instant::now();
+    while client.stats().zc_notifications < cs.zc_sends {
+        assert!(start.elapsed() < GUARD, "zc notifications never came");
+        client.poll(&mut |_, _| {});
+        server.poll(&mut |_, _| {});
+    }
+}
+
+/// A frame held by the application keeps its buffer; holding enough of them
+/// starves the connection's ring (it stops reading) until they drop.
+#[test]
+fn held_frames_starve_then_resume() {
+    init_tracing();
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (_s, c, _) = connect_pair(&mut server, &mut client, addr);
+    // 4 x 64 KiB of receive buffers; 40 x 16 KiB frames cannot all be held.
+    let n = 40u32;
+    let mut sent = 0u32;
+    let mut held = Vec::new();
+    let mut next = 0u32;
+    let start = std::time::Instant::now();
+    while server.stats().recv_starved == 0 {
+        assert!(start.elapsed() < GUARD, "never starved");
+        while sent < n {
+            let p = pattern(sent, 16 << 10);
+            match client.send(c, &p).unwrap() {
+                SendOutcome::Queued => sent += 1,
+                SendOutcome::BackPressured => break,
+            }
+        }
+        client.poll(&mut |_, _| {});
+        server.poll(&mut |_, ev| {
+            if let Event::Frame { frame, .. } = ev {
+                assert_eq!(&frame[..], &pattern(next, 16 << 10)[..]);
+                next += 1;
+                held.push(frame);
+            }
+        });
+    }
+    assert!(held.len() < n as usize, "starved before everything arrived");
+    drop(held);
+    let start = std::time::Instant::now();
+    while next < n {
+        assert!(
+            start.elapsed() < GUARD,
+            "the rest never arrived after release"
+        );
+        while sent < n && client.send(c, &pattern(sent, 16 << 10)).unwrap() == SendOutcome::Queued {
+            sent += 1;
+        }
+        client.poll(&mut |_, _| {});
+        server.poll(&mut |_, ev| {
+            if let Event::Frame { frame, .. } = ev {
+                assert_eq!(&frame[..], &pattern(next, 16 << 10)[..]);
+                next += 1;
+            }
+        });
+    }
+    assert!(server.stats().recv_arms >= 2, "re-armed after starvation");
+}
+
+#[test]
+fn unparker_wakes_a_parked_driver_and_park_times_out() {
+    let mut d = Driver::new(cfg(1)).unwrap();
+    d.park(Some(std::time::Duration::from_millis(1))).unwrap();
+    let u = d.unparker();
+    let t = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+        u.unpark();
+    });
+    // No timeout: only the unpark can end this.
+    d.park(None).unwrap();
+    t.join().unwrap();
+    // An unpark before park is not lost.
+    d.unparker().unpark();
+    d.park(None).unwrap();
+}
+
+#[test]
+fn environment_check_passes_here() {
+    concord_transport::check_environment(&cfg(1)).unwrap();
+    let bad = concord_transport::DriverConfig {
+        recv_buf_count: 3,
+        ..cfg(1)
+    };
+    assert!(matches!(
+        Driver::new(bad),
+        Err(concord_transport::Error::Config { .. })
+    ));
+}

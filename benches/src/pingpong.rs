@@ -532,8 +532,8 @@ impl PingpongReport {
         let mut t = String::new();
         let _ = writeln!(
             t,
-            "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}  status",
-            "case", "size", "p50 us", "p99 us", "p99.9 us", "max us", "n", "allocs/msg"
+            "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7}  status",
+            "case", "size", "p50 us", "p99 us", "p99.9 us", "max us", "n", "allocs/msg", "allocs"
         );
         for c in &self.cases {
             let status = match c.status {
@@ -550,7 +550,7 @@ impl PingpongReport {
             };
             let _ = writeln!(
                 t,
-                "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10}  {}",
+                "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7}  {}",
                 c.name,
                 c.size,
                 us(c.p50_ns),
@@ -559,6 +559,7 @@ impl PingpongReport {
                 us(c.max_ns),
                 c.round_trips.map_or("-".into(), |n| n.to_string()),
                 c.allocs_per_msg.map_or("-".into(), |a| format!("{a:.3}")),
+                c.allocs_total.map_or("-".into(), |a| a.to_string()),
                 status
             );
         }

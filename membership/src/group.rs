@@ -256,7 +256,7 @@ impl<P: Payload> Group<P> {
         self.delivered = position;
         self.ready = position;
         self.hi_seen = position;
-        self.base = position + 1;
+        self.base = position.saturating_add(1);
         self.slots.clear();
         self.stable = position;
         self.cap = u64::MAX;
@@ -349,6 +349,15 @@ impl<P: Payload> Group<P> {
                     first_seq,
                     count,
                 } => {
+                    // Never walk past what insert_slot would keep: a hostile
+                    // count must not cost four billion iterations.
+                    let room = (self.base.saturating_add(MAX_AHEAD)).saturating_sub(pos);
+                    let count = u32::try_from(u64::from(count).min(room)).unwrap_or(0);
+                    if first_seq.checked_add(u64::from(count)).is_none()
+                        || pos.checked_add(u64::from(count)).is_none()
+                    {
+                        break;
+                    }
                     for i in 0..u64::from(count) {
                         any |= self.insert_slot(
                             pos + i,
@@ -369,6 +378,9 @@ impl<P: Payload> Group<P> {
                     incarnation,
                     rejoin,
                 } => {
+                    if pos == u64::MAX {
+                        break;
+                    }
                     any |= self.insert_slot(
                         pos,
                         Slot::Join {
@@ -380,6 +392,9 @@ impl<P: Payload> Group<P> {
                     pos += 1;
                 }
                 OrderEntry::Leave { node } => {
+                    if pos == u64::MAX {
+                        break;
+                    }
                     any |= self.insert_slot(pos, Slot::Leave { node });
                     pos += 1;
                 }

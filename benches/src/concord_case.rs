@@ -15,7 +15,7 @@
 use crate::pingpong::{self, CaseResult, STALL_TIMEOUT, Status, expect_seq, seq_of};
 use crate::stream::StreamResult;
 use anyhow::{Context as _, anyhow, bail};
-use concord_transport::{Claimed, ConnId, Driver, DriverConfig, Event, SendOutcome};
+use concord_transport::{Claimed, ConnId, Driver, DriverConfig, Event, SendBuf, SendOutcome};
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
@@ -320,30 +320,44 @@ fn stream_sender(
     duration: Duration,
 ) -> anyhow::Result<(u64, u64, u64)> {
     let (mut d, conn) = connect(rx)?;
+    let max = d.config().max_frame_len as usize;
+    if size > max {
+        bail!("message size {size} exceeds the transport's max_frame_len {max}");
+    }
+    // Frames that fit a staging chunk are claimed and written in place; larger
+    // ones go through a pooled SendBuf (filled in place too).
+    let large = size + concord_transport::frame::HEADER_LEN > d.config().send_chunk_size;
+    let mut held: Option<SendBuf> = None;
     let mut sent = 0u64;
     let mut gone = false;
     let mut idle = Idle::default();
     let batch = send_batch(size);
     let start = Instant::now();
     loop {
-        match d.claim(conn, size).context("claiming send space")? {
-            Claimed::Claim(mut c) => {
-                pingpong::stamp(c.payload_mut(), sent);
-                c.commit();
-                sent += 1;
-                if sent.is_multiple_of(batch) {
-                    let work =
-                        d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
-                    if start.elapsed() >= duration {
-                        break;
-                    }
-                    idle.after_poll(work.max(1), "streaming")?;
+        let queued = if large {
+            offer_pooled(&mut d, conn, size, sent, &mut held)?
+        } else {
+            match d.claim(conn, size).context("claiming send space")? {
+                Claimed::Claim(mut c) => {
+                    pingpong::stamp(c.payload_mut(), sent);
+                    c.commit();
+                    true
                 }
+                Claimed::BackPressured => false,
             }
-            Claimed::BackPressured => {
+        };
+        if queued {
+            sent += 1;
+            if sent.is_multiple_of(batch) {
                 let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
-                idle.after_poll(work, "waiting for send queue room")?;
+                if start.elapsed() >= duration {
+                    break;
+                }
+                idle.after_poll(work.max(1), "streaming")?;
             }
+        } else {
+            let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
+            idle.after_poll(work, "waiting for send queue room")?;
         }
         if gone {
             bail!("receiver disconnected after {sent} messages");
@@ -383,6 +397,38 @@ fn stream_sender(
     let straddled = d.stats().straddled_frames;
     close(&mut d, conn)?;
     Ok((sent, acked, straddled))
+}
+
+/// Offers message `seq` through a pooled [`SendBuf`]. `Ok(false)` is
+/// back-pressure (pool exhausted or queue full); a back-pressured buffer is
+/// kept in `held` and offered again, so its sequence number is not lost.
+fn offer_pooled(
+    d: &mut Driver,
+    conn: ConnId,
+    size: usize,
+    seq: u64,
+    held: &mut Option<SendBuf>,
+) -> anyhow::Result<bool> {
+    let buf = match held.take() {
+        Some(b) => b,
+        None => {
+            let Some(mut b) = d.alloc_buf(size) else {
+                return Ok(false);
+            };
+            let payload = b
+                .payload_mut()
+                .ok_or_else(|| anyhow!("a fresh pooled buffer is already frozen"))?;
+            pingpong::stamp(payload, seq);
+            b
+        }
+    };
+    match d.send_buf(conn, &buf).context("sending a pooled buffer")? {
+        SendOutcome::Queued => Ok(true),
+        SendOutcome::BackPressured => {
+            *held = Some(buf);
+            Ok(false)
+        }
+    }
 }
 
 /// Returns (messages received, first frame to end marker, straddled frames).
@@ -485,7 +531,8 @@ mod tests {
 
     #[test]
     fn concord_stream_delivers_everything() {
-        for size in [8, 4096, 65536] {
+        // 1 MiB exceeds a staging chunk: the pooled SendBuf path.
+        for size in [8, 4096, 65536, 1 << 20] {
             let r = stream(size, Duration::from_millis(30)).unwrap();
             assert!(r.messages >= send_batch(size), "{size}: {}", r.messages);
             assert_eq!(r.payload_bytes, r.messages * size as u64);

@@ -251,11 +251,9 @@ impl<P: Payload> Engine<P> {
 
     fn flush_batches(&mut self) {
         let ack_every = (self.cfg.batch as u64 / 8).max(1);
-        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
-        for gid in ids {
-            let Some(g) = self.groups.get_mut(&gid) else {
-                continue;
-            };
+        let now = self.now;
+        // Runs on every drain: no allocation here.
+        for (gid, g) in self.groups.iter_mut() {
             if !g.is_member() {
                 continue;
             }
@@ -267,9 +265,9 @@ impl<P: Payload> Engine<P> {
                 && g.ready >= g.last_ack_sent + ack_every
             {
                 g.last_ack_sent = g.ready;
-                g.last_ack_time = self.now;
+                g.last_ack_time = now;
                 let body = Body::Ack {
-                    group: gid,
+                    group: *gid,
                     epoch: g.epoch(),
                     ready: g.ready,
                 };

@@ -538,7 +538,10 @@ impl PingpongReport {
         for c in &self.cases {
             let status = match c.status {
                 Status::Ok if c.pinned == Some(false) => "ok (NOT PINNED)".to_string(),
-                Status::Ok => "ok".to_string(),
+                Status::Ok => match c.straddled_frames {
+                    Some(n) => format!("ok (straddled frames copied: {n})"),
+                    None => "ok".to_string(),
+                },
                 Status::Unavailable => format!(
                     "unavailable: {}",
                     c.error.as_deref().unwrap_or("no reason given")

@@ -140,3 +140,40 @@ fn bad_arguments_fail_with_a_clear_message() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("seconds must be in"));
 }
+
+#[test]
+fn glommio_failure_is_loud_and_the_other_cases_still_run() {
+    // 64 KiB of memlock is below glommio's 512 KiB minimum; lowering a limit
+    // needs no privilege.
+    let json = tmp_json("glommio-fail");
+    let cmd = format!(
+        "ulimit -l 64 && exec '{}' --cases floor,glommio --sizes 64 --iterations 50 --warmup 5 --json '{}'",
+        env!("CARGO_BIN_EXE_pingpong"),
+        json.display()
+    );
+    let out = Command::new("bash").arg("-c").arg(&cmd).output().unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a failed case fails the run:\n{stdout}"
+    );
+    assert!(
+        stdout.contains("FAILED: glommio case could not run"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("MemLockLimit"),
+        "glommio's own reason is kept:\n{stdout}"
+    );
+    let v = read_json(&json);
+    assert_eq!(v["failures"], serde_json::json!(["glommio@64"]));
+    let cases = v["cases"].as_array().unwrap();
+    let floor = cases.iter().find(|c| c["name"] == "floor").unwrap();
+    assert_eq!(floor["status"], "ok");
+    assert_eq!(floor["round_trips"], 50);
+    let gl = cases.iter().find(|c| c["name"] == "glommio").unwrap();
+    assert_eq!(gl["status"], "failed");
+    assert!(gl["p50_ns"].is_null());
+    assert!(gl["error"].as_str().unwrap().contains("memlock"));
+}

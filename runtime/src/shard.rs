@@ -37,6 +37,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_task::Runnable;
+use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
 use slab::Slab;
 
@@ -50,6 +51,10 @@ use crate::timer::{Sleep, TimerHandle, TimerQueue, call_at};
 /// Tasks run per turn before the reactor is polled again, so a storm of ready
 /// tasks cannot starve I/O.
 const RUN_BUDGET: usize = 64;
+
+/// Capacity of the lock-free queue of tasks woken from other threads; beyond it
+/// wake-ups spill into the mutex-protected queue (slower, never lost).
+const WOKEN_CAPACITY: usize = 1024;
 
 type Job = Box<dyn FnOnce(&Rc<ShardLocal>) + Send>;
 
@@ -74,9 +79,26 @@ pub(crate) struct ShardShared {
     // by every producer.
     parked: CachePadded<AtomicBool>,
     has_remote: CachePadded<AtomicBool>,
+    /// The mutex queue has items (spawns, or wake-ups that overflowed `woken`).
+    has_jobs: AtomicBool,
     shutdown: AtomicBool,
+    /// Set by teardown; later remote wake-ups are not queued.
+    closed: AtomicBool,
+    /// Tasks woken from other threads: the hot cross-shard path, one CAS per wake.
+    woken: ArrayQueue<Runnable<usize>>,
     remote: Mutex<RemoteQueue>,
     unparker: OnceLock<Arc<dyn Unpark>>,
+}
+
+impl Drop for ShardShared {
+    fn drop(&mut self) {
+        // Only a wake-up racing with teardown can be left here, and only for a task
+        // teardown already closed (its future is gone). Dropping a runnable off its
+        // shard thread would be wrong if that ever failed; leaking it is safe.
+        while let Some(r) = self.woken.pop() {
+            std::mem::forget(r);
+        }
+    }
 }
 
 impl fmt::Debug for ShardShared {
@@ -95,7 +117,10 @@ impl ShardShared {
             id,
             parked: CachePadded::new(AtomicBool::new(false)),
             has_remote: CachePadded::new(AtomicBool::new(false)),
+            has_jobs: AtomicBool::new(false),
             shutdown: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
+            woken: ArrayQueue::new(WOKEN_CAPACITY),
             remote: Mutex::new(RemoteQueue::default()),
             unparker: OnceLock::new(),
         }
@@ -115,11 +140,17 @@ impl ShardShared {
             }
             q.items.push_back(item);
         }
+        self.has_jobs.store(true, Ordering::SeqCst);
+        self.signal();
+        Ok(())
+    }
+
+    /// Tell the shard there is remote work; unpark it only if it parked.
+    fn signal(&self) {
         self.has_remote.store(true, Ordering::SeqCst);
         if self.parked.load(Ordering::SeqCst) {
             self.unpark();
         }
-        Ok(())
     }
 
     fn unpark(&self) {
@@ -129,12 +160,21 @@ impl ShardShared {
     }
 
     /// The `schedule` function of every task of this shard.
-    fn schedule(self: &Arc<Self>, runnable: Runnable<usize>) {
+    fn schedule(self: &Arc<Self>, mut runnable: Runnable<usize>) {
         let local =
             with_current(|local| Arc::ptr_eq(&local.shared, self).then(|| Rc::clone(local)));
         if let Some(Some(local)) = local {
             local.run_queue.borrow_mut().push_back(runnable);
             return;
+        }
+        if !self.closed.load(Ordering::Acquire) {
+            match self.woken.push(runnable) {
+                Ok(()) => {
+                    self.signal();
+                    return;
+                }
+                Err(r) => runnable = r,
+            }
         }
         if let Err(Remote::Run(r)) = self.push_remote(Remote::Run(runnable)) {
             // The shard has torn down, so every one of its tasks was closed and
@@ -267,12 +307,24 @@ impl ShardLocal {
             return 0;
         }
         self.shared.has_remote.store(false, Ordering::SeqCst);
+        let mut n = 0;
+        {
+            let mut run_queue = self.run_queue.borrow_mut();
+            while let Some(r) = self.shared.woken.pop() {
+                run_queue.push_back(r);
+                n += 1;
+            }
+        }
+        if !self.shared.has_jobs.load(Ordering::Relaxed) {
+            return n;
+        }
+        self.shared.has_jobs.store(false, Ordering::SeqCst);
         let mut spare = self.spare.borrow_mut();
         {
             let mut q = self.shared.lock_remote();
             std::mem::swap(&mut q.items, &mut *spare);
         }
-        let n = spare.len();
+        n += spare.len();
         let mut jobs = Vec::new();
         for item in spare.drain(..) {
             match item {
@@ -390,12 +442,16 @@ impl ShardLocal {
     /// its future without polling it.
     fn drain_closed(&self) {
         loop {
+            self.shared.closed.store(true, Ordering::SeqCst);
             let remote = {
                 let mut q = self.shared.lock_remote();
                 q.closed = true;
                 std::mem::take(&mut q.items)
             };
-            let local = std::mem::take(&mut *self.run_queue.borrow_mut());
+            let mut local = std::mem::take(&mut *self.run_queue.borrow_mut());
+            while let Some(r) = self.shared.woken.pop() {
+                local.push_back(r);
+            }
             if remote.is_empty() && local.is_empty() {
                 return;
             }

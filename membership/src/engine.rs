@@ -151,6 +151,10 @@ pub struct Engine<P: Payload> {
     acceptors: BTreeMap<GroupId, Acceptor>,
     proposers: BTreeMap<GroupId, Proposer>,
     joiners: BTreeMap<GroupId, Joiner>,
+    /// Own last sender sequence of groups this node left: a later join with
+    /// the same incarnation continues the FIFO stream instead of reusing
+    /// sequence numbers peers already delivered.
+    left_seqs: BTreeMap<GroupId, u64>,
     next_heartbeat: Time,
 }
 
@@ -212,6 +216,7 @@ impl<P: Payload> Engine<P> {
             acceptors: BTreeMap::new(),
             proposers: BTreeMap::new(),
             joiners: BTreeMap::new(),
+            left_seqs: BTreeMap::new(),
             next_heartbeat: now,
         })
     }
@@ -298,8 +303,9 @@ impl<P: Payload> Engine<P> {
             members: Vec::new(),
             protocol: self.cfg.protocol.max,
         };
-        self.groups
-            .insert(group, Group::new(group, mode, view, self.now));
+        let mut g = Group::new(group, mode, view, self.now);
+        g.my_seq = self.left_seqs.remove(&group).unwrap_or(0);
+        self.groups.insert(group, g);
         self.joiners.insert(group, Joiner::default());
         self.join_round(group);
         self.drain_loopback();
@@ -315,6 +321,8 @@ impl<P: Payload> Engine<P> {
         };
         if !g.is_member() {
             // Abandon a join in progress.
+            let my_seq = g.my_seq;
+            self.left_seqs.insert(group, my_seq);
             self.groups.remove(&group);
             self.joiners.remove(&group);
             return Ok(());
@@ -999,6 +1007,8 @@ impl<P: Payload> Engine<P> {
         }
         if g.deliver(&mut self.ctx) {
             // Our own Leave was delivered: the group is over for us.
+            let my_seq = g.my_seq;
+            self.left_seqs.insert(gid, my_seq);
             self.groups.remove(&gid);
             return;
         }
@@ -1884,6 +1894,8 @@ impl<P: Payload> Engine<P> {
         // Every member of the new view holds everything up to the cut.
         g.stable = g.stable.max(proposal.cut);
         if g.deliver(&mut self.ctx) {
+            let my_seq = g.my_seq;
+            self.left_seqs.insert(gid, my_seq);
             self.groups.remove(&gid);
             return;
         }

@@ -148,8 +148,12 @@ fn report(failures: &[(u64, Failure)], count: u64) -> String {
             &seeds[..seeds.len().min(10)]
         );
     }
-    for (seed, f) in failures.iter().take(10) {
-        r += &format!("\nseed {seed}: {f}\n  replay: {}\n", replay_command(*seed));
+    for (i, (seed, f)) in failures.iter().enumerate() {
+        if i < 10 {
+            r += &format!("\nseed {seed}: {f}\n  replay: {}\n", replay_command(*seed));
+        } else {
+            r += &format!("seed {seed}: {f}\n");
+        }
     }
     let (seed, first) = &failures[0];
     let seed = *seed;
@@ -162,14 +166,14 @@ fn report(failures: &[(u64, Failure)], count: u64) -> String {
         .map(|()| format!("full trace of seed {seed}: {}", path.display()))
         .unwrap_or_else(|e| format!("could not write the trace to {}: {e}", path.display()));
     // The excerpt: the last lines about the node the violation names (all
-    // nodes if none), without heartbeats, which are most of any trace.
+    // nodes if none), without the network traffic, which is most of any trace.
     let node = match first {
         Failure::Violation(v) => v.member.map(|m| m.node),
         _ => None,
     };
     let relevant: Vec<&String> = lines
         .iter()
-        .filter(|l| !l.contains("Heartbeat"))
+        .filter(|l| !l.contains(" -> "))
         .filter(|l| {
             node.is_none_or(|n| l.contains(&format!("n{n}#")) || l.contains(&format!("n{n} ")))
         })

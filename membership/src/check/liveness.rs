@@ -15,12 +15,19 @@
 //! 1. every node in `E` is up and its last membership event for the group is a
 //!    view that includes it; all of them are in the same view, whose members
 //!    are exactly `E`; no other node up at the end believes it is a member;
-//! 2. every member of that final view delivered the same sequence in it;
-//! 3. every message multicast by a member of `E` that has been a member
-//!    continuously since before it sent it (no crash, no partition, no leave)
-//!    is delivered by every member of `E` that has been a member continuously
-//!    since before it was sent. (A member that joined before the multicast
-//!    installed the join view before it, so the join precedes it in the order.)
+//! 2. every member of that final view delivered the same sequence in it (less
+//!    what it had delivered in an earlier stint, see `Stint::earlier`);
+//! 3. every message accepted from an incarnation that stayed up (whatever
+//!    happened to its membership: a message accepted just before its sender
+//!    was cut off is ordered by the primary or re-sent after the rejoin) and
+//!    is a member of `E` is delivered by every member of `E` that has been a
+//!    member continuously since before it was sent. (That member installed
+//!    its join view before the multicast, so its join precedes the message in
+//!    the order, whoever sequences it and however many flushes intervene.)
+//!
+//! The sender itself is not required to deliver a message it multicast just
+//! before it was cut off: the primary may have ordered it while the sender
+//! could not follow, and the sender rejoins after that position.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -56,7 +63,8 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
 struct Final<'a> {
     view: ViewInstalled,
     since: u64,
-    in_final_view: Vec<Digest>,
+    in_final_view: Vec<(u64, Digest)>,
+    earlier: BTreeSet<Digest>,
     log: &'a NodeLog,
 }
 
@@ -67,11 +75,13 @@ fn final_stint(log: &NodeLog, group: Group) -> Option<Final<'_>> {
         return None;
     }
     let since = last.views.first()?.0.at;
+    let earlier = last.earlier;
     let (view, ds) = last.views.into_iter().last()?;
     Some(Final {
         view,
         since,
-        in_final_view: ds.iter().map(|d| d.digest).collect(),
+        in_final_view: ds.iter().map(|d| (d.seq, d.digest)).collect(),
+        earlier,
         log,
     })
 }
@@ -127,29 +137,36 @@ fn check_group(
         .member(first.log.member())
         .view(first.view.view));
     }
+    let union: BTreeMap<u64, Digest> = finals
+        .values()
+        .flat_map(|f| f.in_final_view.iter().copied())
+        .collect();
+    if let Some(f) = finals.values().find(|f| f.view.view != first.view.view) {
+        return Err(fail(format!(
+            "ended in view {} while {} ended in view {}",
+            f.view.view,
+            first.log.member(),
+            first.view.view
+        ))
+        .member(f.log.member())
+        .view(f.view.view));
+    }
     for f in finals.values() {
-        if f.view.view != first.view.view {
+        let want: Vec<(u64, Digest)> = union
+            .iter()
+            .filter(|(_, d)| !f.earlier.contains(d))
+            .map(|(s, d)| (*s, *d))
+            .collect();
+        if f.in_final_view != want {
+            let missing = want.iter().find(|x| !f.in_final_view.contains(x));
             return Err(fail(format!(
-                "ended in view {} while {} ended in view {}",
-                f.view.view,
-                first.log.member(),
-                first.view.view
-            ))
-            .member(f.log.member())
-            .view(f.view.view));
-        }
-        if f.in_final_view != first.in_final_view {
-            let i = f
-                .in_final_view
-                .iter()
-                .zip(&first.in_final_view)
-                .position(|(a, b)| a != b)
-                .unwrap_or(f.in_final_view.len().min(first.in_final_view.len()));
-            return Err(fail(format!(
-                "delivered {} messages in the final view, {} delivered {}; they differ from #{i} on",
+                "delivered {} messages in the final view where the members together delivered {} \
+                 (first missing: {})",
                 f.in_final_view.len(),
-                first.log.member(),
-                first.in_final_view.len()
+                union.len(),
+                missing.map_or("none, but the order differs".to_string(), |(s, d)| format!(
+                    "seq {s} digest {d:#x}"
+                ))
             ))
             .member(f.log.member())
             .view(f.view.view));
@@ -174,14 +191,14 @@ fn check_group(
         let Some(sender) = finals.get(&s.node) else {
             continue;
         };
-        if sender.log.incarnation != s.incarnation || sender.since >= s.at {
+        if sender.log.incarnation != s.incarnation {
             continue;
         }
         for (n, f) in &finals {
             if f.since < s.at && !delivered[n].contains(&s.digest) {
                 return Err(fail(format!(
-                    "never delivered n{}#{}'s message sender_seq {} (digest {:#x}, sent t={}), though both \
-                     were members since before it was sent and stayed up",
+                    "never delivered n{}#{}'s message sender_seq {} (digest {:#x}, sent t={}), though it was a \
+                     member since before it was sent and the sender stayed up",
                     s.node, s.incarnation, s.sender_seq, s.digest, s.at
                 ))
                 .member(f.log.member())
@@ -289,5 +306,58 @@ mod tests {
                 .push(view(900, 2, &[1, 3], Reason::Failed(vec![2])));
         }
         assert_eq!(check(&logs), Ok(()));
+    }
+
+    #[test]
+    fn a_message_lost_when_its_sender_was_cut_off_is_caught() {
+        let mut logs = healthy();
+        // node 2 is cut off after sending sender_seq 1, which nobody
+        // delivers; it rejoins and is a member at the end.
+        for l in &mut logs.nodes {
+            l.events
+                .retain(|e| !matches!(e, Event::Delivery(d) if d.sender == 2));
+        }
+        logs.nodes[1]
+            .events
+            .push(Event::Partitioned { at: 60, group: G });
+        for l in &mut logs.nodes {
+            l.events.push(view(900, 2, &[1, 2, 3], Reason::Merged));
+        }
+        let v = check(&logs).unwrap_err();
+        assert!(v.detail.contains("never delivered n2#0's message"), "{v}");
+        assert_eq!(v.member.map(|m| m.node), Some(1));
+    }
+
+    #[test]
+    fn a_skipped_message_delivered_before_the_partition_is_fine() {
+        let mut logs = healthy();
+        // node 3 delivered everything in view 1, was cut off; nodes 1 and 2
+        // deliver n1's sender_seq 2 again in the final view (it had not
+        // reached them in view 1); node 3 skips it.
+        logs.nodes[2]
+            .events
+            .push(Event::Partitioned { at: 150, group: G });
+        for l in &mut logs.nodes[..2] {
+            l.events.pop();
+            l.events
+                .push(view(200, 2, &[1, 2], Reason::Failed(vec![3])));
+        }
+        for l in &mut logs.nodes {
+            l.events.push(view(300, 3, &[1, 2, 3], Reason::Merged));
+        }
+        for l in &mut logs.nodes[..2] {
+            l.events.push(deliver(301, 3, 5, 1, 2));
+        }
+        assert_eq!(check(&logs), Ok(()));
+        // but node 3 missing a message it never had is caught
+        for l in &mut logs.nodes[..2] {
+            l.events.push(deliver(302, 3, 6, 9, 9));
+        }
+        assert!(
+            check(&logs)
+                .unwrap_err()
+                .detail
+                .contains("first missing: seq 6")
+        );
     }
 }

@@ -364,6 +364,17 @@ pub(crate) struct Stint {
     /// view that excludes the node (it stopped being a member); `None` when it
     /// is still open at the end of the log.
     pub ended: Option<bool>,
+    /// Digests this incarnation delivered in its earlier stints of the group.
+    ///
+    /// The one place a member may skip a position: in Agreed mode a member
+    /// cut off in a minority can deliver, in its old view and beyond the
+    /// primary's cut, messages its old sequencer ordered before anyone noticed
+    /// the partition. The primary orders them again later (their senders
+    /// re-send them), and a member that already delivered one does not hand
+    /// it over twice (no duplication) when it meets it again after rejoining.
+    /// Only digests from an earlier stint qualify: within a stint nothing may
+    /// be skipped.
+    pub earlier: BTreeSet<Digest>,
 }
 
 /// Splits one node's log for one group into stints. Deliveries outside any
@@ -373,12 +384,16 @@ pub(crate) fn stints(log: &NodeLog, group: Group) -> (Vec<Stint>, Vec<Delivered>
     let mut out: Vec<Stint> = Vec::new();
     let mut stray = Vec::new();
     let mut open = false;
+    let mut delivered: BTreeSet<Digest> = BTreeSet::new();
     for e in log.events.iter().filter(|e| e.group() == group) {
         match e {
             Event::View(v) => {
                 if v.members.contains(&log.node) {
                     if !open {
-                        out.push(Stint::default());
+                        out.push(Stint {
+                            earlier: delivered.clone(),
+                            ..Stint::default()
+                        });
                         open = true;
                     }
                     if let Some(s) = out.last_mut() {
@@ -403,6 +418,7 @@ pub(crate) fn stints(log: &NodeLog, group: Group) -> (Vec<Stint>, Vec<Delivered>
             Event::Delivery(d) => {
                 if open && let Some((_, ds)) = out.last_mut().and_then(|s| s.views.last_mut()) {
                     ds.push(d.clone());
+                    delivered.insert(d.digest);
                 } else {
                     stray.push(d.clone());
                 }
@@ -441,7 +457,9 @@ pub(crate) mod testutil {
             members: members.to_vec(),
             protocol: 1,
             reason,
-            position: view * 1000,
+            // View 1 starts the group at position 0 and carries seqs 1..=3 in
+            // `healthy`; later views follow it.
+            position: if view == 1 { 0 } else { view + 1 },
         })
     }
 

@@ -12,14 +12,18 @@
 //! membership in between (no `Partitioned` event). W may exclude the node (a
 //! graceful leave, or a view announcing its own removal); it still passed
 //! through V's end with the others.
+//!
+//! A message the member delivered in an earlier stint of its membership
+//! counts as delivered in V if another member delivered it in V (see
+//! [`Stint::earlier`](super::Stint): it is not handed over twice).
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use super::{Digest, Group, Invariant, Logs, Member, ViewNo, Violation, groups, stints};
 
-/// A member that passed from one view to the next, and what it delivered in
-/// the first.
-type Passed = (Member, BTreeSet<Digest>);
+/// A member that passed from one view to the next, what it delivered in the
+/// first, and what it delivered in earlier stints.
+type Passed = (Member, BTreeSet<Digest>, BTreeSet<Digest>);
 
 /// Checks virtual synchrony for every view transition seen in the logs.
 pub fn check(logs: &Logs) -> Result<(), Violation> {
@@ -32,14 +36,22 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
                 for pair in stint.views.windows(2) {
                     let (v, ds) = &pair[0];
                     let (w, _) = &pair[1];
-                    passed
-                        .entry((v.view, w.view))
-                        .or_default()
-                        .push((log.member(), ds.iter().map(|d| d.digest).collect()));
+                    passed.entry((v.view, w.view)).or_default().push((
+                        log.member(),
+                        ds.iter().map(|d| d.digest).collect(),
+                        stint.earlier.clone(),
+                    ));
                 }
             }
         }
-        for ((v, w), members) in &passed {
+        for ((v, w), members) in &mut passed {
+            let all: BTreeSet<Digest> = members
+                .iter()
+                .flat_map(|(_, set, _)| set.iter().copied())
+                .collect();
+            for (_, set, earlier) in members.iter_mut() {
+                set.extend(earlier.intersection(&all).copied());
+            }
             compare(group, *v, *w, members)?;
         }
     }
@@ -47,10 +59,10 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
 }
 
 fn compare(group: Group, v: ViewNo, w: ViewNo, members: &[Passed]) -> Result<(), Violation> {
-    let Some((first, first_set)) = members.first() else {
+    let Some((first, first_set, _)) = members.first() else {
         return Ok(());
     };
-    for (m, set) in &members[1..] {
+    for (m, set, _) in &members[1..] {
         if set != first_set {
             let only_first: Vec<_> = first_set
                 .difference(set)
@@ -143,5 +155,37 @@ mod tests {
             .events
             .push(view(600, 3, &[1, 2, 3], Reason::Join(3)));
         assert_eq!(check(&logs), Ok(()));
+    }
+
+    #[test]
+    fn a_rejoined_member_counts_what_it_delivered_before_the_partition() {
+        let mut logs = with_failure_of_3();
+        // node 3 was cut off after delivering n1's sender_seq 2 in view 1
+        // (beyond the cut); nodes 1 and 2 deliver it again in view 3, which
+        // node 3 joined; all three move on to view 4.
+        logs.nodes[2].crashed = false;
+        logs.nodes[2]
+            .events
+            .push(Event::Partitioned { at: 450, group: G });
+        for l in &mut logs.nodes[..2] {
+            l.events.truncate(3);
+            l.events
+                .push(view(500, 2, &[1, 2], Reason::Failed(vec![3])));
+        }
+        for l in &mut logs.nodes {
+            l.events.push(view(600, 3, &[1, 2, 3], Reason::Merged));
+        }
+        for l in &mut logs.nodes[..2] {
+            l.events.push(deliver(601, 3, 5, 1, 2));
+        }
+        for l in &mut logs.nodes {
+            l.events.push(view(700, 4, &[1, 2, 3], Reason::Join(3)));
+        }
+        assert_eq!(check(&logs), Ok(()));
+        // ...but a message it never delivered is not excused
+        for l in &mut logs.nodes[..2] {
+            l.events.insert(6, deliver(602, 3, 6, 2, 2));
+        }
+        assert!(check(&logs).is_err());
     }
 }

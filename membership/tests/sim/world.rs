@@ -166,6 +166,10 @@ struct Slot {
     counter: u64,
     /// Per group, the highest position seen (delivery or view change).
     position: BTreeMap<usize, u64>,
+    /// (group, digest) this incarnation multicast and has not delivered yet
+    /// (forgotten when it is cut off: the primary may have delivered them
+    /// without it).
+    unconfirmed: BTreeSet<(usize, u64)>,
 }
 
 /// The event trace: always hashed, kept as text only when asked.
@@ -240,10 +244,13 @@ impl World {
         let sc = w.sc.clone();
         w.trace.note(0, &[sc.nodes as u64], || {
             format!(
-                "seed {} nodes {} groups {:?} hb {}ms timeout {}ms window {} batch {} wire {} chaos until {}ms net {:?}",
+                "seed {} nodes {} groups (g<i>: name, id, mode) {:?} hb {}ms timeout {}ms window {} batch {} wire {} chaos until {}ms net {:?}",
                 sc.seed,
                 sc.nodes,
-                sc.groups.iter().map(|g| (&g.name, g.mode)).collect::<Vec<_>>(),
+                sc.groups
+                    .iter()
+                    .map(|g| (&g.name, format!("{:#x}", g.id.0), g.mode))
+                    .collect::<Vec<_>>(),
                 sc.heartbeat / MS,
                 sc.timeout / MS,
                 sc.window,
@@ -265,6 +272,7 @@ impl World {
                 wakes: BTreeSet::new(),
                 counter: 0,
                 position: BTreeMap::new(),
+                unconfirmed: BTreeSet::new(),
             });
             w.boot(i);
         }
@@ -309,6 +317,7 @@ impl World {
         slot.incarnation = incarnation;
         slot.wakes.clear();
         slot.position.clear();
+        slot.unconfirmed.clear();
         slot.log = self.logs.nodes.len();
         self.logs.nodes.push(NodeLog {
             node: slot.id.0,
@@ -438,7 +447,8 @@ impl World {
 
     fn act(&mut self, action: Action) {
         let now = self.now;
-        self.trace.note(now, &[3], || format!("script: {action:?}"));
+        self.trace
+            .note(now, &[3], || format!("script: {}", show(&action)));
         match action {
             Action::Multicast { node, group, count } => {
                 if self.slots[node].engine.is_none() || !self.slots[node].wants.contains(&group) {
@@ -596,6 +606,7 @@ impl World {
                         digest,
                     });
                     self.cov.sent += 1;
+                    slot.unconfirmed.insert((g, digest));
                     progressed = true;
                     let _ = slot.pending.remove(i);
                     let (id, inc) = (slot.id.0, slot.incarnation);
@@ -649,6 +660,7 @@ impl World {
                     };
                     let digest = fnv1a(FNV_START, d.payload.as_ref());
                     self.cov.delivered += 1;
+                    self.slots[node].unconfirmed.remove(&(group, digest));
                     let pos = self.slots[node].position.entry(group).or_insert(0);
                     *pos = (*pos).max(d.seq);
                     self.trace.note(now, &[7, node as u64, d.group.0, d.view.0, d.seq, digest], || {
@@ -696,6 +708,7 @@ impl World {
                     });
                     let event = if reason == Reason::Partitioned {
                         self.cov.partitioned_reports += 1;
+                        self.slots[node].unconfirmed.retain(|(g, _)| *g != group);
                         Event::Partitioned {
                             at: now,
                             group: view.group.0,
@@ -720,6 +733,9 @@ impl World {
                     self.trace.note(now, &[9, node as u64, group.0], || {
                         format!("n{id}#{inc} PARTITIONED {group:?}")
                     });
+                    if let Some(g) = self.group_index(group.0) {
+                        self.slots[node].unconfirmed.retain(|(x, _)| *x != g);
+                    }
                     self.logs.nodes[log].events.push(Event::Partitioned {
                         at: now,
                         group: group.0,
@@ -917,7 +933,10 @@ impl World {
 
     fn converged(&self) -> bool {
         let live: Vec<&Slot> = self.slots.iter().filter(|s| s.engine.is_some()).collect();
-        if live.iter().any(|s| !s.pending.is_empty()) {
+        if live
+            .iter()
+            .any(|s| !s.pending.is_empty() || !s.unconfirmed.is_empty())
+        {
             return false;
         }
         for (g, spec) in self.sc.groups.iter().enumerate() {
@@ -965,6 +984,30 @@ impl World {
                 (spec.id.0, members)
             })
             .collect()
+    }
+}
+
+/// An action with node ids (`n1` is index 0) and group names as in the rest
+/// of the trace.
+fn show(a: &Action) -> String {
+    match a {
+        Action::Multicast { node, group, count } => {
+            format!("n{} multicasts {count} to g{group}", node + 1)
+        }
+        Action::Join { node, group } => format!("n{} joins g{group}", node + 1),
+        Action::Leave { node, group } => format!("n{} leaves g{group}", node + 1),
+        Action::LeaveCoordinator { group } => format!("the coordinator of g{group} leaves"),
+        Action::Crash { node } => format!("n{} crashes", node + 1),
+        Action::CrashCoordinator { group } => format!("the coordinator of g{group} crashes"),
+        Action::Restart { node } => format!("n{} restarts", node + 1),
+        Action::Partition { side } => {
+            let cut: Vec<String> = (0..64)
+                .filter(|i| side & (1 << i) != 0)
+                .map(|i| format!("n{}", i + 1))
+                .collect();
+            format!("partition: {} | the rest", cut.join(" "))
+        }
+        Action::Heal => "heal".to_string(),
     }
 }
 

@@ -1,9 +1,10 @@
 //! concord-bench: the end-to-end benchmark harness.
 //!
-//! The binaries (`pingpong`, `stream`) measure concord's transport against
-//! baselines in the same run, because these machines are shared and noisy: a
-//! ratio to a baseline measured a second earlier means more than an absolute
-//! number. The baselines are
+//! The binaries (`pingpong`, `stream`) measure concord's transport
+//! (`concord`: [`concord_case`], a busy-polled `concord_transport::Driver` per
+//! thread) against baselines in the same run, because these machines are
+//! shared and noisy: a ratio to a baseline measured a second earlier means
+//! more than an absolute number. The baselines are
 //!
 //! - `floor`: non-blocking std sockets, both sides busy-polling: the best a
 //!   socket-based transport can do here, and the number to approach;
@@ -18,6 +19,13 @@
 //! ([`alloc::CountingAlloc`]) is diffed around the measured loop to count heap
 //! allocations per message in steady state. Every message carries a sequence
 //! number that both sides check, so a case that loses or reorders fails.
+//! Warm-up (20,000 round trips by default) is long enough for 64 B traffic to
+//! wrap one of concord's 1 MiB receive buffers, whose first straddling frame
+//! allocates a reassembly buffer once; steady state starts after that.
+//!
+//! A case that cannot run (glommio without enough memlock, say) is reported as
+//! `FAILED` in the table and under `failures` in the JSON, the other cases still
+//! run, and the binary exits with status 1; bad arguments exit with status 2.
 //!
 //! The pieces are public so later harnesses (load generator, upgrade driver)
 //! reuse them:

@@ -20,14 +20,21 @@ use io_uring::{IoUring, Probe, opcode};
 
 use crate::error::{Error, UringBlocker};
 
-/// Oldest kernel with everything the transport uses: multishot receive (6.0),
-/// provided-buffer rings (5.19), SEND_ZC (6.0), COOP_TASKRUN (5.19).
-pub const MIN_KERNEL: (u32, u32) = (6, 0);
+/// Oldest kernel with everything the transport uses: incremental provided-buffer
+/// rings (`IOU_PBUF_RING_INC`, 6.12), multishot receive (6.0), SEND_ZC (6.0),
+/// COOP_TASKRUN (5.19).
+pub const MIN_KERNEL: (u32, u32) = (6, 12);
 
-/// Memlock a shard's transport pins by default: provided-buffer rings plus
-/// registered send buffers. A shard configured larger should say so with
+/// `IOU_PBUF_RING_INC` (include/uapi/linux/io_uring.h, 6.12): the kernel consumes a
+/// provided buffer incrementally; the transport's receive path depends on it.
+const IOU_PBUF_RING_INC: u16 = 2;
+
+/// Memlock a shard's transport pins with the default `DriverConfig`: one page of
+/// buffer-ring entries per connection for up to 64 connections plus 1 MiB
+/// (the transport's own estimate, 1.25 MiB), rounded up for headroom. A shard
+/// configured larger should say so with
 /// [`Builder::memlock_per_shard`](crate::Builder::memlock_per_shard).
-pub const DEFAULT_MEMLOCK_PER_SHARD: u64 = 8 << 20;
+pub const DEFAULT_MEMLOCK_PER_SHARD: u64 = 2 << 20;
 
 /// Linux capability number of CAP_IPC_LOCK (include/uapi/linux/capability.h).
 const CAP_IPC_LOCK: u32 = 14;
@@ -372,7 +379,8 @@ fn probe_io_uring() -> IoUringReport {
     }
 }
 
-/// Register and unregister a small user-memory provided-buffer ring.
+/// Register and unregister a small user-memory provided-buffer ring in
+/// incremental mode, as the transport does.
 fn probe_buf_ring(ring: &IoUring) -> Result<(), i32> {
     const ENTRIES: u16 = 8;
     const PAGE: usize = 4096;
@@ -389,7 +397,7 @@ fn probe_buf_ring(ring: &IoUring) -> Result<(), i32> {
     // the ring is unregistered below.
     let res = unsafe {
         ring.submitter()
-            .register_buf_ring_with_flags(mem as u64, ENTRIES, BGID, 0)
+            .register_buf_ring_with_flags(mem as u64, ENTRIES, BGID, IOU_PBUF_RING_INC)
     };
     let (out, registered) = match res {
         Ok(()) => match ring.submitter().unregister_buf_ring(BGID) {

@@ -266,18 +266,18 @@ impl fmt::Display for UringBlocker {
             }
             Self::KernelTooOld { have, need } => write!(
                 f,
-                "kernel {}.{} is older than {}.{} (multishot receive, provided-buffer rings, SEND_ZC). \
+                "kernel {}.{} is older than {}.{} (incremental provided-buffer rings, multishot receive, SEND_ZC). \
                  Fix: run on Linux {}.{} or newer",
                 have.0, have.1, need.0, need.1, need.0, need.1
             ),
             Self::MissingOpcode { op } => write!(
                 f,
-                "the kernel does not support IORING_OP_{op}. Fix: run on Linux 6.0 or newer \
+                "the kernel does not support IORING_OP_{op}. Fix: run on Linux 6.12 or newer \
                  with io_uring fully enabled"
             ),
             Self::BufRing { errno } => write!(
                 f,
-                "registering a provided-buffer ring failed: {}. Fix: Linux 5.19 or newer, and a \
+                "registering an incremental provided-buffer ring failed: {}. Fix: Linux 6.12 or newer, and a \
                  memlock limit large enough (`ulimit -l unlimited`)",
                 io::Error::from_raw_os_error(*errno)
             ),

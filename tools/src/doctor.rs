@@ -6,6 +6,7 @@ use std::process::ExitCode;
 use concord_runtime::env::{
     self, DEFAULT_MEMLOCK_PER_SHARD, EnvReport, MIN_KERNEL, Requirements, display_bytes,
 };
+use concord_runtime::transport::{Driver, DriverConfig};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -28,11 +29,15 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
         memlock_per_shard: args.memlock_per_shard,
     };
     let report = env::probe(&req);
-    let problems: Vec<String> = report.problems().iter().map(ToString::to_string).collect();
+    let mut problems: Vec<String> = report.problems().iter().map(ToString::to_string).collect();
+    let transport = transport_check();
+    if let Err(e) = &transport {
+        problems.push(format!("the transport cannot start: {e}"));
+    }
     let out = if args.json {
-        serde_json::to_string_pretty(&json(&report, &req, &problems))? + "\n"
+        serde_json::to_string_pretty(&json(&report, &req, &transport, &problems))? + "\n"
     } else {
-        text(&report, &req, &problems)
+        text(&report, &req, &transport, &problems)
     };
     print!("{out}");
     Ok(if problems.is_empty() {
@@ -42,14 +47,29 @@ pub fn run(args: Args) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// The real thing: create a Driver with the default configuration (its ring
+/// setup, buffer rings, send pool) and listen on loopback.
+fn transport_check() -> Result<String, String> {
+    let mut d = Driver::new(DriverConfig::default()).map_err(|e| e.to_string())?;
+    let addr = d
+        .listen("127.0.0.1:0".parse().map_err(|e| format!("{e}"))?)
+        .map_err(|e| e.to_string())?;
+    Ok(format!("Driver::new(default) and listen on {addr}"))
+}
+
 fn ok(good: bool) -> &'static str {
     if good { "ok" } else { "PROBLEM" }
 }
 
-fn text(r: &EnvReport, req: &Requirements, problems: &[String]) -> String {
+fn text(
+    r: &EnvReport,
+    req: &Requirements,
+    transport: &Result<String, String>,
+    problems: &[String],
+) -> String {
     let mut s = String::new();
     // Writing to a String cannot fail.
-    let _ = write_text(&mut s, r, req, problems);
+    let _ = write_text(&mut s, r, req, transport, problems);
     s
 }
 
@@ -57,6 +77,7 @@ fn write_text(
     s: &mut String,
     r: &EnvReport,
     req: &Requirements,
+    transport: &Result<String, String>,
     problems: &[String],
 ) -> std::fmt::Result {
     writeln!(s, "concord doctor")?;
@@ -141,6 +162,10 @@ fn write_text(
     } else {
         writeln!(s, "               {}", ok(m.soft >= m.need))?;
     }
+    match transport {
+        Ok(what) => writeln!(s, "  transport    {what}  ok")?,
+        Err(_) => writeln!(s, "  transport    Driver::new(default) FAILED")?,
+    }
     for p in problems {
         writeln!(s, "problem: {p}")?;
     }
@@ -151,7 +176,12 @@ fn write_text(
     }
 }
 
-fn json(r: &EnvReport, req: &Requirements, problems: &[String]) -> serde_json::Value {
+fn json(
+    r: &EnvReport,
+    req: &Requirements,
+    transport: &Result<String, String>,
+    problems: &[String],
+) -> serde_json::Value {
     let limit = |v: u64| {
         if v == u64::MAX {
             serde_json::Value::Null
@@ -185,6 +215,7 @@ fn json(r: &EnvReport, req: &Requirements, problems: &[String]) -> serde_json::V
             "per_shard": req.memlock_per_shard,
             "cap_ipc_lock": r.memlock.cap_ipc_lock,
         },
+        "transport": { "ok": transport.is_ok(), "detail": match transport { Ok(s) | Err(s) => s } },
         "problems": problems,
     })
 }

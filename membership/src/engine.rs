@@ -1837,6 +1837,19 @@ impl<P: Payload> Engine<P> {
                     g.incs = proposal.incarnations.clone();
                     g.reset_order(proposal.cut, proposal.next.clone());
                     g.senders.retain(|b| b.node == me);
+                    // A restarted group's record of our stream may predate
+                    // messages we delivered and released in an earlier life:
+                    // continue from the oldest one we still hold.
+                    let inc = self.ctx.inc;
+                    let own_next = g
+                        .delivered_hi
+                        .iter()
+                        .find(|d| d.node == me && d.incarnation == inc)
+                        .map_or(1, |d| d.next + 1)
+                        .max(next_of(&g.next, me, inc));
+                    crate::group::set_next(&mut g.next, me, inc, own_next);
+                    g.my_ordered = own_next - 1;
+                    g.my_ordered_at_check = g.my_ordered;
                     g.take_over(proposal.cut);
                     self.ctx.stats.view_changes += 1;
                     self.ctx.stats.flush_installs += 1;

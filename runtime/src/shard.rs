@@ -303,10 +303,14 @@ impl ShardLocal {
     }
 
     fn drain_remote(self: &Rc<Self>) -> usize {
-        if !self.shared.has_remote.load(Ordering::Relaxed) {
+        // The relaxed load keeps an idle check off the producers' cache line; the
+        // swap then synchronizes with the producer's store, so `has_jobs` (stored
+        // before it) is visible below.
+        if !self.shared.has_remote.load(Ordering::Relaxed)
+            || !self.shared.has_remote.swap(false, Ordering::SeqCst)
+        {
             return 0;
         }
-        self.shared.has_remote.store(false, Ordering::SeqCst);
         let mut n = 0;
         {
             let mut run_queue = self.run_queue.borrow_mut();

@@ -62,6 +62,39 @@
 //! # }
 //! ```
 //!
+//! # With the transport
+//!
+//! A shard's reactor is usually the transport's io_uring `Driver`:
+//!
+//! ```no_run
+//! use concord_runtime::transport::{Driver, DriverConfig, Event};
+//! use concord_runtime::{DriverReactor, Runtime, ShardContext};
+//!
+//! # fn main() -> Result<(), concord_runtime::Error> {
+//! let rt = Runtime::builder()
+//!     .reactor(|shard| {
+//!         Driver::new(DriverConfig { node_id: shard as u64 + 1, ..DriverConfig::default() })
+//!             .map(DriverReactor::new)
+//!     })
+//!     .build()?;
+//! let server = rt.spawn_on(0, || async {
+//!     let ctx = ShardContext::current()?;
+//!     ctx.driver()?.listen("127.0.0.1:7000".parse().unwrap())?;
+//!     loop {
+//!         if let Event::Frame { conn, frame } = ctx.driver_event().await? {
+//!             let reply = frame.to_vec(); // or parse `frame` in place: no copy needed
+//!             drop(frame);
+//!             let _ = ctx.driver()?.send(conn, &reply)?;
+//!         }
+//!     }
+//!     #[allow(unreachable_code)]
+//!     Ok::<(), concord_runtime::Error>(())
+//! })?;
+//! # drop(server);
+//! # rt.shutdown()
+//! # }
+//! ```
+//!
 //! # Start-up checks
 //!
 //! [`Builder::build`] first runs [`env::check_environment`]: io_uring must be

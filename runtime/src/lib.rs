@@ -124,6 +124,6 @@ pub use error::{Error, UringBlocker};
 pub use idle::{IdleStrategy, Idler, Step};
 pub use reactor::{Reactor, ThreadReactor, Unpark};
 pub use runtime::{Builder, Handle, Runtime};
-pub use shard::{ShardContext, YieldNow, spawn_local, yield_now};
+pub use shard::{ShardContext, ShardStats, YieldNow, spawn_local, yield_now};
 pub use task::JoinHandle;
 pub use timer::{Sleep, TimerHandle};

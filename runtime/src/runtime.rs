@@ -10,7 +10,7 @@ use crate::env::{self, DEFAULT_MEMLOCK_PER_SHARD, Requirements};
 use crate::error::{Error, panic_message};
 use crate::idle::IdleStrategy;
 use crate::reactor::{Reactor, ThreadReactor};
-use crate::shard::{ShardShared, ShardStart, shard_main, spawn_job};
+use crate::shard::{ShardShared, ShardStart, ShardStats, shard_main, spawn_job};
 use crate::task::{JoinHandle, join_pair};
 
 /// Creates a shard's reactor, on the shard's own thread, given the shard index.
@@ -226,6 +226,11 @@ impl Handle {
     /// no such shard). For observability and tests; the answer may be stale at once.
     pub fn is_parked(&self, shard: usize) -> bool {
         self.shards.get(shard).is_some_and(|s| s.is_parked())
+    }
+
+    /// Counters of shard `shard` (`None` if there is no such shard).
+    pub fn stats(&self, shard: usize) -> Option<ShardStats> {
+        self.shards.get(shard).map(|s| s.stats())
     }
 
     /// Run `f` on shard `shard` and spawn the future it returns there. `f` must be

@@ -31,7 +31,7 @@ use std::future::Future;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::pin::Pin;
 use std::rc::{Rc, Weak};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -57,6 +57,40 @@ const RUN_BUDGET: usize = 64;
 const WOKEN_CAPACITY: usize = 1024;
 
 type Job = Box<dyn FnOnce(&Rc<ShardLocal>) + Send>;
+
+/// Counters of one shard, read with [`Handle::stats`](crate::Handle::stats).
+/// Monotonic; a snapshot is not atomic across fields.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ShardStats {
+    /// Turns of the duty loop.
+    pub turns: u64,
+    /// Times the shard blocked in `Reactor::park`.
+    pub parks: u64,
+    /// Times another thread (or shutdown) had to unpark it: the syscalls a
+    /// parked shard cost its producers. Zero while the shard never parks.
+    pub unparks: u64,
+    /// Task polls.
+    pub tasks_polled: u64,
+    /// Task wake-ups and spawns that came from other threads.
+    pub remote_wakes: u64,
+    /// Tasks spawned on this shard.
+    pub spawned: u64,
+}
+
+/// Written by the shard thread only (plain load + store), read by anyone.
+#[derive(Default)]
+struct Counters {
+    turns: AtomicU64,
+    parks: AtomicU64,
+    tasks_polled: AtomicU64,
+    remote_wakes: AtomicU64,
+    spawned: AtomicU64,
+}
+
+fn bump(c: &AtomicU64, by: u64) {
+    // Single writer: no read-modify-write needed.
+    c.store(c.load(Ordering::Relaxed) + by, Ordering::Relaxed);
+}
 
 /// Work handed to a shard by another thread.
 pub(crate) enum Remote {
@@ -88,6 +122,9 @@ pub(crate) struct ShardShared {
     woken: ArrayQueue<Runnable<usize>>,
     remote: Mutex<RemoteQueue>,
     unparker: OnceLock<Arc<dyn Unpark>>,
+    counters: CachePadded<Counters>,
+    /// Written by producers, rarely (each is a syscall anyway).
+    unparks: AtomicU64,
 }
 
 impl Drop for ShardShared {
@@ -123,6 +160,8 @@ impl ShardShared {
             woken: ArrayQueue::new(WOKEN_CAPACITY),
             remote: Mutex::new(RemoteQueue::default()),
             unparker: OnceLock::new(),
+            counters: CachePadded::new(Counters::default()),
+            unparks: AtomicU64::new(0),
         }
     }
 
@@ -155,7 +194,20 @@ impl ShardShared {
 
     fn unpark(&self) {
         if let Some(u) = self.unparker.get() {
+            self.unparks.fetch_add(1, Ordering::Relaxed);
             u.unpark();
+        }
+    }
+
+    pub(crate) fn stats(&self) -> ShardStats {
+        let c = &self.counters;
+        ShardStats {
+            turns: c.turns.load(Ordering::Relaxed),
+            parks: c.parks.load(Ordering::Relaxed),
+            unparks: self.unparks.load(Ordering::Relaxed),
+            tasks_polled: c.tasks_polled.load(Ordering::Relaxed),
+            remote_wakes: c.remote_wakes.load(Ordering::Relaxed),
+            spawned: c.spawned.load(Ordering::Relaxed),
         }
     }
 
@@ -280,6 +332,7 @@ impl ShardLocal {
             entry.insert(task);
             runnable
         };
+        bump(&self.shared.counters.spawned, 1);
         runnable.schedule();
         Ok(())
     }
@@ -303,6 +356,14 @@ impl ShardLocal {
     }
 
     fn drain_remote(self: &Rc<Self>) -> usize {
+        let n = self.take_remote();
+        if n > 0 {
+            bump(&self.shared.counters.remote_wakes, n as u64);
+        }
+        n
+    }
+
+    fn take_remote(self: &Rc<Self>) -> usize {
         // The relaxed load keeps an idle check off the producers' cache line; the
         // swap then synchronizes with the producer's store, so `has_jobs` (stored
         // before it) is visible below.
@@ -361,6 +422,9 @@ impl ShardLocal {
             };
             drop(finished);
         }
+        if ran > 0 {
+            bump(&self.shared.counters.tasks_polled, ran as u64);
+        }
         ran
     }
 
@@ -384,6 +448,7 @@ impl ShardLocal {
             Ok(())
         } else {
             let shard = self.id();
+            bump(&self.shared.counters.parks, 1);
             match self.reactor.try_borrow_mut() {
                 Ok(mut r) => r
                     .park(timeout)
@@ -404,6 +469,7 @@ impl ShardLocal {
             if self.shared.shutdown.load(Ordering::Acquire) {
                 return Ok(());
             }
+            bump(&self.shared.counters.turns, 1);
             let mut work = self.poll_reactor()?;
             let mut now = None;
             if !self.timers.is_empty() {

@@ -540,3 +540,56 @@ fn reactor_failures_are_reported() {
         other => panic!("expected the reactor error, got {other:?}"),
     }
 }
+
+fn ping_pong(rt: &Runtime, rounds: u32) {
+    let (to_b, mut b_in) = channel::<u32>(8);
+    let (to_a, mut a_in) = channel::<u32>(8);
+    let b = rt
+        .spawn_on(1, move || async move {
+            while let Some(v) = b_in.recv().await {
+                assert!(to_a.try_send(v + 1).is_sent());
+            }
+        })
+        .unwrap();
+    let a = rt
+        .spawn_on(0, move || async move {
+            let mut v = 0;
+            for _ in 0..rounds {
+                assert!(to_b.try_send(v).is_sent());
+                v = a_in.recv().await.expect("peer alive");
+            }
+            v
+        })
+        .unwrap();
+    assert_eq!(join(a).unwrap(), rounds);
+    join(b).unwrap();
+}
+
+#[test]
+fn a_spinning_shard_costs_its_producers_no_unpark() {
+    let rt = runtime(2, IdleStrategy::BusySpin);
+    ping_pong(&rt, 500);
+    for shard in 0..2 {
+        let s = rt.handle().stats(shard).unwrap();
+        assert_eq!(s.parks, 0, "shard {shard}: {s:?}");
+        assert_eq!(s.unparks, 0, "shard {shard}: {s:?}");
+        // Counts depend on how often the answer was already there (no wake needed).
+        assert!(s.remote_wakes > 0, "shard {shard}: {s:?}");
+        assert!(s.tasks_polled > 0, "shard {shard}: {s:?}");
+        assert!(s.turns > 0 && s.spawned >= 1, "shard {shard}: {s:?}");
+    }
+    rt.shutdown().unwrap();
+}
+
+#[test]
+fn a_parking_shard_is_unparked_by_its_producers() {
+    let rt = runtime(2, IdleStrategy::Park);
+    ping_pong(&rt, 100);
+    let total: u64 = (0..2).map(|s| rt.handle().stats(s).unwrap().unparks).sum();
+    let parks: u64 = (0..2).map(|s| rt.handle().stats(s).unwrap().parks).sum();
+    // Each round trip finds at least one shard parked (Park parks whenever idle),
+    // and every park that was not cut short needed an unpark to end.
+    assert!(parks > 0 && total > 0, "parks {parks}, unparks {total}");
+    assert!(rt.handle().stats(2).is_none());
+    rt.shutdown().unwrap();
+}

@@ -134,7 +134,8 @@ fn floor(o: &Opts, cpus: &[usize]) -> anyhow::Result<Histogram<u64>> {
     Ok(h)
 }
 
-fn through_runtime(o: &Opts, idle: IdleStrategy) -> anyhow::Result<Histogram<u64>> {
+/// The histogram, and parks and unparks per round trip.
+fn through_runtime(o: &Opts, idle: IdleStrategy) -> anyhow::Result<(Histogram<u64>, f64, f64)> {
     let rt = Runtime::builder().shards(2).pin(true).idle(idle).build()?;
     let (to_b, mut b_in) = channel::<u64>(16);
     let (to_a, mut a_in) = channel::<u64>(16);
@@ -166,8 +167,18 @@ fn through_runtime(o: &Opts, idle: IdleStrategy) -> anyhow::Result<Histogram<u64
     })?;
     let h = a.join()?.map_err(anyhow::Error::msg)?;
     b.join()?.map_err(anyhow::Error::msg)?;
+    let (mut parks, mut unparks) = (0, 0);
+    for shard in 0..2 {
+        let s = rt.handle().stats(shard).context("shard stats")?;
+        parks += s.parks;
+        unparks += s.unparks;
+    }
     rt.shutdown()?;
-    Ok(h)
+    Ok((
+        h,
+        parks as f64 / total as f64,
+        unparks as f64 / total as f64,
+    ))
 }
 
 fn main() -> anyhow::Result<()> {
@@ -197,8 +208,12 @@ fn main() -> anyhow::Result<()> {
         ("Adaptive(default)", IdleStrategy::adaptive()),
     ];
     for (name, idle) in strategies {
-        let h = through_runtime(&o, idle)?;
+        let (h, parks, unparks) = through_runtime(&o, idle)?;
         report(name, &h, floor_p50);
+        println!(
+            "{:<28} parks {parks:.2} / unparks {unparks:.2} per round trip",
+            ""
+        );
     }
     Ok(())
 }

@@ -8,6 +8,7 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::Error;
 use crate::group::{Group, PendingInstall, Phase, Slot, WelcomeInfo, next_of};
 use crate::message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};
@@ -53,6 +54,12 @@ pub enum Command<P> {
     },
     /// Call [`Engine::tick`] at (or after) this time.
     WakeAt(Time),
+    /// Write this acceptor state to stable storage (replacing the previous
+    /// one) before carrying out any later command: the commands after it
+    /// (a promise, an accept) are only correct if a restart cannot forget
+    /// it. Hand the last state written to [`Engine::recover`] at restart.
+    /// Rare: only epoch changes (flushes, group creation) change it.
+    Persist(DurableState),
 }
 
 /// Output side shared by the Engine and its groups.
@@ -159,8 +166,74 @@ pub struct Engine<P: Payload> {
 }
 
 impl<P: Payload> Engine<P> {
-    /// A fresh Engine (a restart is a fresh Engine with a higher incarnation).
+    /// A node's first start, with no persisted state. A restart must use
+    /// [`Engine::recover`] with the last [`Command::Persist`] state (and a
+    /// higher incarnation), or the node may break Paxos safety.
     pub fn new(config: Config, now: Time) -> Result<Self, Error> {
+        Self::build(config, now)
+    }
+
+    /// A restart: a fresh Engine (it has forgotten its groups, and must run a
+    /// higher `config.incarnation` than the one that wrote `state`) that
+    /// remembers its acceptor promises, accepted values and decided epochs.
+    pub fn recover(config: Config, now: Time, state: DurableState) -> Result<Self, Error> {
+        if config.incarnation <= state.incarnation {
+            return Err(Error::InvalidConfig {
+                reason: "a recovering node needs a higher incarnation than the one that persisted",
+            });
+        }
+        let mut engine = Self::build(config, now)?;
+        for ga in state.groups {
+            let slots = ga
+                .instances
+                .into_iter()
+                .map(|i| (i.epoch, (i.promised, i.accepted)))
+                .collect();
+            engine.acceptors.insert(
+                ga.group,
+                Acceptor {
+                    decided: ga.decided,
+                    slots,
+                },
+            );
+        }
+        Ok(engine)
+    }
+
+    /// The acceptor state to persist (also what the last
+    /// [`Command::Persist`] carried).
+    pub fn durable_state(&self) -> DurableState {
+        DurableState {
+            incarnation: self.ctx.inc,
+            groups: self
+                .acceptors
+                .iter()
+                .filter(|(_, a)| a.decided.is_some() || !a.slots.is_empty())
+                .map(|(gid, a)| GroupAcceptor {
+                    group: *gid,
+                    decided: a.decided.clone(),
+                    instances: a
+                        .slots
+                        .iter()
+                        .map(|(e, (promised, accepted))| Instance {
+                            epoch: *e,
+                            promised: *promised,
+                            accepted: accepted.clone(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        }
+    }
+
+    /// Queue the acceptor state for stable storage, ahead of whatever
+    /// depends on it.
+    fn persist(&mut self) {
+        let state = self.durable_state();
+        self.ctx.commands.push_back(Command::Persist(state));
+    }
+
+    fn build(config: Config, now: Time) -> Result<Self, Error> {
         if !config.nodes.contains(&config.node) {
             return Err(Error::NotConfigured { node: config.node });
         }
@@ -1659,8 +1732,13 @@ impl<P: Payload> Engine<P> {
             );
             return;
         }
+        let changed = ballot > slot.0;
         slot.0 = ballot;
         let accepted = slot.1.clone();
+        if changed {
+            // The promise below must survive a crash of this node.
+            self.persist();
+        }
         let mut state = None;
         if let Some(g) = self.groups.get_mut(&gid)
             && g.is_member()
@@ -1730,8 +1808,14 @@ impl<P: Payload> Engine<P> {
             );
             return;
         }
+        let changed = ballot > slot.0 || slot.1.as_ref().is_none_or(|(b, _)| *b != ballot);
         slot.0 = ballot;
         slot.1 = Some((ballot, proposal.clone()));
+        if changed {
+            // The Accepted below (now or once the data is in) counts towards
+            // a decision: a restart must not forget it.
+            self.persist();
+        }
         if let Some(g) = self.groups.get_mut(&gid)
             && g.is_member()
             && g.epoch() + 1 == epoch
@@ -1811,6 +1895,7 @@ impl<P: Payload> Engine<P> {
         if acc.decided.as_ref().is_none_or(|(e, _)| *e < epoch) {
             acc.decided = Some((epoch, proposal.clone()));
             acc.slots.retain(|e, _| *e > epoch);
+            self.persist();
         }
         if self.proposers.get(&gid).is_some_and(|p| p.epoch <= epoch) {
             self.proposers.remove(&gid);

@@ -69,6 +69,7 @@
 #![forbid(unsafe_code)]
 
 pub mod check;
+mod durable;
 mod engine;
 mod error;
 mod group;
@@ -76,6 +77,7 @@ mod message;
 mod types;
 pub mod wire;
 
+pub use durable::{DurableState, GroupAcceptor, Instance};
 pub use engine::{Command, Engine};
 pub use error::Error;
 pub use message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};

@@ -12,7 +12,8 @@ use std::rc::Rc;
 
 use concord_membership::check::{self, Event, Logs, NodeLog, Sent};
 use concord_membership::{
-    Body, Command, Config, Engine, Message, Multicast, NodeId, Reason, Stats, Time, wire,
+    Body, Command, Config, DurableState, Engine, Message, Multicast, NodeId, Reason, Stats, Time,
+    wire,
 };
 
 use super::rng::{FNV_START, Rng, fnv1a};
@@ -170,6 +171,9 @@ struct Slot {
     /// (forgotten when it is cut off: the primary may have delivered them
     /// without it).
     unconfirmed: BTreeSet<(usize, u64)>,
+    /// The Engine's last `Command::Persist` state: its "disk", which
+    /// survives a crash and is handed to `Engine::recover` at restart.
+    disk: Option<DurableState>,
 }
 
 /// The event trace: always hashed, kept as text only when asked.
@@ -273,6 +277,7 @@ impl World {
                 counter: 0,
                 position: BTreeMap::new(),
                 unconfirmed: BTreeSet::new(),
+                disk: None,
             });
             w.boot(i);
         }
@@ -302,7 +307,11 @@ impl World {
     fn boot(&mut self, node: usize) {
         let incarnation = self.slots[node].incarnation + 1;
         let config = self.config(node, incarnation);
-        let engine = match Engine::new(config, Time(self.now)) {
+        let engine = match self.slots[node].disk.clone() {
+            Some(disk) => Engine::recover(config, Time(self.now), disk),
+            None => Engine::new(config, Time(self.now)),
+        };
+        let engine = match engine {
             Ok(e) => e,
             Err(e) => {
                 self.fail_world(
@@ -650,6 +659,7 @@ impl World {
             let now = self.now;
             match cmd {
                 Command::Send { to, msg } => self.send(node, to, msg),
+                Command::Persist(state) => self.slots[node].disk = Some(state),
                 Command::Deliver(d) => {
                     let Some(group) = self.group_index(d.group.0) else {
                         self.fail_world(

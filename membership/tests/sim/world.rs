@@ -174,6 +174,8 @@ struct Slot {
     /// The Engine's last `Command::Persist` state: its "disk", which
     /// survives a crash and is handed to `Engine::recover` at restart.
     disk: Option<DurableState>,
+    /// Per group, why the last multicast was refused (for the trace).
+    refused: BTreeMap<usize, String>,
 }
 
 /// The event trace: always hashed, kept as text only when asked.
@@ -278,6 +280,7 @@ impl World {
                 position: BTreeMap::new(),
                 unconfirmed: BTreeSet::new(),
                 disk: None,
+                refused: BTreeMap::new(),
             });
             w.boot(i);
         }
@@ -327,6 +330,7 @@ impl World {
         slot.wakes.clear();
         slot.position.clear();
         slot.unconfirmed.clear();
+        slot.refused.clear();
         slot.log = self.logs.nodes.len();
         self.logs.nodes.push(NodeLog {
             node: slot.id.0,
@@ -605,6 +609,7 @@ impl World {
             let payload = slot.pending[i].1.clone();
             match engine.multicast(Time(now), gid, payload.clone()) {
                 Ok(Multicast::Sent { sender_seq }) => {
+                    slot.refused.remove(&g);
                     let digest = fnv1a(FNV_START, &payload);
                     self.logs.sent.push(Sent {
                         at: now,
@@ -637,7 +642,16 @@ impl World {
                     blocked.insert(g);
                     i += 1;
                 }
-                Err(_) => {
+                Err(e) => {
+                    // Traced when the reason changes, not at every retry.
+                    let why = e.to_string();
+                    if slot.refused.get(&g) != Some(&why) {
+                        let id = slot.id.0;
+                        self.trace.note(now, &[15, node as u64, g as u64], || {
+                            format!("n{id} multicast to g{g} refused (until further notice): {why}")
+                        });
+                        slot.refused.insert(g, why);
+                    }
                     blocked.insert(g);
                     i += 1;
                 }

@@ -34,16 +34,18 @@ fn env_u64(name: &str, default: u64) -> u64 {
     }
 }
 
-/// Stop collecting after this many failing seeds: past it the report would
-/// only repeat itself, and a badly broken Engine should not make a soak run
-/// for hours.
-const MAX_FAILURES: usize = 100;
+/// Stop after this many failing seeds (`CONCORD_SIM_MAX_FAILURES` overrides):
+/// past it the report would only repeat itself, and a badly broken Engine
+/// should not make a soak run for hours.
+const MAX_FAILURES: u64 = 100;
 
 #[test]
 fn every_seed_holds_every_invariant() {
     let start = env_u64("CONCORD_SIM_SEED_START", 0);
     let count = env_u64("CONCORD_SIM_SEEDS", 2000);
     let print_trace = std::env::var("CONCORD_SIM_TRACE").is_ok_and(|v| v == "1");
+    let max_failures =
+        usize::try_from(env_u64("CONCORD_SIM_MAX_FAILURES", MAX_FAILURES)).unwrap_or(usize::MAX);
     let end = start
         .checked_add(count)
         .expect("CONCORD_SIM_SEED_START + CONCORD_SIM_SEEDS overflows u64");
@@ -60,7 +62,7 @@ fn every_seed_holds_every_invariant() {
             s.spawn(|| {
                 let mut local = Coverage::default();
                 loop {
-                    if failures.lock().unwrap().len() >= MAX_FAILURES {
+                    if failures.lock().unwrap().len() >= max_failures {
                         break;
                     }
                     let seed = next.fetch_add(1, Ordering::Relaxed);
@@ -95,7 +97,7 @@ fn every_seed_holds_every_invariant() {
         failures.len()
     );
     if !failures.is_empty() {
-        panic!("{}", report(&failures, count));
+        panic!("{}", report(&failures, count, max_failures));
     }
     // A simulator that never crashes anything passes every check: make sure a
     // large run exercised what it claims to.
@@ -127,7 +129,7 @@ fn every_seed_holds_every_invariant() {
 
 /// The failure report: per invariant how many seeds, each seed with its replay
 /// command, and the trace tail of the first failure.
-fn report(failures: &[(u64, Failure)], count: u64) -> String {
+fn report(failures: &[(u64, Failure)], count: u64, max_failures: usize) -> String {
     let mut by_invariant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (seed, f) in failures {
         by_invariant.entry(f.invariant()).or_default().push(*seed);
@@ -135,7 +137,7 @@ fn report(failures: &[(u64, Failure)], count: u64) -> String {
     let mut r = format!(
         "{} of {count} seeds failed{}:\n",
         failures.len(),
-        if failures.len() >= MAX_FAILURES {
+        if failures.len() >= max_failures {
             " (stopped collecting)"
         } else {
             ""

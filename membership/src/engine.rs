@@ -8,6 +8,9 @@
 
 use std::collections::{BTreeMap, VecDeque};
 
+// Adjust-version and the version-gated functions (see `crate::version`).
+mod adjust;
+
 use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::Error;
 use crate::group::{Group, PendingInstall, Phase, Slot, WelcomeInfo, next_of};
@@ -71,6 +74,7 @@ pub(crate) struct Ctx<P> {
     pub commands: VecDeque<Command<P>>,
     pub loopback: VecDeque<Body<P>>,
     pub stats: Stats,
+    pub versions: crate::version::Versions,
 }
 
 impl<P> Ctx<P> {
@@ -252,6 +256,7 @@ impl<P: Payload> Engine<P> {
                 reason: "protocol range min > max",
             });
         }
+        crate::version::validate_config(&config.protocol)?;
         let mut nodes = config.nodes.clone();
         nodes.sort();
         nodes.dedup();
@@ -282,6 +287,7 @@ impl<P: Payload> Engine<P> {
                 commands,
                 loopback: VecDeque::new(),
                 stats: Stats::default(),
+                versions: crate::version::Versions::new(&cfg.nodes),
             },
             cfg,
             peers,
@@ -487,7 +493,9 @@ impl<P: Payload> Engine<P> {
                     to: p.node,
                     msg: Message {
                         incarnation: self.ctx.inc,
-                        body: Body::Heartbeat,
+                        body: Body::Versions {
+                            range: self.cfg.protocol,
+                        },
                     },
                 });
             }
@@ -511,6 +519,7 @@ impl<P: Payload> Engine<P> {
         for gid in pids {
             self.tick_proposer(gid);
         }
+        self.version_tick();
         self.drain_loopback();
         self.ctx
             .commands
@@ -818,6 +827,25 @@ impl<P: Payload> Engine<P> {
     fn dispatch(&mut self, from: NodeId, from_inc: u64, body: Body<P>) {
         match body {
             Body::Heartbeat => {}
+            Body::Versions { range } => self.ctx.versions.record(from, from_inc, range),
+            Body::AdjustRequest { group, request, to } => {
+                self.on_adjust_request(from, from_inc, group, request, to);
+            }
+            Body::DataBatch {
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                first_seq,
+                ack,
+                payloads,
+            } => self.on_data_batch(
+                from,
+                (group, epoch, sender, sender_incarnation),
+                first_seq,
+                ack,
+                payloads,
+            ),
             Body::Data {
                 group,
                 epoch,
@@ -1211,8 +1239,11 @@ impl<P: Payload> Engine<P> {
         if !g.is_sequencer() || g.cap != u64::MAX || g.leaving.is_some() {
             return;
         }
-        if !range.contains(g.view.protocol) {
-            let active = g.view.protocol;
+        self.ctx.versions.record(from, from_inc, range);
+        // The version after everything ordered so far (an adjust-version
+        // may be ordered but not yet delivered here).
+        let active = g.seq.as_ref().map_or(g.view.protocol, |s| s.view.protocol);
+        if !range.contains(active) {
             self.ctx
                 .send(from, Body::JoinRefused { group: gid, active });
             return;
@@ -1589,7 +1620,7 @@ impl<P: Payload> Engine<P> {
                 }
                 let (cut, next, protocol) = match &p.known {
                     Some(k) => (k.cut, k.next.clone(), k.view.protocol),
-                    None => (0, Vec::new(), self.cfg.protocol.max),
+                    None => (0, Vec::new(), self.creation_version()),
                 };
                 let proposal = Proposal {
                     view: View {
@@ -1630,6 +1661,7 @@ impl<P: Payload> Engine<P> {
         let mut members = g.view.members.clone();
         let mut incs = g.incs.clone();
         let mut next = g.next.clone();
+        let mut protocol = g.view.protocol;
         let mut pos = g.delivered + 1;
         while pos <= cut {
             match g.slot(pos) {
@@ -1647,6 +1679,11 @@ impl<P: Payload> Engine<P> {
                     if let Some(i) = members.iter().position(|m| *m == node) {
                         members.remove(i);
                         incs.remove(i);
+                    }
+                }
+                Some(Slot::Version(change)) => {
+                    if change.switches() {
+                        protocol = change.to;
                     }
                 }
                 None => return,
@@ -1670,7 +1707,7 @@ impl<P: Payload> Engine<P> {
                 group: gid,
                 id: ViewId::first_of(epoch),
                 members: new_members,
-                protocol: g.view.protocol,
+                protocol,
             },
             cut,
             old_members: members,

@@ -46,6 +46,10 @@ pub enum Error {
         /// What this node supports.
         supported: VersionRange,
     },
+    /// An adjust-version request or a version-gated function was refused
+    /// (see [`crate::version`]); the inner error names the culprit.
+    #[error(transparent)]
+    Version(#[from] crate::version::VersionError),
     /// The configuration is unusable.
     #[error("invalid configuration: {reason}")]
     InvalidConfig {

@@ -33,6 +33,8 @@ pub(crate) enum Slot {
     Leave {
         node: NodeId,
     },
+    /// Adjust-version (see `crate::version`).
+    Version(crate::version::VersionChange),
 }
 
 /// Payloads of one sender incarnation, indexed by sender sequence.
@@ -398,6 +400,13 @@ impl<P: Payload> Group<P> {
                     any |= self.insert_slot(pos, Slot::Leave { node });
                     pos += 1;
                 }
+                OrderEntry::Version(change) => {
+                    if pos == u64::MAX {
+                        break;
+                    }
+                    any |= self.insert_slot(pos, Slot::Version(change));
+                    pos += 1;
+                }
             }
         }
         if pos > first {
@@ -571,6 +580,26 @@ impl<P: Payload> Group<P> {
                         self.take_over(pos);
                     }
                 }
+                Slot::Version(change) => {
+                    // Adjust-version: the switch happens exactly here.
+                    if change.switches() {
+                        self.view.protocol = change.to;
+                        self.view.id = self.view.id.next_change();
+                        ctx.stats.view_changes += 1;
+                        ctx.commands.push_back(Command::ViewChange {
+                            view: self.view.clone(),
+                            reason: Reason::AdjustVersion {
+                                from: change.from,
+                                to: change.to,
+                            },
+                            position: pos,
+                        });
+                    }
+                    let me = (ctx.me, ctx.inc);
+                    let (view, members) = (self.view.id, &self.view.members);
+                    ctx.versions
+                        .on_delivered(me, self.id, pos, view, members, change);
+                }
             }
         }
         self.release();
@@ -743,6 +772,13 @@ impl<P: Payload> Group<P> {
                 }
                 Slot::Leave { node }
             }
+            OrderEntry::Version(change) => {
+                if change.switches() {
+                    seq.view.protocol = change.to;
+                    seq.view.id = seq.view.id.next_change();
+                }
+                Slot::Version(change)
+            }
             OrderEntry::Data { .. } => return None,
         };
         let _ = self.insert_slot(pos, slot);
@@ -866,6 +902,7 @@ impl<P: Payload> Group<P> {
                     rejoin,
                 }),
                 Slot::Leave { node } => entries.push(OrderEntry::Leave { node }),
+                Slot::Version(change) => entries.push(OrderEntry::Version(change)),
             }
             pos += 1;
         }

@@ -75,6 +75,7 @@ mod error;
 mod group;
 mod message;
 mod types;
+pub mod version;
 pub mod wire;
 
 pub use durable::{DurableState, GroupAcceptor, Instance};
@@ -85,3 +86,4 @@ pub use types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
     Stats, Time, VersionRange, View, ViewId,
 };
+pub use version::{AdjustRequest, Scope, Target, VersionError, VersionEvent};

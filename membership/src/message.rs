@@ -5,6 +5,7 @@
 use rkyv::{Archive, Deserialize, Serialize};
 
 use crate::types::{GroupId, NodeId, ProtocolVersion, VersionRange, View};
+use crate::version::VersionChange;
 
 /// One message between two Engines.
 #[derive(Debug, Clone, PartialEq, Eq, Archive, Serialize, Deserialize)]
@@ -72,6 +73,9 @@ pub enum OrderEntry {
         /// Who.
         node: NodeId,
     },
+    /// Adjust-version (see [`crate::version`]): the group switches its active
+    /// version at this position, or the sequencer's check rejected it.
+    Version(VersionChange),
 }
 
 impl OrderEntry {
@@ -135,6 +139,42 @@ pub struct MemberState {
 pub enum Body<P> {
     /// Liveness only (any message counts as liveness).
     Heartbeat,
+    /// A heartbeat that also advertises the sender's supported protocol
+    /// versions (what the Engine sends; see [`crate::version`]).
+    Versions {
+        /// The sender's range.
+        range: VersionRange,
+    },
+    /// Ask the sequencer to switch the group to `to` (adjust-version). It
+    /// checks again and orders the outcome.
+    AdjustRequest {
+        /// The group.
+        group: GroupId,
+        /// The requester's request number.
+        request: u64,
+        /// The version asked for.
+        to: ProtocolVersion,
+    },
+    /// Several application messages of one sender with consecutive sender
+    /// sequence numbers from `first_seq` (protocol version 2,
+    /// `Engine::multicast_batch`). Each payload is ordered and delivered as
+    /// its own message.
+    DataBatch {
+        /// The group.
+        group: GroupId,
+        /// The epoch of the transmitter's view.
+        epoch: u32,
+        /// Who multicast them.
+        sender: NodeId,
+        /// The sender's incarnation.
+        sender_incarnation: u64,
+        /// Sender sequence number of `payloads[0]`.
+        first_seq: u64,
+        /// Piggybacked cumulative ack of the transmitter.
+        ack: u64,
+        /// The payloads, in sender order.
+        payloads: Vec<P>,
+    },
     /// An application message, from its sender (or a retransmitting holder).
     Data {
         /// The group.
@@ -296,7 +336,7 @@ pub enum Body<P> {
 
 impl<P> Message<P> {
     /// The same message with the payload (if any) mapped.
-    pub fn map_payload<Q>(self, f: impl FnOnce(P) -> Q) -> Message<Q> {
+    pub fn map_payload<Q>(self, mut f: impl FnMut(P) -> Q) -> Message<Q> {
         let body = match self.body {
             Body::Data {
                 group,
@@ -316,6 +356,27 @@ impl<P> Message<P> {
                 payload: f(payload),
             },
             Body::Heartbeat => Body::Heartbeat,
+            Body::Versions { range } => Body::Versions { range },
+            Body::AdjustRequest { group, request, to } => {
+                Body::AdjustRequest { group, request, to }
+            }
+            Body::DataBatch {
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                first_seq,
+                ack,
+                payloads,
+            } => Body::DataBatch {
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                first_seq,
+                ack,
+                payloads: payloads.into_iter().map(&mut f).collect(),
+            },
             Body::Order {
                 group,
                 epoch,
@@ -446,10 +507,12 @@ impl<P> Message<P> {
     /// The group the message is about, if any.
     pub fn group(&self) -> Option<GroupId> {
         match &self.body {
-            Body::Heartbeat => None,
+            Body::Heartbeat | Body::Versions { .. } => None,
             Body::Welcome { view, .. } => Some(view.group),
             Body::Data { group, .. }
             | Body::Order { group, .. }
+            | Body::AdjustRequest { group, .. }
+            | Body::DataBatch { group, .. }
             | Body::Ack { group, .. }
             | Body::Nack { group, .. }
             | Body::JoinRequest { group, .. }

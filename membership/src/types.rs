@@ -149,8 +149,8 @@ pub enum Reason {
     /// A member that had been cut off rejoined the primary component (ordered
     /// fast path, like `Join`; `view.members` says who).
     Merged,
-    /// The group's active protocol version changed (reserved for the
-    /// adjust-version issue; views already carry the version).
+    /// The group's active protocol version changed at this position
+    /// (adjust-version, see [`crate::version`]).
     AdjustVersion {
         /// The version before.
         from: ProtocolVersion,
@@ -185,15 +185,16 @@ pub struct Config {
 
 impl Config {
     /// A configuration with defaults suited to a LAN: 10 ms heartbeats, 100 ms
-    /// failure timeout, window 1024, batch 256.
+    /// failure timeout, window 1024, batch 256, every protocol version this
+    /// build implements (cap `protocol.max` to run as an older release).
     pub fn new(node: NodeId, nodes: Vec<NodeId>) -> Self {
         Config {
             node,
             incarnation: 0,
             nodes,
             protocol: VersionRange {
-                min: ProtocolVersion(1),
-                max: ProtocolVersion(1),
+                min: crate::version::OLDEST,
+                max: crate::version::CURRENT,
             },
             heartbeat_interval: 10_000_000,
             failure_timeout: 100_000_000,

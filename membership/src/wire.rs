@@ -75,23 +75,36 @@ pub enum WireError {
 /// Append one frame for `msg` to `out`.
 pub fn encode<P: Payload>(msg: &Message<P>, out: &mut Vec<u8>) -> Result<(), WireError> {
     let mut payload: &[u8] = &[];
+    let mut batch: Option<&[P]> = None;
     let header = match &msg.body {
         Body::Data { payload: p, .. } => {
             payload = p.as_ref();
             msg.clone().map_payload(|_| ())
         }
+        Body::DataBatch { payloads, .. } => {
+            batch = Some(payloads);
+            msg.clone().map_payload(|_| ())
+        }
         _ => msg.clone().map_payload(|_| ()),
     };
+    // A batch's payload area: each payload as `len u32 LE | bytes`.
+    let batch_len = batch.map_or(0, |b| b.iter().map(|p| 4 + p.as_ref().len()).sum::<usize>());
     let bytes = rkyv::to_bytes::<rancor::Error>(&header).map_err(|_| WireError::Serialize)?;
     let header_len = u32::try_from(bytes.len()).map_err(|_| WireError::Serialize)?;
-    let payload_len = u32::try_from(payload.len()).map_err(|_| WireError::Serialize)?;
-    out.reserve(PREFIX + bytes.len() + payload.len());
+    let payload_len = u32::try_from(payload.len() + batch_len).map_err(|_| WireError::Serialize)?;
+    out.reserve(PREFIX + bytes.len() + payload.len() + batch_len);
     out.push(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&bytes);
     out.extend_from_slice(payload);
+    for p in batch.unwrap_or_default() {
+        let p = p.as_ref();
+        let len = u32::try_from(p.len()).map_err(|_| WireError::Serialize)?;
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(p);
+    }
     Ok(())
 }
 
@@ -146,7 +159,44 @@ pub fn decode(bytes: &[u8]) -> Result<Message<&[u8]>, WireError> {
     let payload = &bytes[PREFIX + header_len..];
     match header.body {
         Body::Data { .. } => Ok(header.map_payload(|()| payload)),
+        Body::DataBatch { ref payloads, .. } => {
+            let parts = split_batch(payload, payloads.len())?;
+            let mut parts = parts.into_iter();
+            Ok(header.map_payload(|()| parts.next().unwrap_or_default()))
+        }
         _ if payload.is_empty() => Ok(header.map_payload(|()| payload)),
         _ => Err(WireError::UnexpectedPayload { len: payload.len() }),
     }
+}
+
+/// Split a batch's payload area into exactly `count` length-prefixed
+/// payloads (borrowed), refusing anything short, long or left over.
+fn split_batch(mut area: &[u8], count: usize) -> Result<Vec<&[u8]>, WireError> {
+    let total = area.len();
+    // Each payload needs at least its 4-byte length: bounds the allocation.
+    if count > total / 4 {
+        return Err(WireError::UnexpectedPayload { len: total });
+    }
+    let mut parts = Vec::with_capacity(count);
+    for _ in 0..count {
+        let Some((len, rest)) = area.split_first_chunk::<4>() else {
+            return Err(WireError::Truncated {
+                need: total + 4,
+                have: total,
+            });
+        };
+        let len = u32::from_le_bytes(*len) as usize;
+        if rest.len() < len {
+            return Err(WireError::Truncated {
+                need: total - rest.len() + len,
+                have: total,
+            });
+        }
+        parts.push(&rest[..len]);
+        area = &rest[len..];
+    }
+    if !area.is_empty() {
+        return Err(WireError::UnexpectedPayload { len: area.len() });
+    }
+    Ok(parts)
 }

@@ -1052,6 +1052,9 @@ fn convert(r: &Reason) -> check::Reason {
 fn kind<P>(m: &Message<P>) -> &'static str {
     match &m.body {
         Body::Heartbeat => "Heartbeat",
+        Body::Versions { .. } => "Versions",
+        Body::AdjustRequest { .. } => "AdjustRequest",
+        Body::DataBatch { .. } => "DataBatch",
         Body::Data { .. } => "Data",
         Body::Order { .. } => "Order",
         Body::Ack { .. } => "Ack",

@@ -12,9 +12,9 @@
 use std::fmt;
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
 
 use atomic_waker::AtomicWaker;
 use crossbeam_queue::ArrayQueue;
@@ -52,6 +52,43 @@ struct Inner<T> {
     rx_waker: AtomicWaker,
     senders: AtomicUsize,
     rx_alive: AtomicBool,
+    /// Senders waiting in [`Sender::send`] for room. The count keeps the
+    /// receiver's hot path off the lock when nobody waits.
+    tx_waiting: AtomicUsize,
+    tx_wakers: Mutex<Vec<Waker>>,
+}
+
+impl<T> Inner<T> {
+    /// Wake every sender waiting for room. All of them, not one: a waiter whose
+    /// future was dropped would otherwise swallow the wake-up of a live one.
+    fn wake_senders(&self) {
+        if self.tx_waiting.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        // Wake outside the lock, a small batch at a time, popping rather than
+        // taking the vector so its capacity is kept: no allocation per
+        // back-pressure episode in steady state.
+        const BATCH: usize = 8;
+        loop {
+            let mut batch: [Option<Waker>; BATCH] = Default::default();
+            let more = {
+                let mut w = self.tx_wakers.lock().unwrap_or_else(|p| p.into_inner());
+                for slot in &mut batch {
+                    *slot = w.pop();
+                }
+                if w.is_empty() {
+                    self.tx_waiting.store(0, Ordering::SeqCst);
+                }
+                !w.is_empty()
+            };
+            for w in batch.into_iter().flatten() {
+                w.wake();
+            }
+            if !more {
+                return;
+            }
+        }
+    }
 }
 
 /// Create a channel holding at most `capacity` messages (at least 1).
@@ -61,6 +98,8 @@ pub fn channel<T: Send>(capacity: usize) -> (Sender<T>, Receiver<T>) {
         rx_waker: AtomicWaker::new(),
         senders: AtomicUsize::new(1),
         rx_alive: AtomicBool::new(true),
+        tx_waiting: AtomicUsize::new(0),
+        tx_wakers: Mutex::new(Vec::new()),
     });
     (
         Sender {
@@ -87,7 +126,7 @@ impl<T> fmt::Debug for Sender<T> {
 impl<T> Sender<T> {
     /// Queue `msg` without blocking.
     pub fn try_send(&self, msg: T) -> Offer<T> {
-        if !self.inner.rx_alive.load(Ordering::Acquire) {
+        if !self.inner.rx_alive.load(Ordering::SeqCst) {
             return Offer::Closed(msg);
         }
         match self.inner.queue.push(msg) {
@@ -96,6 +135,16 @@ impl<T> Sender<T> {
                 Offer::Sent
             }
             Err(msg) => Offer::BackPressured(msg),
+        }
+    }
+
+    /// Queue `msg`, waiting while the channel is full. Gives the message back if
+    /// the receiver is gone. For a producer that would rather shed load, use
+    /// [`try_send`](Self::try_send), which never waits.
+    pub fn send(&self, msg: T) -> SendFuture<'_, T> {
+        SendFuture {
+            tx: self,
+            msg: Some(msg),
         }
     }
 
@@ -156,6 +205,7 @@ impl<T> Receiver<T> {
     /// Take a message if one is queued.
     pub fn try_recv(&mut self) -> Result<T, TryRecv> {
         if let Some(msg) = self.inner.queue.pop() {
+            self.inner.wake_senders();
             return Ok(msg);
         }
         if self.inner.senders.load(Ordering::Acquire) == 0 {
@@ -201,7 +251,60 @@ impl<T> Receiver<T> {
 
 impl<T> Drop for Receiver<T> {
     fn drop(&mut self) {
-        self.inner.rx_alive.store(false, Ordering::Release);
+        self.inner.rx_alive.store(false, Ordering::SeqCst);
+        self.inner.wake_senders();
+    }
+}
+
+/// Future returned by [`Sender::send`]: `Ok(())` once queued, `Err(msg)` if the
+/// receiver is gone.
+#[must_use = "futures do nothing unless awaited"]
+pub struct SendFuture<'a, T> {
+    tx: &'a Sender<T>,
+    msg: Option<T>,
+}
+
+impl<T> fmt::Debug for SendFuture<'_, T> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SendFuture")
+            .field("pending", &self.msg.is_some())
+            .finish()
+    }
+}
+
+impl<T> Unpin for SendFuture<'_, T> {}
+
+impl<T> Future for SendFuture<'_, T> {
+    type Output = Result<(), T>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        let Some(msg) = this.msg.take() else {
+            return Poll::Ready(Ok(()));
+        };
+        let inner = &this.tx.inner;
+        let msg = match this.tx.try_send(msg) {
+            Offer::Sent => return Poll::Ready(Ok(())),
+            Offer::Closed(m) => return Poll::Ready(Err(m)),
+            Offer::BackPressured(m) => m,
+        };
+        {
+            let mut w = inner.tx_wakers.lock().unwrap_or_else(|p| p.into_inner());
+            if !w.iter().any(|x| x.will_wake(cx.waker())) {
+                w.push(cx.waker().clone());
+            }
+            inner.tx_waiting.store(w.len(), Ordering::SeqCst);
+        }
+        // Re-check after registering: a pop (or the receiver's drop) between the
+        // first attempt and the registration would otherwise find no waiter.
+        match this.tx.try_send(msg) {
+            Offer::Sent => Poll::Ready(Ok(())),
+            Offer::Closed(m) => Poll::Ready(Err(m)),
+            Offer::BackPressured(m) => {
+                this.msg = Some(m);
+                Poll::Pending
+            }
+        }
     }
 }
 
@@ -292,6 +395,78 @@ mod tests {
             "close wakes the receiver"
         );
         assert_eq!(rx.poll_recv(&mut cx), Poll::Ready(None));
+    }
+
+    struct CountWake(std::sync::atomic::AtomicUsize);
+    impl std::task::Wake for CountWake {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn send_waits_for_room_and_is_woken_by_a_pop() {
+        let count = Arc::new(CountWake(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let (tx, mut rx) = channel::<u32>(1);
+        assert!(tx.try_send(1).is_sent());
+        let mut fut = tx.send(2);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        assert_eq!(count.0.load(Ordering::SeqCst), 0);
+        assert_eq!(rx.try_recv(), Ok(1));
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the pop woke the sender");
+        assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Ok(())));
+        assert_eq!(rx.try_recv(), Ok(2));
+    }
+
+    #[test]
+    fn a_dropped_waiting_sender_does_not_swallow_the_wake_up() {
+        let (tx, mut rx) = channel::<u32>(1);
+        assert!(tx.try_send(0).is_sent());
+        let dead = Arc::new(CountWake(AtomicUsize::new(0)));
+        let live = Arc::new(CountWake(AtomicUsize::new(0)));
+        let (dead_w, live_w) = (
+            Waker::from(Arc::clone(&dead)),
+            Waker::from(Arc::clone(&live)),
+        );
+        let mut f1 = tx.send(1);
+        assert!(
+            Pin::new(&mut f1)
+                .poll(&mut Context::from_waker(&dead_w))
+                .is_pending()
+        );
+        let mut f2 = tx.send(2);
+        assert!(
+            Pin::new(&mut f2)
+                .poll(&mut Context::from_waker(&live_w))
+                .is_pending()
+        );
+        drop(f1);
+        assert_eq!(rx.try_recv(), Ok(0));
+        assert_eq!(live.0.load(Ordering::SeqCst), 1);
+        assert_eq!(
+            Pin::new(&mut f2).poll(&mut Context::from_waker(&live_w)),
+            Poll::Ready(Ok(()))
+        );
+    }
+
+    #[test]
+    fn send_to_a_dropped_receiver_gives_the_message_back() {
+        let count = Arc::new(CountWake(AtomicUsize::new(0)));
+        let waker = Waker::from(Arc::clone(&count));
+        let mut cx = Context::from_waker(&waker);
+        let (tx, rx) = channel::<u32>(1);
+        assert!(tx.try_send(1).is_sent());
+        let mut fut = tx.send(2);
+        assert!(Pin::new(&mut fut).poll(&mut cx).is_pending());
+        drop(rx);
+        assert_eq!(
+            count.0.load(Ordering::SeqCst),
+            1,
+            "close wakes waiting senders"
+        );
+        assert_eq!(Pin::new(&mut fut).poll(&mut cx), Poll::Ready(Err(2)));
     }
 
     #[test]

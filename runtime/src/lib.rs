@@ -118,7 +118,7 @@ mod timer;
 /// The transport crate, re-exported so embedders name one dependency.
 pub use concord_transport as transport;
 
-pub use channel::{Offer, Receiver, Recv, Sender, TryRecv, channel};
+pub use channel::{Offer, Receiver, Recv, SendFuture, Sender, TryRecv, channel};
 pub use driver::{DriverEvent, DriverReactor};
 pub use error::{Error, UringBlocker};
 pub use idle::{IdleStrategy, Idler, Step};

@@ -2,7 +2,8 @@
 //! receiver's wake-up (waker, remote run queue, unpark flag) and the task poll
 //! reuse memory set up during warm-up.
 //!
-//! Own binary so that the counting allocator sees only this test.
+//! Own binary so that the counting allocator sees only these tests, which take
+//! a lock so that they never run (and allocate) at the same time.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -33,6 +34,12 @@ unsafe impl GlobalAlloc for Counting {
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
+
+static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    SERIAL.lock().unwrap_or_else(|p| p.into_inner())
+}
 
 fn round_trips_allocate_nothing(idle: IdleStrategy) {
     let rt = Runtime::builder()
@@ -75,7 +82,48 @@ fn round_trips_allocate_nothing(idle: IdleStrategy) {
 
 #[test]
 fn steady_state_round_trips_allocate_nothing() {
+    let _serial = serial();
     round_trips_allocate_nothing(IdleStrategy::BusySpin);
     round_trips_allocate_nothing(IdleStrategy::Park);
     round_trips_allocate_nothing(IdleStrategy::adaptive());
+}
+
+#[test]
+fn steady_state_back_pressured_sends_allocate_nothing() {
+    let _serial = serial();
+    let rt = Runtime::builder()
+        .shards(2)
+        .pin(false)
+        .idle(IdleStrategy::adaptive())
+        .build()
+        .unwrap();
+    let (tx, mut rx) = channel::<u64>(1);
+    let consumer = rt
+        .spawn_on(1, move || async move {
+            let mut n = 0u64;
+            while rx.recv().await.is_some() {
+                n += 1;
+            }
+            n
+        })
+        .unwrap();
+    let producer = rt
+        .spawn_on(0, move || async move {
+            for i in 0..500 {
+                tx.send(i).await.unwrap();
+            }
+            let before = ALLOCS.load(Ordering::SeqCst);
+            for i in 0..5_000 {
+                tx.send(i).await.unwrap();
+            }
+            ALLOCS.load(Ordering::SeqCst) - before
+        })
+        .unwrap();
+    let allocs = producer.join().unwrap();
+    assert_eq!(consumer.join().unwrap(), 5_500);
+    rt.shutdown().unwrap();
+    assert_eq!(
+        allocs, 0,
+        "{allocs} allocations in 5000 sends through a 1-slot channel"
+    );
 }

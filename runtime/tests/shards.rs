@@ -593,3 +593,37 @@ fn a_parking_shard_is_unparked_by_its_producers() {
     assert!(rt.handle().stats(2).is_none());
     rt.shutdown().unwrap();
 }
+
+#[test]
+fn send_await_carries_a_stream_through_a_tiny_channel_without_loss() {
+    for idle in [IdleStrategy::Park, IdleStrategy::adaptive()] {
+        let rt = runtime(2, idle);
+        let (tx, mut rx) = channel::<u64>(2);
+        let n = 2_000u64;
+        let consumer = rt
+            .spawn_on(1, move || async move {
+                let (mut count, mut sum, mut last) = (0u64, 0u64, None);
+                while let Some(v) = rx.recv().await {
+                    assert!(
+                        last.is_none_or(|l| v == l + 1),
+                        "out of order: {last:?} then {v}"
+                    );
+                    last = Some(v);
+                    count += 1;
+                    sum += v;
+                }
+                (count, sum)
+            })
+            .unwrap();
+        let producer = rt
+            .spawn_on(0, move || async move {
+                for v in 0..n {
+                    tx.send(v).await.expect("receiver alive");
+                }
+            })
+            .unwrap();
+        join(producer).unwrap();
+        assert_eq!(join(consumer).unwrap(), (n, n * (n - 1) / 2), "{idle:?}");
+        rt.shutdown().unwrap();
+    }
+}

@@ -4,6 +4,11 @@
 //! message, and a full queue is an outcome ([`Offer::BackPressured`] hands the
 //! message back), never a silent drop or an unbounded buffer.
 //!
+//! A producer that would rather wait than shed load awaits [`Sender::send`]: it
+//! registers its waker and is woken when the consumer pops (every waiting sender
+//! is woken, so a waiter whose future was dropped cannot swallow the wake-up of
+//! a live one).
+//!
 //! Waking the consumer: a receiving task that finds the queue empty registers its
 //! waker; the next send takes and wakes it. That waker schedules the task on its
 //! shard, which unparks the shard only if the shard has announced it is parked (an

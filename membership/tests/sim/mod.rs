@@ -34,6 +34,7 @@ pub fn run_seed(seed: u64, trace: Option<TraceLines>) -> Outcome {
             Outcome {
                 result: Err(Failure::Panic(msg)),
                 trace_hash: 0,
+                logs: Default::default(),
                 coverage: Coverage::default(),
             }
         }

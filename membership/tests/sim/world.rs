@@ -122,6 +122,8 @@ pub struct Outcome {
     pub result: Result<(), Failure>,
     pub trace_hash: u64,
     pub coverage: Coverage,
+    /// What the applications saw (and sent), as the checkers read it.
+    pub logs: Logs,
 }
 
 /// A message on the wire: typed, or as bytes when the scenario routes
@@ -455,6 +457,7 @@ impl World {
             result,
             trace_hash: self.trace.hash,
             coverage: self.cov,
+            logs: self.logs,
         }
     }
 

@@ -770,6 +770,7 @@ impl Driver {
         extend: bool,
         kind: FrameKind,
     ) {
+        let checksum_payloads = self.cfg.checksum_payloads;
         let s = &mut self.conns[index as usize]
             .as_mut()
             .expect("conn exists")
@@ -777,7 +778,7 @@ impl Driver {
         let ch = &mut s.chunks[chunk as usize];
         // SAFETY: reserved range beyond wpos; no send covers it yet.
         let frame_bytes = unsafe { ch.slice_mut(off, flen) };
-        frame::write_header_in_place(frame_bytes, kind);
+        frame::write_header_in_place(frame_bytes, kind, checksum_payloads);
         ch.wpos = off + flen;
         let end = (off + flen) as u32;
         if extend {
@@ -904,7 +905,7 @@ impl Driver {
         if s.queue.len() >= self.cfg.send_queue_items {
             return Ok(self.back_pressured(index));
         }
-        let r = buf.freeze();
+        let r = buf.freeze(self.cfg.checksum_payloads);
         let len = r.frozen_len();
         let s = &mut self.conns[index as usize]
             .as_mut()

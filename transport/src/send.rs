@@ -205,7 +205,7 @@ impl SendBuf {
 
     /// Writes the header (checksum over the payload) on first use and returns
     /// a reference for one send.
-    pub(crate) fn freeze(&self) -> BufRef {
+    pub(crate) fn freeze(&self, checksum_payload: bool) -> BufRef {
         if !self.is_frozen() {
             // SAFETY: not frozen: no send references the buffer, and we hold
             // `&self` only, but no `&mut` payload borrow can be live because
@@ -213,7 +213,7 @@ impl SendBuf {
             let frame = unsafe {
                 std::slice::from_raw_parts_mut(self.r.ptr.as_ptr(), HEADER_LEN + self.len)
             };
-            frame::write_header_in_place(frame, FrameKind::Payload);
+            frame::write_header_in_place(frame, FrameKind::Payload, checksum_payload);
             let slots = self.r.pool.slots.borrow();
             slots[self.r.slot as usize]
                 .frozen_len

@@ -53,6 +53,8 @@ fn round_trip_every_size_and_send_path() {
     let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut ccfg = cfg(2);
     ccfg.zc_threshold = 4096;
+    // The receiver verifies payload checksums too, straddled frames included.
+    ccfg.checksum_payloads = true;
     let mut client = Driver::new(ccfg).unwrap();
     let (s1, c1, _) = connect_pair(&mut server, &mut client, addr);
     let (s2, c2, _) = connect_pair(&mut server, &mut client, addr);

@@ -54,6 +54,9 @@ fn every_seed_holds_every_invariant() {
         .min(usize::try_from(count).unwrap_or(usize::MAX))
         .max(1);
     let next = AtomicU64::new(start);
+    let done = AtomicU64::new(0);
+    // Long runs (soaks) say how far they are, ten times.
+    let step = (count / 10).max(1);
     let failures: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
     let coverage = Mutex::new(Coverage::default());
     let t0 = Instant::now();
@@ -81,6 +84,14 @@ fn every_seed_holds_every_invariant() {
                     local.add(&outcome.coverage);
                     if let Err(f) = outcome.result {
                         failures.lock().unwrap().push((seed, f));
+                    }
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if count >= 10_000 && n % step == 0 {
+                        eprintln!(
+                            "sim: {n} of {count} seeds done in {:.0}s, {} failed so far",
+                            t0.elapsed().as_secs_f64(),
+                            failures.lock().unwrap().len()
+                        );
                     }
                 }
                 coverage.lock().unwrap().add(&local);

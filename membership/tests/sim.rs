@@ -86,7 +86,7 @@ fn every_seed_holds_every_invariant() {
                         failures.lock().unwrap().push((seed, f));
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count >= 10_000 && n % step == 0 {
+                    if count >= 10_000 && n.is_multiple_of(step) {
                         eprintln!(
                             "sim: {n} of {count} seeds done in {:.0}s, {} failed so far",
                             t0.elapsed().as_secs_f64(),

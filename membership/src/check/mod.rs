@@ -28,6 +28,7 @@
 //! | [`virtual_synchrony`] | members that pass from view V to the same next view delivered the same set in V |
 //! | [`view_agreement`] | the primary component's views form one chain: same id means same members, protocol, reason, position |
 //! | [`primary_component`] | a member cut off in a minority delivers nothing until it is re-admitted by a new primary view |
+//! | [`version_switch`] | all members of a view switch the protocol version at the same position; nothing ordered after a switch is delivered under the old version, nor before it under the new |
 //! | [`liveness`] | after the final heal and a quiet period, everyone expected is in one final view and has delivered every message of a member that stayed up |
 //!
 //! [`check_all`] runs them all in that order and reports the first violation.
@@ -63,6 +64,7 @@ pub mod no_creation;
 pub mod no_duplication;
 pub mod primary_component;
 pub mod total_order;
+pub mod version_switch;
 pub mod view_agreement;
 pub mod virtual_synchrony;
 
@@ -261,6 +263,8 @@ pub enum Invariant {
     PrimaryComponent,
     /// See [`liveness`].
     Liveness,
+    /// See [`version_switch`].
+    VersionSwitch,
 }
 
 impl fmt::Display for Invariant {
@@ -274,6 +278,7 @@ impl fmt::Display for Invariant {
             Invariant::ViewAgreement => "view-agreement",
             Invariant::PrimaryComponent => "primary-component",
             Invariant::Liveness => "liveness",
+            Invariant::VersionSwitch => "version-switch",
         };
         f.write_str(name)
     }
@@ -349,6 +354,7 @@ pub fn check_all(logs: &Logs) -> Result<(), Violation> {
     total_order::check(logs)?;
     fifo::check(logs)?;
     virtual_synchrony::check(logs)?;
+    version_switch::check(logs)?;
     liveness::check(logs)?;
     Ok(())
 }

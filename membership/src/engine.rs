@@ -906,8 +906,8 @@ impl<P: Payload> Engine<P> {
                 group,
                 range,
                 rejoin,
-                next_seq: _,
-            } => self.on_join_request(from, from_inc, group, range, rejoin),
+                next_seq,
+            } => self.on_join_request(from, from_inc, group, range, rejoin, next_seq),
             Body::Welcome {
                 view,
                 position,
@@ -1158,7 +1158,9 @@ impl<P: Payload> Engine<P> {
             rejoin,
             last_request: now,
         };
-        let next_seq = g.my_seq + 1;
+        // Where our FIFO stream can resume: the sequencer orders us from the
+        // larger of this and what the group already ordered of us.
+        let next_seq = g.own_first(me, self.ctx.inc);
         let range = self.cfg.protocol;
         // Decide from the previous round's answers whether to create (or
         // restart) the group.
@@ -1219,6 +1221,7 @@ impl<P: Payload> Engine<P> {
         gid: GroupId,
         range: VersionRange,
         rejoin: bool,
+        next_seq: u64,
     ) {
         let Some(g) = self.groups.get_mut(&gid) else {
             let known = self
@@ -1270,12 +1273,18 @@ impl<P: Payload> Engine<P> {
             // first, the joiner retries.
             return;
         }
+        // Resume the joiner's stream where both sides can: messages the group
+        // ordered are not sent again (the joiner re-sends from the Welcome's
+        // `next`), and messages the joiner released (delivered and stable in
+        // a history this group lost, e.g. before an orphan restart) cannot be.
+        let first_seq = next_of(&seq.next, from, from_inc).max(next_seq);
         let Some(position) = g.order_control(
             &mut self.ctx,
             OrderEntry::Join {
                 node: from,
                 incarnation: from_inc,
                 rejoin,
+                first_seq,
             },
         ) else {
             return;
@@ -1618,10 +1627,24 @@ impl<P: Payload> Engine<P> {
                     self.proposers.remove(&gid);
                     return;
                 }
-                let (cut, next, protocol) = match &p.known {
+                let (mut cut, mut next, mut protocol) = match &p.known {
                     Some(k) => (k.cut, k.next.clone(), k.view.protocol),
                     None => (0, Vec::new(), self.creation_version()),
                 };
+                // A restarter that was itself a member of the epoch it
+                // replaces continues from what it delivered there, not from
+                // the older decided cut: the history it holds (and the
+                // senders' progress in it) is not forgotten, so no position
+                // is used twice and no message it delivered is ordered again.
+                if p.kind == Kind::Orphan
+                    && let Some(g) = self.groups.get(&gid)
+                    && g.view.id.epoch() + 1 == epoch
+                    && g.delivered >= cut
+                {
+                    cut = g.delivered;
+                    next = g.next.clone();
+                    protocol = g.view.protocol;
+                }
                 let proposal = Proposal {
                     view: View {
                         group: gid,
@@ -1668,12 +1691,17 @@ impl<P: Payload> Engine<P> {
                 Some(Slot::Data { sender, inc, seq }) => {
                     crate::group::set_next(&mut next, sender, inc, seq + 1);
                 }
-                Some(Slot::Join { node, inc, .. }) => {
+                Some(Slot::Join {
+                    node,
+                    inc,
+                    first_seq,
+                    ..
+                }) => {
                     if !members.contains(&node) {
                         members.push(node);
                         incs.push(inc);
                     }
-                    crate::group::set_next(&mut next, node, inc, 1);
+                    crate::group::set_next(&mut next, node, inc, first_seq);
                 }
                 Some(Slot::Leave { node }) => {
                     if let Some(i) = members.iter().position(|m| *m == node) {
@@ -1968,7 +1996,8 @@ impl<P: Payload> Engine<P> {
                         .iter()
                         .find(|d| d.node == me && d.incarnation == inc)
                         .map_or(1, |d| d.next + 1)
-                        .max(next_of(&g.next, me, inc));
+                        .max(next_of(&g.next, me, inc))
+                        .max(g.own_first(me, inc));
                     crate::group::set_next(&mut g.next, me, inc, own_next);
                     g.my_ordered = own_next - 1;
                     g.my_ordered_at_check = g.my_ordered;

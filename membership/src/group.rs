@@ -29,6 +29,8 @@ pub(crate) enum Slot {
         node: NodeId,
         inc: u64,
         rejoin: bool,
+        /// Its first sender sequence ordered from here on.
+        first_seq: u64,
     },
     Leave {
         node: NodeId,
@@ -379,6 +381,7 @@ impl<P: Payload> Group<P> {
                     node,
                     incarnation,
                     rejoin,
+                    first_seq,
                 } => {
                     if pos == u64::MAX {
                         break;
@@ -389,6 +392,7 @@ impl<P: Payload> Group<P> {
                             node,
                             inc: incarnation,
                             rejoin,
+                            first_seq,
                         },
                     );
                     pos += 1;
@@ -471,6 +475,22 @@ impl<P: Payload> Group<P> {
         }
     }
 
+    /// The oldest own sender sequence this member can still send: its oldest
+    /// held message, or the next one it will multicast if it holds none.
+    /// Everything below it was released (delivered and stable in some view).
+    pub fn own_first(&self, me: NodeId, inc: u64) -> u64 {
+        self.senders
+            .iter()
+            .find(|b| b.node == me && b.inc == inc)
+            .and_then(|b| {
+                b.msgs
+                    .iter()
+                    .position(Option::is_some)
+                    .map(|i| b.base + i as u64)
+            })
+            .unwrap_or(self.my_seq + 1)
+    }
+
     /// Own messages not yet ordered.
     pub fn own_unstable(&self, me: NodeId, inc: u64) -> usize {
         self.senders
@@ -538,12 +558,17 @@ impl<P: Payload> Group<P> {
                         ctx.stats.duplicates += 1;
                     }
                 }
-                Slot::Join { node, inc, rejoin } => {
+                Slot::Join {
+                    node,
+                    inc,
+                    rejoin,
+                    first_seq,
+                } => {
                     if !self.view.contains(node) {
                         self.view.members.push(node);
                         self.incs.push(inc);
                     }
-                    set_next(&mut self.next, node, inc, 1);
+                    set_next(&mut self.next, node, inc, first_seq);
                     self.view.id = self.view.id.next_change();
                     ctx.stats.view_changes += 1;
                     let reason = if rejoin {
@@ -748,16 +773,18 @@ impl<P: Payload> Group<P> {
                 node,
                 incarnation,
                 rejoin,
+                first_seq,
             } => {
                 seq.view.members.push(node);
                 seq.incs.push(incarnation);
                 seq.view.id = seq.view.id.next_change();
                 seq.acks.push((node, pos));
-                set_next(&mut seq.next, node, incarnation, 1);
+                set_next(&mut seq.next, node, incarnation, first_seq);
                 Slot::Join {
                     node,
                     inc: incarnation,
                     rejoin,
+                    first_seq,
                 }
             }
             OrderEntry::Leave { node } => {
@@ -896,10 +923,16 @@ impl<P: Payload> Group<P> {
                         count: 1,
                     });
                 }
-                Slot::Join { node, inc, rejoin } => entries.push(OrderEntry::Join {
+                Slot::Join {
+                    node,
+                    inc,
+                    rejoin,
+                    first_seq,
+                } => entries.push(OrderEntry::Join {
                     node,
                     incarnation: inc,
                     rejoin,
+                    first_seq,
                 }),
                 Slot::Leave { node } => entries.push(OrderEntry::Leave { node }),
                 Slot::Version(change) => entries.push(OrderEntry::Version(change)),

@@ -66,6 +66,11 @@ pub enum OrderEntry {
         /// Whether it is a member that had been cut off (reported as
         /// [`crate::Reason::Merged`]).
         rejoin: bool,
+        /// The first of its sender sequences to order from this position
+        /// on: the larger of what the group already ordered of it and the
+        /// first message it still holds (what it released earlier cannot be
+        /// sent again, see `JoinRequest::next_seq`).
+        first_seq: u64,
     },
     /// A member leaves at this position (fast path). If it coordinated, the next
     /// member takes the sequencer role from the next position on.
@@ -234,7 +239,9 @@ pub enum Body<P> {
         range: VersionRange,
         /// The joiner had been a member before it was cut off.
         rejoin: bool,
-        /// The joiner's own sender progress, to resume its FIFO stream.
+        /// The joiner's own sender progress, to resume its FIFO stream: the
+        /// oldest own message it still holds (all below were released), or
+        /// its last sender sequence plus one if it holds none.
         next_seq: u64,
     },
     /// The coordinator ordered the joiner's Join: here is where to start.

@@ -64,6 +64,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
                     node: NodeId(4),
                     incarnation: 2,
                     rejoin: true,
+                    first_seq: 7,
                 },
                 OrderEntry::Leave { node: NodeId(3) },
             ],

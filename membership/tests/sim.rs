@@ -5,7 +5,13 @@
 //! CONCORD_SIM_SEED_START=1234 CONCORD_SIM_SEEDS=1 cargo test -p concord-membership --release --test sim
 //! CONCORD_SIM_TRACE=1 CONCORD_SIM_SEED_START=1234 CONCORD_SIM_SEEDS=1 cargo test ... --test sim -- --nocapture
 //! CONCORD_SIM_SEEDS=100000 cargo test -p concord-membership --release --test sim   # the soak
+//! cargo test -p concord-membership --release --test sim upgrade_seeds   # the upgrade family only
 //! ```
+//!
+//! Two families of scenarios run over the same seed range: the base family
+//! (`every_seed_holds_every_invariant`) and the rolling-upgrade /
+//! adjust-version family (`upgrade_seeds_hold_every_invariant`), which also
+//! prints the no-pause measurement.
 //!
 //! A failing seed panics with the seed, the violated invariant, the one-line
 //! replay command, the tail of the event trace, and where the full trace was
@@ -22,7 +28,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
-use sim::{Coverage, Failure, replay_command, run_seed};
+use sim::{Coverage, Failure, Family, Gaps, replay_command, run_seed};
 
 fn env_u64(name: &str, default: u64) -> u64 {
     match std::env::var(name) {
@@ -41,75 +47,7 @@ const MAX_FAILURES: u64 = 100;
 
 #[test]
 fn every_seed_holds_every_invariant() {
-    let start = env_u64("CONCORD_SIM_SEED_START", 0);
-    let count = env_u64("CONCORD_SIM_SEEDS", 2000);
-    let print_trace = std::env::var("CONCORD_SIM_TRACE").is_ok_and(|v| v == "1");
-    let max_failures =
-        usize::try_from(env_u64("CONCORD_SIM_MAX_FAILURES", MAX_FAILURES)).unwrap_or(usize::MAX);
-    let end = start
-        .checked_add(count)
-        .expect("CONCORD_SIM_SEED_START + CONCORD_SIM_SEEDS overflows u64");
-    let threads = std::thread::available_parallelism()
-        .map_or(1, usize::from)
-        .min(usize::try_from(count).unwrap_or(usize::MAX))
-        .max(1);
-    let next = AtomicU64::new(start);
-    let done = AtomicU64::new(0);
-    // Long runs (soaks) say how far they are, ten times.
-    let step = (count / 10).max(1);
-    let failures: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
-    let coverage = Mutex::new(Coverage::default());
-    let t0 = Instant::now();
-    std::thread::scope(|s| {
-        for _ in 0..threads {
-            s.spawn(|| {
-                let mut local = Coverage::default();
-                loop {
-                    if failures.lock().unwrap().len() >= max_failures {
-                        break;
-                    }
-                    let seed = next.fetch_add(1, Ordering::Relaxed);
-                    if seed >= end {
-                        break;
-                    }
-                    let lines = print_trace.then(|| Rc::new(RefCell::new(Vec::new())));
-                    let outcome = run_seed(seed, lines.clone());
-                    if let Some(lines) = lines {
-                        let out = std::io::stdout();
-                        let mut out = out.lock();
-                        for l in lines.borrow().iter() {
-                            let _ = writeln!(out, "[seed {seed}] {l}");
-                        }
-                    }
-                    local.add(&outcome.coverage);
-                    if let Err(f) = outcome.result {
-                        failures.lock().unwrap().push((seed, f));
-                    }
-                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-                    if count >= 10_000 && n.is_multiple_of(step) {
-                        eprintln!(
-                            "sim: {n} of {count} seeds done in {:.0}s, {} failed so far",
-                            t0.elapsed().as_secs_f64(),
-                            failures.lock().unwrap().len()
-                        );
-                    }
-                }
-                coverage.lock().unwrap().add(&local);
-            });
-        }
-    });
-    let elapsed = t0.elapsed();
-    let coverage = coverage.into_inner().unwrap();
-    let mut failures = failures.into_inner().unwrap();
-    failures.sort_by_key(|(seed, _)| *seed);
-    eprintln!(
-        "sim: seeds {start}..{end} on {threads} threads in {:.1}s: {} failed; exercised {coverage:?}",
-        elapsed.as_secs_f64(),
-        failures.len()
-    );
-    if !failures.is_empty() {
-        panic!("{}", report(&failures, count, max_failures));
-    }
+    let (count, coverage, _) = run_family(Family::Base);
     // A simulator that never crashes anything passes every check: make sure a
     // large run exercised what it claims to.
     if count >= 500 {
@@ -138,15 +76,193 @@ fn every_seed_holds_every_invariant() {
     }
 }
 
+/// The rolling-upgrade / adjust-version family over the same seed range:
+/// every invariant (including `version_switch` and `adjust_outcome`), and
+/// the no-pause measurement printed in the summary.
+#[test]
+fn upgrade_seeds_hold_every_invariant() {
+    let (count, coverage, gaps) = run_family(Family::Upgrade);
+    print_gaps(&gaps);
+    if count >= 500 {
+        let c = &coverage;
+        for (what, n) in [
+            ("rolling-upgrade steps", c.upgrades),
+            ("adjust requests ordered", c.adjust_requests),
+            ("switches", c.outcomes_switched),
+            ("requests refused at ordering time", c.outcomes_refused),
+            ("NodeNotActive refusals", c.refused_not_active),
+            ("Partitioned refusals", c.refused_partitioned),
+            ("NotCapable refusals", c.refused_not_capable),
+            (
+                "multicast_batch refused with VersionTooLow",
+                c.batches_too_low,
+            ),
+            ("multicast_batch accepted", c.batches_sent),
+            ("joins refused across versions", c.joins_refused),
+            ("groups switched", c.groups_switched),
+            ("crashes", c.crashes),
+            ("partitions", c.partitions),
+            ("lost messages", c.lost),
+            ("duplicated messages", c.duplicated),
+        ] {
+            assert!(
+                n > 0,
+                "{count} upgrade seeds exercised no {what}: the family is not testing what it claims ({c:?})"
+            );
+        }
+        assert!(
+            !gaps.after_switch.is_empty(),
+            "{count} upgrade seeds gave no no-pause sample"
+        );
+    }
+}
+
+/// The no-pause figures: the gap from an `AdjustVersion` view to the next
+/// delivery against the gap between two ordinary consecutive deliveries
+/// (both only when the next message was already multicast: see `Gaps`).
+fn print_gaps(g: &Gaps) {
+    fn stats(v: &[u64]) -> String {
+        if v.is_empty() {
+            return "no samples".to_string();
+        }
+        let mut v = v.to_vec();
+        v.sort_unstable();
+        let q = |p: f64| v[((v.len() - 1) as f64 * p).round() as usize] as f64 / 1e6;
+        let zero = v.iter().filter(|x| **x == 0).count();
+        format!(
+            "{} samples, {:.1}% at the same instant, median {:.3}ms p90 {:.3}ms p99 {:.3}ms max {:.3}ms",
+            v.len(),
+            100.0 * zero as f64 / v.len() as f64,
+            q(0.5),
+            q(0.9),
+            q(0.99),
+            q(1.0)
+        )
+    }
+    eprintln!(
+        "no-pause: AdjustVersion view -> next delivery: {}",
+        stats(&g.after_switch)
+    );
+    eprintln!(
+        "no-pause: delivery -> next delivery (ordinary): {}",
+        stats(&g.ordinary)
+    );
+    eprintln!(
+        "no-pause: join/leave view -> next delivery (for comparison): {}",
+        stats(&g.after_view)
+    );
+    let worse = g.per_seed.iter().filter(|(_, s, o)| s > o).count();
+    eprintln!(
+        "no-pause: seeds whose largest after-switch gap exceeds their largest ordinary gap: {worse} of {}{}",
+        g.per_seed.len(),
+        if worse > 0 {
+            format!(
+                " (first {:?})",
+                g.per_seed
+                    .iter()
+                    .filter(|(_, s, o)| s > o)
+                    .take(10)
+                    .map(|(seed, _, _)| *seed)
+                    .collect::<Vec<_>>()
+            )
+        } else {
+            String::new()
+        }
+    );
+}
+
+/// Runs `family` over the env's seed range; panics with the report if a
+/// seed fails. Returns the seed count, the summed coverage and gaps.
+fn run_family(family: Family) -> (u64, Coverage, Gaps) {
+    let start = env_u64("CONCORD_SIM_SEED_START", 0);
+    let count = env_u64("CONCORD_SIM_SEEDS", 2000);
+    let print_trace = std::env::var("CONCORD_SIM_TRACE").is_ok_and(|v| v == "1");
+    let max_failures =
+        usize::try_from(env_u64("CONCORD_SIM_MAX_FAILURES", MAX_FAILURES)).unwrap_or(usize::MAX);
+    let end = start
+        .checked_add(count)
+        .expect("CONCORD_SIM_SEED_START + CONCORD_SIM_SEEDS overflows u64");
+    let threads = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(usize::try_from(count).unwrap_or(usize::MAX))
+        .max(1);
+    let next = AtomicU64::new(start);
+    let done = AtomicU64::new(0);
+    // Long runs (soaks) say how far they are, ten times.
+    let step = (count / 10).max(1);
+    let failures: Mutex<Vec<(u64, Failure)>> = Mutex::new(Vec::new());
+    let coverage = Mutex::new(Coverage::default());
+    let gaps = Mutex::new(Gaps::default());
+    let t0 = Instant::now();
+    std::thread::scope(|s| {
+        for _ in 0..threads {
+            s.spawn(|| {
+                let mut local = Coverage::default();
+                let mut local_gaps = Gaps::default();
+                loop {
+                    if failures.lock().unwrap().len() >= max_failures {
+                        break;
+                    }
+                    let seed = next.fetch_add(1, Ordering::Relaxed);
+                    if seed >= end {
+                        break;
+                    }
+                    let lines = print_trace.then(|| Rc::new(RefCell::new(Vec::new())));
+                    let outcome = family.run(seed, lines.clone());
+                    if let Some(lines) = lines {
+                        let out = std::io::stdout();
+                        let mut out = out.lock();
+                        for l in lines.borrow().iter() {
+                            let _ = writeln!(out, "[seed {seed}] {l}");
+                        }
+                    }
+                    local.add(&outcome.coverage);
+                    local_gaps.add(&outcome.gaps);
+                    if let Err(f) = outcome.result {
+                        failures.lock().unwrap().push((seed, f));
+                    }
+                    let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+                    if count >= 10_000 && n.is_multiple_of(step) {
+                        eprintln!(
+                            "sim: {n} of {count} seeds done in {:.0}s, {} failed so far",
+                            t0.elapsed().as_secs_f64(),
+                            failures.lock().unwrap().len()
+                        );
+                    }
+                }
+                coverage.lock().unwrap().add(&local);
+                gaps.lock().unwrap().add(&local_gaps);
+            });
+        }
+    });
+    let elapsed = t0.elapsed();
+    let coverage = coverage.into_inner().unwrap();
+    let gaps = gaps.into_inner().unwrap();
+    let mut failures = failures.into_inner().unwrap();
+    failures.sort_by_key(|(seed, _)| *seed);
+    eprintln!(
+        "sim ({family:?} family): seeds {start}..{end} on {threads} threads in {:.1}s: {} failed; exercised {coverage:?}",
+        elapsed.as_secs_f64(),
+        failures.len()
+    );
+    if !failures.is_empty() {
+        if family == Family::Upgrade {
+            print_gaps(&gaps);
+        }
+        panic!("{}", report(family, &failures, count, max_failures));
+    }
+    (count, coverage, gaps)
+}
+
 /// The failure report: per invariant how many seeds, each seed with its replay
 /// command, and the trace tail of the first failure.
-fn report(failures: &[(u64, Failure)], count: u64, max_failures: usize) -> String {
+fn report(family: Family, failures: &[(u64, Failure)], count: u64, max_failures: usize) -> String {
     let mut by_invariant: BTreeMap<String, Vec<u64>> = BTreeMap::new();
     for (seed, f) in failures {
         by_invariant.entry(f.invariant()).or_default().push(*seed);
     }
     let mut r = format!(
-        "{} of {count} seeds failed{}:\n",
+        "{} of {count} {family:?}-family seeds failed{}:\n",
         failures.len(),
         if failures.len() >= max_failures {
             " (stopped collecting)"
@@ -163,7 +279,10 @@ fn report(failures: &[(u64, Failure)], count: u64, max_failures: usize) -> Strin
     }
     for (i, (seed, f)) in failures.iter().enumerate() {
         if i < 10 {
-            r += &format!("\nseed {seed}: {f}\n  replay: {}\n", replay_command(*seed));
+            r += &format!(
+                "\nseed {seed}: {f}\n  replay: {}\n",
+                replay_command(family, *seed)
+            );
         } else {
             r += &format!("seed {seed}: {f}\n");
         }
@@ -171,10 +290,13 @@ fn report(failures: &[(u64, Failure)], count: u64, max_failures: usize) -> Strin
     let (seed, first) = &failures[0];
     let seed = *seed;
     let lines = Rc::new(RefCell::new(Vec::new()));
-    let _ = run_seed(seed, Some(lines.clone()));
+    let _ = family.run(seed, Some(lines.clone()));
     let lines = lines.borrow();
-    let path =
-        std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sim-seed-{seed}.trace"));
+    let name = match family {
+        Family::Base => format!("sim-seed-{seed}.trace"),
+        Family::Upgrade => format!("sim-upgrade-seed-{seed}.trace"),
+    };
+    let path = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
     let written = std::fs::write(&path, lines.join("\n"))
         .map(|()| format!("full trace of seed {seed}: {}", path.display()))
         .unwrap_or_else(|e| format!("could not write the trace to {}: {e}", path.display()));
@@ -204,22 +326,24 @@ fn report(failures: &[(u64, Failure)], count: u64, max_failures: usize) -> Strin
 
 #[test]
 fn the_same_seed_replays_the_same_trace() {
-    let mut hashes = Vec::new();
-    for seed in [3, 1234, 987_654_321] {
-        let a = run_seed(seed, None);
-        let b = run_seed(seed, None);
+    for family in [Family::Base, Family::Upgrade] {
+        let mut hashes = Vec::new();
+        for seed in [3, 1234, 987_654_321] {
+            let a = family.run(seed, None);
+            let b = family.run(seed, None);
+            assert_eq!(
+                a.trace_hash, b.trace_hash,
+                "{family:?} seed {seed} ran twice gave different traces: something is not deterministic"
+            );
+            hashes.push(a.trace_hash);
+        }
+        hashes.dedup();
         assert_eq!(
-            a.trace_hash, b.trace_hash,
-            "seed {seed} ran twice gave different traces: something is not deterministic"
+            hashes.len(),
+            3,
+            "different {family:?} seeds gave the same trace hash: the trace hashes nothing"
         );
-        hashes.push(a.trace_hash);
     }
-    hashes.dedup();
-    assert_eq!(
-        hashes.len(),
-        3,
-        "different seeds gave the same trace hash: the trace hashes nothing"
-    );
 }
 
 /// The checkers read the simulator's real logs: take a passing run's logs,

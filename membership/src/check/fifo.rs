@@ -54,6 +54,7 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
                     }
                 }
                 Event::Partitioned { group, .. } => excuse(&mut last, *group, &|_| true),
+                Event::Adjust(_) => {}
                 Event::Delivery(d) => {
                     let Some(&(sender, i)) = index.get(&d.digest) else {
                         continue; // no_creation reports it

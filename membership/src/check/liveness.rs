@@ -100,11 +100,9 @@ fn check_group(
                 finals.insert(node, f);
             }
             (None, true) => {
-                let last = log
-                    .events
-                    .iter()
-                    .rev()
-                    .find(|e| e.group() == group && !matches!(e, Event::Delivery(_)));
+                let last = log.events.iter().rev().find(|e| {
+                    e.group() == group && matches!(e, Event::View(_) | Event::Partitioned { .. })
+                });
                 return Err(fail(format!(
                     "n{node} should be a member at the end but is not (last membership event: {last:?})"
                 ))

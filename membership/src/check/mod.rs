@@ -29,6 +29,7 @@
 //! | [`view_agreement`] | the primary component's views form one chain: same id means same members, protocol, reason, position |
 //! | [`primary_component`] | a member cut off in a minority delivers nothing until it is re-admitted by a new primary view |
 //! | [`version_switch`] | all members of a view switch the protocol version at the same position; nothing ordered after a switch is delivered under the old version, nor before it under the new |
+//! | [`adjust_outcome`] | all members of a view reach the same outcome for the same adjust-version request (switched at the same position, or failed with the same error); the outcome matches the views; a switch is a fast-path change, never a flush |
 //! | [`liveness`] | after the final heal and a quiet period, everyone expected is in one final view and has delivered every message of a member that stayed up |
 //!
 //! [`check_all`] runs them all in that order and reports the first violation.
@@ -58,6 +59,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
+pub mod adjust_outcome;
 pub mod fifo;
 pub mod liveness;
 pub mod no_creation;
@@ -152,6 +154,59 @@ pub struct ViewInstalled {
     pub position: u64,
 }
 
+/// The ordered outcome of an adjust-version request as one member reached
+/// it (mirror of the Engine's `VersionEvent`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AdjustOutcome {
+    /// When (caller's clock, nanoseconds).
+    pub at: u64,
+    /// The group.
+    pub group: Group,
+    /// The request's position in the group's total order.
+    pub position: u64,
+    /// The view in force after the position.
+    pub view: ViewNo,
+    /// Who asked.
+    pub requester: Node,
+    /// The requester's request number.
+    pub request: u64,
+    /// What happened.
+    pub result: AdjustResult,
+}
+
+/// What an ordered adjust-version request did (mirror of the Engine's
+/// `Result<(from, to), VersionError>`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum AdjustResult {
+    /// The group runs `to` from this position on (`from == to`: it already
+    /// did, and nothing changed).
+    Switched {
+        /// The version before.
+        from: u16,
+        /// The version after.
+        to: u16,
+    },
+    /// Refused: a configured node was not active.
+    NodeNotActive {
+        /// The node.
+        node: Node,
+    },
+    /// Refused: the group was partitioned.
+    Partitioned {
+        /// The configured nodes missing from the view.
+        missing: Vec<Node>,
+    },
+    /// Refused: a node cannot run the target.
+    NotCapable {
+        /// The node.
+        node: Node,
+        /// Its lowest supported version.
+        min: u16,
+        /// Its highest supported version.
+        max: u16,
+    },
+}
+
 /// One thing a node handed its application, in the order it handed them.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Event {
@@ -166,6 +221,8 @@ pub enum Event {
         /// The group.
         group: Group,
     },
+    /// An adjust-version request reached its position.
+    Adjust(AdjustOutcome),
 }
 
 impl Event {
@@ -175,6 +232,7 @@ impl Event {
             Event::Delivery(d) => d.group,
             Event::View(v) => v.group,
             Event::Partitioned { group, .. } => *group,
+            Event::Adjust(a) => a.group,
         }
     }
 
@@ -184,6 +242,7 @@ impl Event {
             Event::Delivery(d) => d.at,
             Event::View(v) => v.at,
             Event::Partitioned { at, .. } => *at,
+            Event::Adjust(a) => a.at,
         }
     }
 }
@@ -265,6 +324,8 @@ pub enum Invariant {
     Liveness,
     /// See [`version_switch`].
     VersionSwitch,
+    /// See [`adjust_outcome`].
+    AdjustOutcome,
 }
 
 impl fmt::Display for Invariant {
@@ -279,6 +340,7 @@ impl fmt::Display for Invariant {
             Invariant::PrimaryComponent => "primary-component",
             Invariant::Liveness => "liveness",
             Invariant::VersionSwitch => "version-switch",
+            Invariant::AdjustOutcome => "adjust-outcome",
         };
         f.write_str(name)
     }
@@ -355,6 +417,7 @@ pub fn check_all(logs: &Logs) -> Result<(), Violation> {
     fifo::check(logs)?;
     virtual_synchrony::check(logs)?;
     version_switch::check(logs)?;
+    adjust_outcome::check(logs)?;
     liveness::check(logs)?;
     Ok(())
 }
@@ -421,6 +484,7 @@ pub(crate) fn stints(log: &NodeLog, group: Group) -> (Vec<Stint>, Vec<Delivered>
                 }
                 open = false;
             }
+            Event::Adjust(_) => {}
             Event::Delivery(d) => {
                 if open && let Some((_, ds)) = out.last_mut().and_then(|s| s.views.last_mut()) {
                     ds.push(d.clone());

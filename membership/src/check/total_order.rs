@@ -17,7 +17,10 @@
 //!    member's sequence in the view is a prefix of one sequence. The one
 //!    allowed hole is a message the member already delivered in an earlier
 //!    stint of its membership (see [`Stint::earlier`](super::Stint)): handing
-//!    it over again would be a duplicate.
+//!    it over again would be a duplicate. A position taken by an
+//!    adjust-version entry is no hole for a member that reached it (its log
+//!    has the [`Event::Adjust`] there): a refused request takes a position
+//!    but installs no view.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -39,6 +42,7 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
                 Event::Partitioned { group, .. } => {
                     current.insert(*group, None);
                 }
+                Event::Adjust(_) => {}
                 Event::Delivery(d) => {
                     let err = |what: String| {
                         Err(Violation::new(Invariant::TotalOrder, what)
@@ -75,15 +79,22 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
     }
     for group in groups(logs) {
         for log in &logs.nodes {
+            let adjusts: BTreeSet<(ViewNo, u64)> = log
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Adjust(a) if a.group == group => Some((a.view, a.position)),
+                    _ => None,
+                })
+                .collect();
             for stint in stints(log, group).0 {
                 for (view, delivered) in &stint.views {
                     prefix(
                         log.member(),
-                        group,
-                        view.view,
-                        view.position,
+                        (group, view.view, view.position),
                         delivered,
                         &stint.earlier,
+                        &adjusts,
                         &at_pos,
                     )?;
                 }
@@ -97,16 +108,19 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
 /// from its start, less those it already delivered in an earlier stint.
 fn prefix(
     me: Member,
-    group: Group,
-    view: ViewNo,
-    position: u64,
+    (group, view, position): (Group, ViewNo, u64),
     delivered: &[super::Delivered],
     earlier: &BTreeSet<Digest>,
+    adjusts: &BTreeSet<(ViewNo, u64)>,
     at_pos: &BTreeMap<(Group, ViewNo, u64), (Digest, Member)>,
 ) -> Result<(), Violation> {
     let mut expect = position + 1;
     for d in delivered {
         while expect < d.seq {
+            if adjusts.contains(&(view, expect)) {
+                expect += 1;
+                continue;
+            }
             match at_pos.get(&(group, view, expect)) {
                 Some((digest, _)) if earlier.contains(digest) => expect += 1,
                 other => {
@@ -154,6 +168,35 @@ mod tests {
     #[test]
     fn healthy_passes() {
         assert_eq!(check(&healthy()), Ok(()));
+    }
+
+    /// A refused adjust-version request takes position 2 at every member:
+    /// no hole where the member reached it, a hole where it did not.
+    #[test]
+    fn a_position_taken_by_a_refused_adjust_is_no_hole_only_where_reached() {
+        use super::super::{AdjustOutcome, AdjustResult};
+        let mut logs = healthy();
+        for log in &mut logs.nodes {
+            log.events.remove(2);
+            log.events.insert(
+                2,
+                Event::Adjust(AdjustOutcome {
+                    at: 101,
+                    group: G,
+                    position: 2,
+                    view: 1,
+                    requester: 1,
+                    request: 1,
+                    result: AdjustResult::NodeNotActive { node: 3 },
+                }),
+            );
+        }
+        assert_eq!(check(&logs), Ok(()));
+        logs.nodes[1].events.remove(2);
+        assert_eq!(
+            check(&logs).map_err(|v| v.invariant),
+            Err(Invariant::TotalOrder)
+        );
     }
 
     #[test]

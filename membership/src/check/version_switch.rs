@@ -98,7 +98,7 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
                 Event::View(v) => {
                     current.insert(v.group, v.protocol);
                 }
-                Event::Partitioned { .. } => {}
+                Event::Partitioned { .. } | Event::Adjust(_) => {}
                 Event::Delivery(d) => {
                     let Some(epoch) = switches.get(&(d.group, d.view >> 32)) else {
                         continue;

@@ -1,6 +1,7 @@
 //! What one seed decides: the cluster, the network, the workload and the
 //! faults. Everything is drawn up front from the seed, so a seed names a run.
 
+use concord_membership::version::{CURRENT, OLDEST};
 use concord_membership::{DeliveryMode, GroupId};
 
 use super::rng::Rng;
@@ -73,6 +74,49 @@ pub enum Action {
     },
     /// Remove every cut.
     Heal,
+    /// Rolling-upgrade step (upgrade family): `Engine::shutdown` (ordered
+    /// leaves of every group), stop once no group is left, restart `down`
+    /// later running protocol versions up to `max`, rejoin.
+    Upgrade {
+        node: usize,
+        max: u16,
+        down: u64,
+    },
+    /// `Engine::adjust_version` from `node`: one group (`Some`) or all groups;
+    /// to version `to` (`Some`) or the highest common one.
+    Adjust {
+        node: usize,
+        group: Option<usize>,
+        to: Option<u16>,
+    },
+    /// The application tries `multicast_batch` with `count` payloads; refused
+    /// (`VersionTooLow` before the switch), it multicasts them one by one.
+    Batch {
+        node: usize,
+        group: usize,
+        count: u32,
+    },
+}
+
+/// What a race injects around the adjust (upgrade family).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Race {
+    None,
+    Crash,
+    /// A leave and a rejoin around the adjust.
+    Join,
+    /// An old release replaces a node around the adjust.
+    Downgrade,
+    Partition,
+}
+
+/// The upgrade family's plan (for the trace and the coverage).
+#[derive(Debug, Clone)]
+pub struct UpgradePlan {
+    /// The old release's highest version (every node starts with it).
+    pub old: u16,
+    /// What races the first adjust.
+    pub race: Race,
 }
 
 /// One seed's run.
@@ -94,6 +138,14 @@ pub struct Scenario {
     pub script: Vec<(u64, Action)>,
     /// Per node, whether a node still down at the final heal restarts.
     pub restart_at_heal: Vec<bool>,
+    /// Per node, the highest protocol version it runs at the start.
+    pub initial_max: Vec<u16>,
+    /// Extra latency of adjust-version requests during the chaos phase (a
+    /// slow path to the sequencer: the window in which a race lands between
+    /// the requester's check and the sequencer's).
+    pub adjust_delay: u64,
+    /// `Some` for the upgrade family.
+    pub upgrade: Option<UpgradePlan>,
 }
 
 impl Scenario {
@@ -239,6 +291,277 @@ impl Scenario {
             chaos_end,
             script,
             restart_at_heal,
+            initial_max: vec![CURRENT.0; nodes],
+            adjust_delay: 0,
+            upgrade: None,
+        }
+    }
+
+    /// The upgrade family (independent of `from_seed`: seed `s` of one family
+    /// has nothing to do with seed `s` of the other). Every node joins every
+    /// group running the old release (max version 1) while traffic runs, then
+    /// each node in turn shuts down (ordered leaves), restarts as the new
+    /// release and rejoins; then `adjust_version` runs (one group or all;
+    /// a number or the highest common), possibly raced by a crash, a join, a
+    /// downgrade or a partition; the application retries it later, and once
+    /// more after the final heal. `multicast_batch` attempts are spread over
+    /// the whole run (refused before the switch, working after it). The
+    /// network misbehaves as in the base family, as the seed decides.
+    pub fn upgrade_from_seed(seed: u64) -> Scenario {
+        let mut rng = Rng::new(seed ^ 0x0075_9a4d_e000_0001);
+        let mut shape = rng.fork();
+        let mut net_rng = rng.fork();
+        let mut work = rng.fork();
+        let mut faults = rng.fork();
+        let (old, new) = (OLDEST.0, CURRENT.0);
+
+        let nodes = shape.range(3, 5) as usize;
+        let groups: Vec<GroupSpec> = (0..shape.range(1, 3))
+            .map(|i| {
+                let name = format!("up-{i}");
+                GroupSpec {
+                    id: GroupId::from_name(&name),
+                    name,
+                    mode: if shape.chance(0.5) {
+                        DeliveryMode::Agreed
+                    } else {
+                        DeliveryMode::Safe
+                    },
+                }
+            })
+            .collect();
+        let heartbeat = *shape.pick(&[2 * MS, 5 * MS]);
+        let timeout = heartbeat * shape.range(5, 10);
+        let window = *shape.pick(&[16, 64, 256]);
+        let batch = *shape.pick(&[1, 8, 64]);
+        let wire = shape.chance(0.25);
+
+        let lat_min = net_rng.range(20 * US, 100 * US);
+        let net = Net {
+            lat_min,
+            lat_max: lat_min + net_rng.range(0, 500 * US),
+            loss: *net_rng.pick(&[0.0, 0.0, 0.001, 0.01, 0.03]),
+            dup: *net_rng.pick(&[0.0, 0.0, 0.005, 0.02]),
+            reorder: *net_rng.pick(&[0.0, 0.05, 0.2]),
+            reorder_max: net_rng.range(100 * US, 2 * MS),
+            delay: *net_rng.pick(&[0.0, 0.0, 0.001, 0.005]),
+            delay_max: net_rng.range(timeout / 2, 3 * timeout),
+        };
+
+        let mut script = Vec::new();
+        for g in 0..groups.len() {
+            for n in 0..nodes {
+                script.push((work.range(0, 30 * MS), Action::Join { node: n, group: g }));
+            }
+        }
+        // The rolling upgrade, in a random order.
+        let mut order: Vec<usize> = (0..nodes).collect();
+        for i in (1..nodes).rev() {
+            order.swap(i, work.below(i + 1));
+        }
+        let mut t = 80 * MS;
+        for &node in &order {
+            let down = work.range(5 * MS, 40 * MS);
+            script.push((
+                t,
+                Action::Upgrade {
+                    node,
+                    max: new,
+                    down,
+                },
+            ));
+            t += work.range(60 * MS, 160 * MS);
+        }
+        let adjust_at = t + work.range(80 * MS, 250 * MS);
+        let node = work.below(nodes);
+        let group = work.chance(0.5).then(|| work.below(groups.len()));
+        let to = work.chance(0.4).then_some(new);
+        script.push((adjust_at, Action::Adjust { node, group, to }));
+        // Batches right after the first adjust (work only if it switched).
+        for g in 0..groups.len() {
+            script.push((
+                adjust_at + work.range(MS, 30 * MS),
+                Action::Batch {
+                    node: work.below(nodes),
+                    group: g,
+                    count: work.range(2, 12) as u32,
+                },
+            ));
+        }
+        // Traffic around the adjust, so messages are waiting to be ordered
+        // right behind it (the no-pause measurement).
+        for _ in 0..work.range(2, 6) {
+            script.push((
+                adjust_at + work.range(0, 4 * MS) - 2 * MS,
+                Action::Multicast {
+                    node: work.below(nodes),
+                    group: work.below(groups.len()),
+                    count: work.range(2, 10) as u32,
+                },
+            ));
+        }
+        // The race: it lands between the requester's check and the
+        // sequencer's (the request takes the slow path), or just before the
+        // request.
+        let race = *faults.pick(&[
+            Race::None,
+            Race::None,
+            Race::Crash,
+            Race::Join,
+            Race::Downgrade,
+            Race::Partition,
+        ]);
+        let adjust_delay = if race == Race::None && faults.chance(0.5) {
+            0
+        } else {
+            faults.range(timeout, 3 * timeout).max(40 * MS)
+        };
+        let jitter = |f: &mut Rng| {
+            if f.chance(0.2) {
+                adjust_at - f.range(MS, 5 * MS)
+            } else {
+                adjust_at + f.range(0, adjust_delay / 3)
+            }
+        };
+        match race {
+            Race::None => {}
+            Race::Crash => {
+                let node = faults.below(nodes);
+                let at = jitter(&mut faults);
+                script.push((at, Action::Crash { node }));
+                script.push((
+                    at + faults.range(20 * MS, 150 * MS),
+                    Action::Restart { node },
+                ));
+            }
+            Race::Join => {
+                let (node, group) = (faults.below(nodes), faults.below(groups.len()));
+                let at = jitter(&mut faults);
+                script.push((at, Action::Leave { node, group }));
+                script.push((
+                    at + faults.range(2 * MS, 20 * MS),
+                    Action::Join { node, group },
+                ));
+            }
+            Race::Downgrade => {
+                // An old release replaces a node right after the request.
+                let node = faults.below(nodes);
+                let down = faults.range(2 * MS, 10 * MS);
+                let at = jitter(&mut faults);
+                script.push((
+                    at,
+                    Action::Upgrade {
+                        node,
+                        max: old,
+                        down,
+                    },
+                ));
+                // ... and is upgraded again later.
+                script.push((
+                    at + faults.range(120 * MS, 250 * MS),
+                    Action::Upgrade {
+                        node,
+                        max: new,
+                        down,
+                    },
+                ));
+            }
+            Race::Partition => {
+                let side = if faults.chance(0.5) {
+                    1u64 << faults.below(nodes)
+                } else {
+                    faults.range(1, (1u64 << nodes) - 2)
+                };
+                let at = jitter(&mut faults);
+                script.push((at, Action::Partition { side }));
+                script.push((at + faults.range(30 * MS, 300 * MS), Action::Heal));
+            }
+        }
+        // Other faults now and then, anywhere in the chaos phase.
+        let retry_at = adjust_at + work.range(300 * MS, 500 * MS);
+        let chaos_end = retry_at + work.range(100 * MS, 300 * MS);
+        for _ in 0..faults.range(0, 2) {
+            let at = faults.range(60 * MS, chaos_end - 50 * MS);
+            let later = |f: &mut Rng, lo: u64, hi: u64| (at + f.range(lo, hi)).min(chaos_end - MS);
+            if faults.chance(0.5) {
+                let node = faults.below(nodes);
+                script.push((at, Action::Crash { node }));
+                let back = later(&mut faults, 5 * MS, 300 * MS);
+                script.push((back, Action::Restart { node }));
+            } else {
+                let side = 1u64 << faults.below(nodes);
+                script.push((at, Action::Partition { side }));
+                let heal = later(&mut faults, 30 * MS, 300 * MS);
+                script.push((heal, Action::Heal));
+            }
+        }
+        // The application retries (every group, highest common), during the
+        // chaos and once more after the final heal.
+        script.push((
+            retry_at,
+            Action::Adjust {
+                node: work.below(nodes),
+                group: None,
+                to: None,
+            },
+        ));
+        let last = chaos_end + work.range(300 * MS, 600 * MS);
+        script.push((
+            last,
+            Action::Adjust {
+                node: work.below(nodes),
+                group: None,
+                to: None,
+            },
+        ));
+        for g in 0..groups.len() {
+            script.push((
+                last + work.range(20 * MS, 60 * MS),
+                Action::Batch {
+                    node: work.below(nodes),
+                    group: g,
+                    count: work.range(2, 12) as u32,
+                },
+            ));
+        }
+        // Workload: single multicasts and batch attempts over the chaos phase.
+        for _ in 0..work.range(50, 250) {
+            script.push((
+                work.range(5 * MS, chaos_end),
+                Action::Multicast {
+                    node: work.below(nodes),
+                    group: work.below(groups.len()),
+                    count: 1,
+                },
+            ));
+        }
+        for _ in 0..work.range(3, 10) {
+            script.push((
+                work.range(40 * MS, chaos_end),
+                Action::Batch {
+                    node: work.below(nodes),
+                    group: work.below(groups.len()),
+                    count: work.range(2, 20) as u32,
+                },
+            ));
+        }
+        script.sort_by_key(|(at, _)| *at);
+        Scenario {
+            seed,
+            nodes,
+            groups,
+            heartbeat,
+            timeout,
+            window,
+            batch,
+            net,
+            wire,
+            chaos_end,
+            script,
+            restart_at_heal: vec![true; nodes],
+            initial_max: vec![old; nodes],
+            adjust_delay,
+            upgrade: Some(UpgradePlan { old, race }),
         }
     }
 }

@@ -10,14 +10,20 @@ use std::cell::RefCell;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-use concord_membership::check::{self, Event, Logs, NodeLog, Sent};
+use concord_membership::check::{self, AdjustResult, Event, Logs, NodeLog, Sent};
 use concord_membership::{
-    Body, Command, Config, DurableState, Engine, Message, Multicast, NodeId, Reason, Stats, Time,
-    wire,
+    Body, Command, Config, DurableState, Engine, Error, Message, Multicast, NodeId,
+    ProtocolVersion, Reason, Scope, Stats, Target, Time, VersionError, VersionEvent, VersionRange,
+    version, wire,
 };
 
 use super::rng::{FNV_START, Rng, fnv1a};
 use super::scenario::{Action, MS, Scenario};
+
+/// Longest a rolling-upgrade step waits for its ordered leaves before it
+/// stops the node anyway (a stuck leave is the Engine's liveness bug, which
+/// the checkers report on their own; the upgrade goes on).
+const LEAVE_DEADLINE: u64 = 1_000 * MS;
 
 /// The payload type the simulated applications use.
 pub type Bytes = Rc<[u8]>;
@@ -85,6 +91,32 @@ pub struct Coverage {
     pub lost: u64,
     pub duplicated: u64,
     pub events: u64,
+    // The upgrade family.
+    /// Rolling-upgrade steps (shutdown, stop, restart with another version).
+    pub upgrades: u64,
+    /// ... of which stopped before their leaves completed (the deadline).
+    pub upgrades_forced: u64,
+    /// `adjust_version` calls, and the requests they handed to sequencers.
+    pub adjusts: u64,
+    pub adjust_requests: u64,
+    /// Refused on the requester, per error.
+    pub refused_not_active: u64,
+    pub refused_partitioned: u64,
+    pub refused_not_capable: u64,
+    pub refused_other: u64,
+    /// Ordered outcomes (per member): switched, refused at ordering time.
+    pub outcomes_switched: u64,
+    pub outcomes_refused: u64,
+    /// `multicast_batch`: refused with `VersionTooLow`, accepted.
+    pub batches_too_low: u64,
+    pub batches_sent: u64,
+    /// Joins refused because the group's version is outside the range.
+    pub joins_refused: u64,
+    /// Groups at the new version at the end.
+    pub groups_switched: u64,
+    pub groups: u64,
+    /// Seeds whose first adjust is raced by a fault.
+    pub races: u64,
 }
 
 impl Coverage {
@@ -108,6 +140,22 @@ impl Coverage {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.events += o.events;
+        self.upgrades += o.upgrades;
+        self.upgrades_forced += o.upgrades_forced;
+        self.adjusts += o.adjusts;
+        self.adjust_requests += o.adjust_requests;
+        self.refused_not_active += o.refused_not_active;
+        self.refused_partitioned += o.refused_partitioned;
+        self.refused_not_capable += o.refused_not_capable;
+        self.refused_other += o.refused_other;
+        self.outcomes_switched += o.outcomes_switched;
+        self.outcomes_refused += o.outcomes_refused;
+        self.batches_too_low += o.batches_too_low;
+        self.batches_sent += o.batches_sent;
+        self.joins_refused += o.joins_refused;
+        self.groups_switched += o.groups_switched;
+        self.groups += o.groups;
+        self.races += o.races;
     }
 
     fn add_stats(&mut self, s: &Stats) {
@@ -124,6 +172,8 @@ pub struct Outcome {
     pub coverage: Coverage,
     /// What the applications saw (and sent), as the checkers read it.
     pub logs: Logs,
+    /// The no-pause measurement (upgrade family).
+    pub gaps: Gaps,
 }
 
 /// A message on the wire: typed, or as bytes when the scenario routes
@@ -147,6 +197,18 @@ enum Ev {
         at: u64,
     },
     Script(usize),
+    /// A rolling-upgrade step waits for its leaves.
+    UpgradeStep {
+        node: usize,
+        incarnation: u64,
+        max: u16,
+        down: u64,
+        since: u64,
+    },
+    /// ... and restarts the node.
+    UpgradeBoot {
+        node: usize,
+    },
     FinalHeal,
     Poll,
     Stop,
@@ -178,6 +240,10 @@ struct Slot {
     disk: Option<DurableState>,
     /// Per group, why the last multicast was refused (for the trace).
     refused: BTreeMap<usize, String>,
+    /// The protocol versions the node runs (this incarnation).
+    range: VersionRange,
+    /// Shutting down for a rolling upgrade.
+    upgrading: bool,
 }
 
 /// The event trace: always hashed, kept as text only when asked.
@@ -223,11 +289,51 @@ pub struct World {
     cov: Coverage,
     converged_at: Option<u64>,
     world_failure: Option<Failure>,
+    /// Script actions not run yet (the run does not stop before they are).
+    scripts_left: usize,
+    /// The no-pause measurement (upgrade family).
+    gaps: Gaps,
+}
+
+/// The no-pause measurement, in simulated nanoseconds, per member: from
+/// the installation of an `AdjustVersion` view at position `p` to the
+/// delivery of `p + 1`, against the gap between two consecutive ordinary
+/// deliveries `q`, `q + 1` of the same view. Only pairs whose second message
+/// was multicast before the first event was handed over ("backlogged": its
+/// delivery waits on nothing but the ordering) are counted, so an idle
+/// application does not pass for a pause.
+#[derive(Debug, Clone, Default)]
+pub struct Gaps {
+    pub after_switch: Vec<u64>,
+    pub ordinary: Vec<u64>,
+    /// For comparison: from another fast-path view (a join or a leave) to
+    /// the next delivery.
+    pub after_view: Vec<u64>,
+    /// Per seed with a switch sample: (largest switch gap, largest ordinary
+    /// gap) of that seed, to compare within the same network.
+    pub per_seed: Vec<(u64, u64, u64)>,
+}
+
+impl Gaps {
+    pub fn add(&mut self, o: &Gaps) {
+        self.after_switch.extend_from_slice(&o.after_switch);
+        self.ordinary.extend_from_slice(&o.ordinary);
+        self.after_view.extend_from_slice(&o.after_view);
+        self.per_seed.extend_from_slice(&o.per_seed);
+    }
 }
 
 impl World {
     pub fn new(seed: u64, trace: Option<TraceLines>) -> World {
-        let sc = Scenario::from_seed(seed);
+        World::with(Scenario::from_seed(seed), trace)
+    }
+
+    pub fn upgrade(seed: u64, trace: Option<TraceLines>) -> World {
+        World::with(Scenario::upgrade_from_seed(seed), trace)
+    }
+
+    fn with(sc: Scenario, trace: Option<TraceLines>) -> World {
+        let seed = sc.seed;
         let mut w = World {
             now: 0,
             tie: 0,
@@ -247,6 +353,8 @@ impl World {
             },
             converged_at: None,
             world_failure: None,
+            scripts_left: sc.script.len(),
+            gaps: Gaps::default(),
             sc,
         };
         let sc = w.sc.clone();
@@ -268,6 +376,11 @@ impl World {
                 sc.net
             )
         });
+        if let Some(plan) = &sc.upgrade {
+            w.cov.races += u64::from(plan.race != super::scenario::Race::None);
+            w.trace
+                .note(0, &[99], || format!("upgrade family: {plan:?}"));
+        }
         for i in 0..sc.nodes {
             let id = NodeId(i as u32 + 1);
             w.slots.push(Slot {
@@ -283,6 +396,11 @@ impl World {
                 unconfirmed: BTreeSet::new(),
                 disk: None,
                 refused: BTreeMap::new(),
+                range: VersionRange {
+                    min: version::OLDEST,
+                    max: ProtocolVersion(sc.initial_max[i]),
+                },
+                upgrading: false,
             });
             w.boot(i);
         }
@@ -304,6 +422,7 @@ impl World {
         c.failure_timeout = self.sc.timeout;
         c.window = self.sc.window;
         c.batch = self.sc.batch;
+        c.protocol = self.slots[node].range;
         c
     }
 
@@ -328,6 +447,7 @@ impl World {
         };
         let slot = &mut self.slots[node];
         slot.engine = Some(engine);
+        slot.upgrading = false;
         slot.incarnation = incarnation;
         slot.wakes.clear();
         slot.position.clear();
@@ -340,10 +460,14 @@ impl World {
             crashed: false,
             events: Vec::new(),
         });
-        let id = slot.id.0;
+        let (id, range) = (slot.id.0, slot.range);
         self.trace
             .note(self.now, &[1, node as u64, incarnation], || {
-                format!("n{id}#{incarnation} boots")
+                if range.max == version::CURRENT {
+                    format!("n{id}#{incarnation} boots")
+                } else {
+                    format!("n{id}#{incarnation} boots running versions {range:?}")
+                }
             });
         let wants: Vec<usize> = self.slots[node].wants.iter().copied().collect();
         for g in wants {
@@ -415,8 +539,22 @@ impl World {
                     }
                 }
                 Ev::Script(i) => {
+                    self.scripts_left -= 1;
                     let action = self.sc.script[i].1.clone();
                     self.act(action);
+                }
+                Ev::UpgradeStep {
+                    node,
+                    incarnation,
+                    max,
+                    down,
+                    since,
+                } => self.upgrade_step(node, incarnation, max, down, since),
+                Ev::UpgradeBoot { node } => {
+                    if self.slots[node].engine.is_none() {
+                        self.cov.restarts += 1;
+                        self.boot(node);
+                    }
                 }
                 Ev::FinalHeal => self.final_heal(),
                 Ev::Poll => self.poll(),
@@ -429,6 +567,19 @@ impl World {
             }
         }
         self.logs.expected_final = Some(self.expected());
+        if self.sc.upgrade.is_some() {
+            self.measure();
+            for spec in &self.sc.groups {
+                self.cov.groups += 1;
+                let at_new = self.slots.iter().any(|s| {
+                    s.engine
+                        .as_ref()
+                        .and_then(|e| e.view(spec.id))
+                        .is_some_and(|v| v.protocol >= version::BATCH)
+                });
+                self.cov.groups_switched += u64::from(at_new);
+            }
+        }
         let mut result = match self.world_failure.take() {
             Some(f) => Err(f),
             None => check::check_all(&self.logs).map_err(Failure::Violation),
@@ -458,6 +609,7 @@ impl World {
             trace_hash: self.trace.hash,
             coverage: self.cov,
             logs: self.logs,
+            gaps: self.gaps,
         }
     }
 
@@ -467,7 +619,10 @@ impl World {
             .note(now, &[3], || format!("script: {}", show(&action)));
         match action {
             Action::Multicast { node, group, count } => {
-                if self.slots[node].engine.is_none() || !self.slots[node].wants.contains(&group) {
+                if self.slots[node].engine.is_none()
+                    || self.slots[node].upgrading
+                    || !self.slots[node].wants.contains(&group)
+                {
                     return;
                 }
                 for _ in 0..count {
@@ -477,12 +632,19 @@ impl World {
                 self.settle(node);
             }
             Action::Join { node, group } => {
-                if self.slots[node].engine.is_some() && !self.slots[node].wants.contains(&group) {
+                if self.slots[node].engine.is_some()
+                    && !self.slots[node].upgrading
+                    && !self.slots[node].wants.contains(&group)
+                {
                     self.join(node, group);
                     self.settle(node);
                 }
             }
-            Action::Leave { node, group } => self.leave(node, group),
+            Action::Leave { node, group } => {
+                if !self.slots[node].upgrading {
+                    self.leave(node, group);
+                }
+            }
             Action::LeaveCoordinator { group } => {
                 if let Some(c) = self.coordinator(group) {
                     self.cov.coordinator_leaves += 1;
@@ -509,6 +671,371 @@ impl World {
                 }
             }
             Action::Heal => self.component.iter_mut().for_each(|c| *c = 0),
+            Action::Upgrade { node, max, down } => self.upgrade_start(node, max, down),
+            Action::Adjust { node, group, to } => self.adjust(node, group, to),
+            Action::Batch { node, group, count } => self.batch(node, group, count),
+        }
+    }
+
+    /// Rolling-upgrade step: ordered leaves of every group, then (in
+    /// `upgrade_step`) stop, and restart running up to `max`.
+    fn upgrade_start(&mut self, node: usize, max: u16, down: u64) {
+        self.cov.upgrades += 1;
+        let now = self.now;
+        let slot = &mut self.slots[node];
+        let Some(engine) = slot.engine.as_mut() else {
+            // Down already: it comes back as the new release.
+            slot.range.max = ProtocolVersion(max);
+            return;
+        };
+        if slot.upgrading {
+            return;
+        }
+        let leaving = engine.shutdown(Time(now));
+        slot.upgrading = true;
+        // The application stops handing over messages.
+        slot.pending.clear();
+        let (id, inc) = (slot.id.0, slot.incarnation);
+        self.trace
+            .note(now, &[20, node as u64, u64::from(max)], || {
+                format!(
+                    "n{id}#{inc} SHUTDOWN for an upgrade to max version {max}: leaving {leaving:?}"
+                )
+            });
+        self.settle(node);
+        self.schedule(
+            now + MS,
+            Ev::UpgradeStep {
+                node,
+                incarnation: inc,
+                max,
+                down,
+                since: now,
+            },
+        );
+    }
+
+    fn upgrade_step(&mut self, node: usize, incarnation: u64, max: u16, down: u64, since: u64) {
+        let now = self.now;
+        let slot = &mut self.slots[node];
+        if slot.incarnation != incarnation || !slot.upgrading {
+            return;
+        }
+        let Some(engine) = slot.engine.as_ref() else {
+            // Crashed while leaving: it restarts as the new release.
+            slot.range.max = ProtocolVersion(max);
+            slot.upgrading = false;
+            self.schedule(now + down, Ev::UpgradeBoot { node });
+            return;
+        };
+        let left = !engine.has_groups();
+        if !left && now < since + LEAVE_DEADLINE {
+            self.schedule(
+                now + MS,
+                Ev::UpgradeStep {
+                    node,
+                    incarnation,
+                    max,
+                    down,
+                    since,
+                },
+            );
+            return;
+        }
+        if !left {
+            self.cov.upgrades_forced += 1;
+        }
+        // Stop: the incarnation ends like a crash, without counting as one.
+        if let Some(engine) = slot.engine.take() {
+            self.cov.add_stats(engine.stats());
+        }
+        slot.wakes.clear();
+        slot.upgrading = false;
+        slot.range.max = ProtocolVersion(max);
+        self.logs.nodes[slot.log].crashed = true;
+        let id = slot.id.0;
+        self.trace
+            .note(now, &[21, node as u64, u64::from(left)], || {
+                format!(
+                    "n{id}#{incarnation} STOPS for the upgrade ({})",
+                    if left {
+                        "all groups left"
+                    } else {
+                        "leave deadline passed"
+                    }
+                )
+            });
+        self.schedule(now + down, Ev::UpgradeBoot { node });
+    }
+
+    /// `Engine::adjust_version`; a refusal on the requester must name a
+    /// configured node (and, for `NotCapable`, a range that node ran).
+    fn adjust(&mut self, node: usize, group: Option<usize>, to: Option<u16>) {
+        let now = self.now;
+        let scope = group.map_or(Scope::All, |g| Scope::Group(self.sc.groups[g].id));
+        let target = to.map_or(Target::HighestCommon, |v| Target::Exact(ProtocolVersion(v)));
+        let slot = &mut self.slots[node];
+        let Some(engine) = slot.engine.as_mut() else {
+            return;
+        };
+        if slot.upgrading {
+            return;
+        }
+        self.cov.adjusts += 1;
+        let r = engine.adjust_version(Time(now), scope, target);
+        let id = slot.id.0;
+        self.trace.note(now, &[22, node as u64], || {
+            format!("n{id} adjust_version({scope:?}, {target:?}): {r:?}")
+        });
+        let n = self.slots.len() as u32;
+        let configured = |x: NodeId| (1..=n).contains(&x.0);
+        match r {
+            Ok(reqs) => self.cov.adjust_requests += reqs.len() as u64,
+            Err(Error::Version(VersionError::NodeNotActive { node: culprit })) => {
+                self.cov.refused_not_active += 1;
+                if !configured(culprit) {
+                    self.fail_world(
+                        "adjust-error",
+                        format!("n{id}: NodeNotActive names {culprit:?}"),
+                    );
+                }
+            }
+            Err(Error::Version(VersionError::Partitioned { missing })) => {
+                self.cov.refused_partitioned += 1;
+                if missing.is_empty() || !missing.iter().all(|m| configured(*m)) {
+                    self.fail_world(
+                        "adjust-error",
+                        format!("n{id}: Partitioned names {missing:?}"),
+                    );
+                }
+            }
+            Err(Error::Version(VersionError::NotCapable {
+                node: culprit,
+                supported,
+            })) => {
+                self.cov.refused_not_capable += 1;
+                let ran = [
+                    version::OLDEST.0,
+                    self.sc.upgrade.as_ref().map_or(0, |p| p.old),
+                ];
+                let plausible = configured(culprit)
+                    && supported.min == version::OLDEST
+                    && (supported.max == version::CURRENT || ran.contains(&supported.max.0))
+                    && !supported.contains(to.map_or(supported.max, ProtocolVersion));
+                if !plausible {
+                    self.fail_world(
+                        "adjust-error",
+                        format!("n{id}: NotCapable names {culprit:?} with {supported:?}"),
+                    );
+                }
+            }
+            Err(_) => self.cov.refused_other += 1,
+        }
+        self.settle(node);
+    }
+
+    /// The application tries the version-2 function; refused, it falls back
+    /// to single multicasts. Refused exactly when the node's group runs an
+    /// older version.
+    fn batch(&mut self, node: usize, group: usize, count: u32) {
+        let now = self.now;
+        if self.slots[node].engine.is_none()
+            || self.slots[node].upgrading
+            || !self.slots[node].wants.contains(&group)
+        {
+            return;
+        }
+        let payloads: Vec<Bytes> = (0..count).map(|_| self.payload(node, group)).collect();
+        let gid = self.sc.groups[group].id;
+        let slot = &mut self.slots[node];
+        let Some(engine) = slot.engine.as_mut() else {
+            return;
+        };
+        let running = engine
+            .view(gid)
+            .filter(|_| engine.is_member(gid))
+            .map(|v| v.protocol);
+        let r = engine.multicast_batch(Time(now), gid, payloads.clone());
+        let (id, inc) = (slot.id.0, slot.incarnation);
+        self.trace.note(now, &[23, node as u64, group as u64], || {
+            format!(
+                "n{id}#{inc} multicast_batch of {count} to g{group} (view runs {running:?}): {:?}",
+                r.as_ref().map(|m| match m {
+                    Multicast::Sent { sender_seq } => format!("Sent from sender_seq {sender_seq}"),
+                    Multicast::BackPressured(_) => "BackPressured".to_string(),
+                })
+            )
+        });
+        match r {
+            Ok(Multicast::Sent { sender_seq }) => {
+                self.cov.batches_sent += 1;
+                if running.is_none_or(|v| v < version::BATCH) {
+                    self.fail_world(
+                        "version-gating",
+                        format!("n{id}: multicast_batch accepted while the group runs {running:?}"),
+                    );
+                }
+                for (i, p) in payloads.iter().enumerate() {
+                    let digest = fnv1a(FNV_START, p);
+                    self.logs.sent.push(Sent {
+                        at: now,
+                        node: id,
+                        incarnation: inc,
+                        group: gid.0,
+                        sender_seq: sender_seq + i as u64,
+                        digest,
+                    });
+                    self.cov.sent += 1;
+                    self.slots[node].unconfirmed.insert((group, digest));
+                }
+            }
+            Err(Error::Version(VersionError::VersionTooLow { required, active })) => {
+                self.cov.batches_too_low += 1;
+                if required != version::BATCH || Some(active) != running || active >= required {
+                    self.fail_world(
+                        "version-gating",
+                        format!(
+                            "n{id}: multicast_batch refused with VersionTooLow {{ required:                              {required:?}, active: {active:?} }} while the group runs {running:?}"
+                        ),
+                    );
+                }
+                self.slots[node]
+                    .pending
+                    .extend(payloads.into_iter().map(|p| (group, p)));
+            }
+            Ok(Multicast::BackPressured(_)) | Err(_) => {
+                self.slots[node]
+                    .pending
+                    .extend(payloads.into_iter().map(|p| (group, p)));
+            }
+        }
+        self.settle(node);
+    }
+
+    /// A member reached an adjust-version entry: its log records the outcome.
+    fn record_adjust(&mut self, node: usize, ev: VersionEvent) {
+        let (id, inc, log) = (
+            self.slots[node].id.0,
+            self.slots[node].incarnation,
+            self.slots[node].log,
+        );
+        let now = self.now;
+        self.trace.note(now, &[24, node as u64, ev.group.0, ev.position], || {
+            format!(
+                "n{id}#{inc} ADJUST OUTCOME {:?} at position {} (view {}.{}): n{} request {} -> {:?}",
+                ev.group,
+                ev.position,
+                ev.view.epoch(),
+                ev.view.change(),
+                ev.requester.0,
+                ev.request,
+                ev.outcome
+            )
+        });
+        let result = match ev.outcome {
+            Ok((from, to)) => {
+                self.cov.outcomes_switched += 1;
+                AdjustResult::Switched {
+                    from: from.0,
+                    to: to.0,
+                }
+            }
+            Err(e) => {
+                self.cov.outcomes_refused += 1;
+                match e {
+                    VersionError::NodeNotActive { node } => {
+                        AdjustResult::NodeNotActive { node: node.0 }
+                    }
+                    VersionError::Partitioned { missing } => AdjustResult::Partitioned {
+                        missing: missing.iter().map(|n| n.0).collect(),
+                    },
+                    VersionError::NotCapable { node, supported } => AdjustResult::NotCapable {
+                        node: node.0,
+                        min: supported.min.0,
+                        max: supported.max.0,
+                    },
+                    other => {
+                        self.fail_world(
+                            "adjust-outcome",
+                            format!("n{id}: an ordered adjust outcome carries {other:?}"),
+                        );
+                        return;
+                    }
+                }
+            }
+        };
+        self.logs.nodes[log]
+            .events
+            .push(Event::Adjust(check::AdjustOutcome {
+                at: now,
+                group: ev.group.0,
+                position: ev.position,
+                view: ev.view.0,
+                requester: ev.requester.0,
+                request: ev.request,
+                result,
+            }));
+    }
+
+    /// The no-pause measurement over this seed's logs (see [`Gaps`]).
+    fn measure(&mut self) {
+        let sent_at: BTreeMap<u64, u64> = self.logs.sent.iter().map(|s| (s.digest, s.at)).collect();
+        let (mut worst_switch, mut worst_ordinary, mut samples) = (0u64, 0u64, 0u64);
+        for log in &self.logs.nodes {
+            // Per group: the last event (view id, position, time, kind).
+            #[derive(Clone, Copy, PartialEq)]
+            enum Kind {
+                Delivery,
+                Switch,
+                OtherView,
+                Flush,
+            }
+            let mut last: BTreeMap<u64, (u64, u64, u64, Kind)> = BTreeMap::new();
+            for e in &log.events {
+                match e {
+                    Event::View(v) => {
+                        let fast = last.get(&v.group).is_some_and(|l| l.0 + 1 == v.view);
+                        let kind = match v.reason {
+                            check::Reason::AdjustVersion { .. } => Kind::Switch,
+                            _ if fast => Kind::OtherView,
+                            _ => Kind::Flush,
+                        };
+                        last.insert(v.group, (v.view, v.position, v.at, kind));
+                    }
+                    Event::Delivery(d) => {
+                        if let Some(&(view, pos, at, kind)) = last.get(&d.group)
+                            && view == d.view
+                            && d.seq == pos + 1
+                            && sent_at.get(&d.digest).is_some_and(|s| *s <= at)
+                        {
+                            let gap = d.at - at;
+                            match kind {
+                                Kind::Switch => {
+                                    self.gaps.after_switch.push(gap);
+                                    worst_switch = worst_switch.max(gap);
+                                    samples += 1;
+                                }
+                                Kind::Delivery => {
+                                    self.gaps.ordinary.push(gap);
+                                    worst_ordinary = worst_ordinary.max(gap);
+                                }
+                                Kind::OtherView => self.gaps.after_view.push(gap),
+                                Kind::Flush => {}
+                            }
+                        }
+                        last.insert(d.group, (d.view, d.seq, d.at, Kind::Delivery));
+                    }
+                    Event::Partitioned { group, .. } => {
+                        last.remove(group);
+                    }
+                    Event::Adjust(_) => {}
+                }
+            }
+        }
+        if samples > 0 {
+            self.gaps
+                .per_seed
+                .push((self.sc.seed, worst_switch, worst_ordinary));
         }
     }
 
@@ -669,6 +1196,10 @@ impl World {
             let Some(engine) = slot.engine.as_mut() else {
                 return;
             };
+            if let Some(ev) = engine.poll_version_event() {
+                self.record_adjust(node, ev);
+                continue;
+            }
             let Some(cmd) = engine.poll_command() else {
                 return;
             };
@@ -772,11 +1303,24 @@ impl World {
                     self.trace.note(now, &[10, node as u64, group.0], || {
                         format!("n{id}#{inc} join refused {group:?} (active {active:?})")
                     });
-                    // Every node of the simulation speaks the same version.
-                    self.fail_world(
-                        "view-agreement",
-                        format!("n{id} was refused a join of {group:?} at version {active:?}"),
-                    );
+                    // Refused only when its range lacks the group's version
+                    // (an old release after the switch); the application
+                    // then gives the group up.
+                    if self.slots[node].range.contains(active) {
+                        self.fail_world(
+                            "view-agreement",
+                            format!(
+                                "n{id} running {:?} was refused a join of {group:?} at version {active:?}",
+                                self.slots[node].range
+                            ),
+                        );
+                    } else {
+                        self.cov.joins_refused += 1;
+                        if let Some(g) = self.group_index(group.0) {
+                            self.slots[node].wants.remove(&g);
+                            self.slots[node].pending.retain(|(x, _)| *x != g);
+                        }
+                    }
                 }
                 Command::WakeAt(t) => {
                     let t = t.0.max(now);
@@ -839,6 +1383,9 @@ impl World {
                 self.rng.range(net.lat_min, net.lat_max)
             };
             if from != to && self.chaos {
+                if matches!(msg.body, Body::AdjustRequest { .. }) {
+                    latency += self.sc.adjust_delay;
+                }
                 if self.rng.chance(net.reorder) {
                     latency += self.rng.range(0, net.reorder_max);
                 }
@@ -946,7 +1493,7 @@ impl World {
     /// After the final heal: stop once the cluster has converged and stayed so
     /// for a few failure timeouts.
     fn poll(&mut self) {
-        if self.converged() {
+        if self.scripts_left == 0 && self.converged() {
             let since = *self.converged_at.get_or_insert(self.now);
             if self.now >= since + 3 * self.sc.timeout + 20 * MS {
                 self.schedule(self.now, Ev::Stop);
@@ -1035,6 +1582,22 @@ fn show(a: &Action) -> String {
             format!("partition: {} | the rest", cut.join(" "))
         }
         Action::Heal => "heal".to_string(),
+        Action::Upgrade { node, max, down } => format!(
+            "n{} upgrades to max version {max} (down {}ms)",
+            node + 1,
+            down / MS
+        ),
+        Action::Adjust { node, group, to } => format!(
+            "n{} adjusts {} to {}",
+            node + 1,
+            group.map_or("every group".to_string(), |g| format!("g{g}")),
+            to.map_or("the highest common version".to_string(), |v| format!(
+                "version {v}"
+            ))
+        ),
+        Action::Batch { node, group, count } => {
+            format!("n{} multicast_batch of {count} to g{group}", node + 1)
+        }
     }
 }
 

@@ -395,6 +395,71 @@ fn rolling_upgrade_keeps_group_active_then_adjust_switches_it() {
     }
 }
 
+/// Claim 5: shutting a node down removes its members from their groups (an
+/// ordered leave every other member sees), restarting adds them back (a
+/// join); the other members stay members throughout, and nothing flushes.
+#[test]
+fn shutdown_removes_the_members_with_an_ordered_leave_and_restart_adds_them_back() {
+    let (a, b) = (g1(), g2());
+    let mut net = old_cluster(&[a, b]);
+    let flushes = |net: &mut Net| -> Vec<(u64, u64)> {
+        [1, 3]
+            .iter()
+            .map(|n| {
+                let s = net.engine(*n).stats();
+                (s.flushes, s.flush_installs)
+            })
+            .collect()
+    };
+    let before = flushes(&mut net);
+    eprintln!("flushes before the upgrade (nodes 1, 3): {before:?}");
+    net.upgrade(2, range(1, 2), &[a, b]);
+    assert_eq!(net.incs[1], 1, "node 2 runs a new incarnation");
+    for n in [1u32, 3] {
+        for g in [a, b] {
+            let views: Vec<(View, Reason, u64)> = net
+                .views(n)
+                .into_iter()
+                .filter(|(v, _, _)| v.group == g)
+                .collect();
+            let leave = views
+                .iter()
+                .position(|(_, r, _)| *r == Reason::Leave(NodeId(2)))
+                .unwrap_or_else(|| panic!("node {n} saw no leave of node 2: {views:?}"));
+            assert!(!views[leave].0.contains(NodeId(2)));
+            let join = views
+                .iter()
+                .rposition(|(_, r, _)| *r == Reason::Join(NodeId(2)))
+                .unwrap_or_else(|| panic!("node {n} saw no join of node 2: {views:?}"));
+            assert!(join > leave, "node {n}: the join follows the leave");
+            assert!(views[join].0.contains(NodeId(2)));
+            // Ordered at one position each, the same at every member.
+            assert_eq!(
+                (views[leave].2, views[join].2),
+                {
+                    let other = net.views(if n == 1 { 3 } else { 1 });
+                    let pos = |r: &Reason| {
+                        other
+                            .iter()
+                            .filter(|(v, x, _)| v.group == g && x == r)
+                            .map(|(_, _, p)| *p)
+                            .next_back()
+                            .unwrap()
+                    };
+                    (
+                        pos(&Reason::Leave(NodeId(2))),
+                        pos(&Reason::Join(NodeId(2))),
+                    )
+                },
+                "node {n}: same positions everywhere"
+            );
+            assert!(net.engine(n).is_member(g), "node {n} stayed a member");
+        }
+    }
+    // Leaves and joins are fast paths: the upgrade flushed nothing.
+    assert_eq!(flushes(&mut net), before);
+}
+
 // ----------------------------------------------------------------------
 // Claims 6, 7, 13, 14, 20, 21, 27, 28: the notification is an ordered
 // membership-change message with the AdjustVersion reason; the switch splits

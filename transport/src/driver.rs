@@ -614,6 +614,20 @@ impl Driver {
         self.note_deadline(until);
     }
 
+    /// The earliest deadline of any connection, from scratch (cold path: a
+    /// handshake completed). [`poll`](Driver::poll) reads the clock only while
+    /// some deadline is pending.
+    fn recompute_deadline(&mut self) {
+        self.next_deadline = None;
+        for index in 0..self.conns.len() {
+            if let Some(State::Backoff { until: at } | State::Handshaking { deadline: at }) =
+                self.conns[index].as_ref().map(|c| c.state)
+            {
+                self.note_deadline(at)
+            }
+        }
+    }
+
     fn note_deadline(&mut self, at: Instant) {
         self.next_deadline = Some(self.next_deadline.map_or(at, |d| d.min(at)));
     }
@@ -1201,10 +1215,11 @@ impl Driver {
         if !self.pending_reasons.is_empty() {
             self.report_pending(on_event);
         }
-        if let Some(d) = self.next_deadline
-            && Instant::now() >= d
-        {
-            work += self.run_timers(on_event);
+        if let Some(d) = self.next_deadline {
+            self.stats.clock_reads += 1;
+            if Instant::now() >= d {
+                work += self.run_timers(on_event);
+            }
         }
         if !self.starved.is_empty() {
             work += self.rearm_starved();
@@ -1394,6 +1409,7 @@ impl Driver {
                 rs.parse_off = start;
             }
             self.stats.bytes_received += res as u64;
+            self.stats.recv_completions += 1;
             if receiving && !self.shutting_down {
                 self.parse_loop(index, bid, buf_more, on_event);
             }
@@ -1727,6 +1743,9 @@ impl Driver {
         c.peer = Some(peer.clone());
         let conn = c.id;
         self.stats.handshakes += 1;
+        // Its handshake deadline no longer matters: without this, every poll
+        // would read the clock until that deadline had passed.
+        self.recompute_deadline();
         tracing::debug!(%conn, peer = %peer.addr, node = peer.node_id, negotiated, "connected");
         on_event(self, Event::Connected { conn, peer });
     }

@@ -439,6 +439,12 @@ pub struct Stats {
     pub recv_starved: u64,
     /// Multishot receives (re)armed.
     pub recv_arms: u64,
+    /// Receive completions that carried bytes (`bytes_received` over this is
+    /// the mean bytes the kernel landed per completion).
+    pub recv_completions: u64,
+    /// Polls that read the clock because a timer (reconnect backoff,
+    /// handshake deadline) was pending; 0 per poll in steady state.
+    pub clock_reads: u64,
     /// Connect attempts started.
     pub connect_attempts: u64,
     /// Handshakes completed.

@@ -217,3 +217,35 @@ fn environment_check_passes_here() {
         Err(concord_transport::Error::Config { .. })
     ));
 }
+
+#[test]
+fn steady_state_polls_do_not_read_the_clock() {
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (_, cconn, _) = connect_pair(&mut server, &mut client, addr);
+    // Both handshakes are done and nothing is connecting or backing off:
+    // no timer is pending, so polling (idle or busy) must not read the clock.
+    let before = (server.stats().clock_reads, client.stats().clock_reads);
+    for _ in 0..1000 {
+        server.poll(&mut |_, _| {});
+        client.poll(&mut |_, _| {});
+    }
+    assert_eq!(client.send(cconn, b"tick").unwrap(), SendOutcome::Queued);
+    pump(&mut [&mut server, &mut client], "frame", |i, _, ev| {
+        i == 0 && matches!(ev, Event::Frame { .. })
+    });
+    let after = (server.stats().clock_reads, client.stats().clock_reads);
+    assert_eq!(after, before, "(server, client) clock reads");
+    // While a reconnect is pending the timer is checked, as it must be.
+    let pending = client.connect("127.0.0.1:1".parse().unwrap()).unwrap();
+    let start = std::time::Instant::now();
+    while client.stats().clock_reads == after.1 {
+        assert!(
+            start.elapsed() < GUARD,
+            "the reconnect timer was never checked"
+        );
+        client.poll(&mut |_, _| {});
+    }
+    client.close(pending).unwrap();
+}

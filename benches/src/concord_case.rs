@@ -2,7 +2,7 @@
 //!
 //! Same shape as the baselines: two threads pinned like the others, each
 //! building its own [`Driver`] (it is `!Send`, one per shard), busy-polling it
-//! the way a hot runtime shard does. Ping-pong goes through
+//! the way a hot runtime shard does (streaming: spin, then park when idle). Ping-pong goes through
 //! [`crate::pingpong::measure_round_trips`], so its latencies and allocation
 //! counts mean exactly what the baselines' do; the echo server replies from
 //! inside the poll callback with [`Driver::send`]. The stream sender writes
@@ -60,10 +60,43 @@ fn config(node_id: u64) -> DriverConfig {
 struct Idle {
     polls: u32,
     since: Option<Instant>,
+    /// First empty poll of the current idle spell (spin-then-park only).
+    spin_since: Option<Instant>,
 }
+
+/// Streaming idles like a runtime shard with the spin-then-park strategy:
+/// spin this long on empty polls, then park in the kernel until a completion.
+/// Pingpong never parks (it is compared with a busy-polled floor).
+const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
+/// Longest single park (a completion ends it sooner).
+const PARK_MAX: Duration = Duration::from_millis(1);
 
 impl Idle {
     const CHECK_EVERY: u32 = 1 << 12;
+    /// Empty polls between clock reads while deciding whether to park.
+    const PARK_CHECK_EVERY: u32 = 64;
+
+    /// [`after_poll`](Idle::after_poll), then spin-then-park: once `d` has
+    /// had no work for [`SPIN_BEFORE_PARK`], park it (it wakes on the next
+    /// completion) instead of spinning on. On a loaded machine this gives
+    /// the peer thread and everything else the core, as blocking sockets do.
+    fn after_poll_or_park(
+        &mut self,
+        d: &mut Driver,
+        work: usize,
+        what: &str,
+    ) -> anyhow::Result<()> {
+        self.after_poll(work, what)?;
+        if work > 0 {
+            self.spin_since = None;
+        } else if self.polls.is_multiple_of(Self::PARK_CHECK_EVERY) {
+            let since = *self.spin_since.get_or_insert_with(Instant::now);
+            if since.elapsed() >= SPIN_BEFORE_PARK {
+                d.park(Some(PARK_MAX)).context("parking the driver")?;
+            }
+        }
+        Ok(())
+    }
 
     #[inline]
     fn after_poll(&mut self, work: usize, what: &str) -> anyhow::Result<()> {
@@ -280,7 +313,11 @@ fn echo_server(tx: &mpsc::Sender<SocketAddr>, size: usize) -> anyhow::Result<(u6
 ///
 /// The sender claims space in the connection's staging chunk, writes the
 /// sequence number in place and commits (no payload copy in user space), for
-/// `duration`; then an empty frame marks the end. The receiver checks length
+/// `duration`; then an empty frame marks the end. Both sides idle the way a
+/// runtime shard with the spin-then-park strategy does: spin
+/// [`SPIN_BEFORE_PARK`] on empty polls, then park until a completion (the
+/// std baseline blocks in the kernel likewise; without parking, two spinners
+/// on a loaded 2-core machine lose their cores to the scheduler). The receiver checks length
 /// and sequence of every frame and answers the end marker with the count it
 /// received, which the sender compares with what it sent.
 pub fn stream(size: usize, duration: Duration) -> anyhow::Result<StreamResult> {
@@ -357,7 +394,7 @@ fn stream_sender(
             }
         } else {
             let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
-            idle.after_poll(work, "waiting for send queue room")?;
+            idle.after_poll_or_park(&mut d, work, "waiting for send queue room")?;
         }
         if gone {
             bail!("receiver disconnected after {sent} messages");
@@ -476,7 +513,7 @@ fn stream_receiver(
             return Err(e);
         }
         if connected {
-            idle.after_poll(work, "receiving the stream")?;
+            idle.after_poll_or_park(&mut d, work, "receiving the stream")?;
         }
     }
     let Some((conn, t_end)) = end else {

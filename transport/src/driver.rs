@@ -67,6 +67,7 @@ pub(crate) fn probe_ring() -> Result<(), Error> {
         (opcode::RecvMulti::CODE, "RECV (multishot)"),
         (opcode::Send::CODE, "SEND"),
         (opcode::SendZc::CODE, "SEND_ZC"),
+        (opcode::SendMsg::CODE, "SENDMSG"),
         (opcode::AcceptMulti::CODE, "ACCEPT (multishot)"),
         (opcode::Connect::CODE, "CONNECT"),
         (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
@@ -184,7 +185,27 @@ enum Item {
     Pooled { buf: BufRef, len: u32 },
 }
 
-#[derive(Default)]
+/// Most queue items one gathered send (SENDMSG) covers.
+const MAX_IOV: usize = 64;
+/// Most bytes one gathered send covers (a CQE's result is an i32).
+const MAX_GATHER: usize = 1 << 30;
+
+/// The iovec array and message header of a connection's gathered send. One
+/// send is in flight per connection at a time, so one of each suffices; boxed
+/// so the kernel sees stable addresses while the connection table grows.
+struct Gather {
+    iov: [libc::iovec; MAX_IOV],
+    msg: libc::msghdr,
+}
+
+impl Gather {
+    fn new() -> Box<Gather> {
+        // SAFETY: iovec and msghdr are plain C structs (pointers and
+        // integers); all-zero is a valid value of each.
+        Box::new(unsafe { std::mem::zeroed() })
+    }
+}
+
 struct SendState {
     chunks: Vec<Chunk>,
     free: Vec<u8>,
@@ -195,6 +216,23 @@ struct SendState {
     in_flight: bool,
     want_writable: bool,
     in_flush_list: bool,
+    gather: Box<Gather>,
+}
+
+impl Default for SendState {
+    fn default() -> Self {
+        SendState {
+            chunks: Vec::new(),
+            free: Vec::new(),
+            fill: None,
+            queue: VecDeque::new(),
+            head_sent: 0,
+            in_flight: false,
+            want_writable: false,
+            in_flush_list: false,
+            gather: Gather::new(),
+        }
+    }
 }
 
 impl SendState {
@@ -960,6 +998,12 @@ impl Driver {
         n
     }
 
+    /// Starts the connection's next send: the head item alone when it goes
+    /// out with SEND_ZC, else the head and as many following items as one
+    /// SENDMSG takes (up to [`MAX_IOV`]; a ZC item ends the run), so a queue
+    /// of frames spread over several chunks and pooled buffers leaves in one
+    /// operation. One send per connection is in flight at a time: TCP
+    /// ordering needs no links, and a short send resumes where it stopped.
     fn start_send(&mut self, index: u32) -> bool {
         let zc_threshold = self.cfg.zc_threshold;
         let c = self.conns[index as usize].as_mut().expect("conn exists");
@@ -987,6 +1031,43 @@ impl Driver {
                 (p, *len as usize - sent, zc)
             }
         };
+        // Gather the items behind the head into one SENDMSG.
+        let mut niov = 1;
+        let mut total = len;
+        if zc.is_none() && c.send.queue.len() > 1 {
+            let s = &mut c.send;
+            let g = &mut *s.gather;
+            g.iov[0] = libc::iovec {
+                iov_base: ptr as *mut libc::c_void,
+                iov_len: len,
+            };
+            for item in s.queue.iter().skip(1) {
+                if niov == MAX_IOV {
+                    break;
+                }
+                let (p, l) = match item {
+                    Item::Staged { chunk, start, end } => {
+                        let ch = &s.chunks[*chunk as usize];
+                        // SAFETY: start < end <= cap.
+                        let p = unsafe { ch.ptr.as_ptr().add(*start as usize) };
+                        (p as *const u8, (*end - *start) as usize)
+                    }
+                    Item::Pooled { buf, len } if (*len as usize) < zc_threshold => {
+                        (buf.ptr(), *len as usize)
+                    }
+                    Item::Pooled { .. } => break,
+                };
+                if total + l > MAX_GATHER {
+                    break;
+                }
+                g.iov[niov] = libc::iovec {
+                    iov_base: p as *mut libc::c_void,
+                    iov_len: l,
+                };
+                niov += 1;
+                total += l;
+            }
+        }
         c.send.in_flight = true;
         c.ops += 1;
         let len = len.min(u32::MAX as usize) as u32;
@@ -1006,6 +1087,16 @@ impl Driver {
                     .flags(libc::MSG_NOSIGNAL)
                     .build()
                     .user_data(ud(K_SEND_ZC, slot, index))
+            }
+            None if niov > 1 => {
+                self.stats.gathered_sends += 1;
+                let g = &mut *c.send.gather;
+                g.msg.msg_iov = g.iov.as_mut_ptr();
+                g.msg.msg_iovlen = niov as _;
+                opcode::SendMsg::new(types::Fd(fd), &g.msg)
+                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .build()
+                    .user_data(ud(K_SEND, 0, index))
             }
             None => opcode::Send::new(types::Fd(fd), ptr, len)
                 .flags(libc::MSG_NOSIGNAL)
@@ -1036,14 +1127,21 @@ impl Driver {
         }
         self.stats.bytes_sent += res as u64;
         let s = &mut c.send;
-        s.head_sent += res as u32;
+        // A gathered send may have finished several items and part of one.
+        let mut left = res as u32;
         let mut popped = false;
-        let done = match s.queue.front() {
-            Some(Item::Staged { start, end, .. }) => s.head_sent == end - start,
-            Some(Item::Pooled { len, .. }) => s.head_sent == *len,
-            None => false,
-        };
-        if done {
+        while left > 0 {
+            let item_len = match s.queue.front() {
+                Some(Item::Staged { start, end, .. }) => end - start,
+                Some(Item::Pooled { len, .. }) => *len,
+                None => break,
+            };
+            let rest = item_len - s.head_sent;
+            if left < rest {
+                s.head_sent += left;
+                break;
+            }
+            left -= rest;
             popped = true;
             s.head_sent = 0;
             if let Some(Item::Staged { chunk, .. }) = s.queue.pop_front() {

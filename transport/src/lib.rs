@@ -23,7 +23,9 @@
 //!   only a frame straddling two buffers is copied (counted in [`Stats`]).
 //! - **Send.** Small frames are written (or claimed and filled in place,
 //!   [`Driver::claim`]) into per-connection staging chunks and batched: one
-//!   send per connection per poll, all in one `io_uring_enter`. A
+//!   send per connection in flight, covering everything queued (several
+//!   chunks and pooled buffers gathered into one SENDMSG), all connections'
+//!   sends in one `io_uring_enter`. A
 //!   [`SendBuf`] is filled once and sent to many peers; above
 //!   [`DriverConfig::zc_threshold`] it goes out with `SEND_ZC` and is held
 //!   until the kernel's notification.
@@ -423,6 +425,9 @@ pub struct Stats {
     pub send_ops: u64,
     /// SEND_ZC operations submitted.
     pub zc_sends: u64,
+    /// Send operations that gathered several queue items (staging chunks,
+    /// pooled buffers) into one SENDMSG.
+    pub gathered_sends: u64,
     /// SEND_ZC notifications received (the kernel released the pages).
     pub zc_notifications: u64,
     /// Sends answered with `BackPressured`.

@@ -434,3 +434,78 @@ fn tampered_simulation_logs_are_caught() {
         "a lost delivery passed every checker"
     );
 }
+
+/// The adjust-version checkers read the upgrade family's real logs: damage
+/// a passing run's outcomes the way a broken Engine would, and each damage
+/// is caught.
+#[test]
+fn tampered_upgrade_logs_are_caught() {
+    use concord_membership::check::{self, AdjustOutcome, AdjustResult, Event, Invariant, Logs};
+
+    let switched =
+        |a: &AdjustOutcome| matches!(a.result, AdjustResult::Switched { from, to } if from != to);
+    // (log, event index) of a record whose entry another log also reached.
+    let shared = |logs: &Logs, refused: bool| -> Option<(usize, usize)> {
+        for (n, l) in logs.nodes.iter().enumerate() {
+            for (i, e) in l.events.iter().enumerate() {
+                let Event::Adjust(a) = e else { continue };
+                if switched(a) == refused {
+                    continue;
+                }
+                let elsewhere = logs.nodes.iter().enumerate().any(|(m, o)| {
+                    m != n
+                        && o.events.iter().any(|x| {
+                            matches!(x, Event::Adjust(b)
+                                if (b.group, b.position, b.view) == (a.group, a.position, a.view))
+                        })
+                });
+                if elsewhere {
+                    return Some((n, i));
+                }
+            }
+        }
+        None
+    };
+    let outcome = (0..300)
+        .map(|seed| sim::run_upgrade_seed(seed, None))
+        .find(|o| {
+            o.result.is_ok() && shared(&o.logs, true).is_some() && shared(&o.logs, false).is_some()
+        })
+        .expect("no passing upgrade seed among 0..300 with a shared refusal and a shared switch");
+    assert_eq!(check::check_all(&outcome.logs), Ok(()));
+
+    // One member reports another error for a refused request.
+    let (n, i) = shared(&outcome.logs, true).unwrap();
+    let mut logs = outcome.logs.clone();
+    if let Event::Adjust(a) = &mut logs.nodes[n].events[i] {
+        a.result = match a.result {
+            AdjustResult::NodeNotActive { node } => AdjustResult::Partitioned {
+                missing: vec![node],
+            },
+            _ => AdjustResult::NodeNotActive { node: 99 },
+        };
+    }
+    assert_eq!(
+        check::adjust_outcome::check(&logs).map_err(|v| v.invariant),
+        Err(Invariant::AdjustOutcome)
+    );
+
+    // One member reports a switch as a refusal.
+    let (n, i) = shared(&outcome.logs, false).unwrap();
+    let mut logs = outcome.logs.clone();
+    if let Event::Adjust(a) = &mut logs.nodes[n].events[i] {
+        a.result = AdjustResult::NodeNotActive { node: 1 };
+    }
+    assert_eq!(
+        check::adjust_outcome::check(&logs).map_err(|v| v.invariant),
+        Err(Invariant::AdjustOutcome)
+    );
+
+    // One member's switch outcome is lost: its switch view has none.
+    let mut logs = outcome.logs.clone();
+    logs.nodes[n].events.remove(i);
+    assert_eq!(
+        check::adjust_outcome::check(&logs).map_err(|v| v.invariant),
+        Err(Invariant::AdjustOutcome)
+    );
+}

@@ -318,6 +318,8 @@ pub struct Driver {
     bgids: Vec<u16>,
     send_pool: Rc<SendPool>,
     asm_pool: Rc<AssemblyPool>,
+    /// Reassembly slots preallocated (the most connections live at once).
+    asm_preallocated: usize,
     zc: Vec<Option<BufRef>>,
     zc_free: Vec<u32>,
     flush: Vec<u32>,
@@ -447,6 +449,7 @@ impl Driver {
                 cfg.max_frame_len as usize,
             )),
             asm_pool: Rc::new(AssemblyPool::default()),
+            asm_preallocated: 0,
             conns: Vec::new(),
             generations: Vec::new(),
             free_conns: Vec::new(),
@@ -722,6 +725,20 @@ impl Driver {
                 },
             );
             return;
+        }
+        // One reassembly buffer per concurrently live connection, sized for
+        // the largest frame that fits a receive buffer: a frame straddling two
+        // buffers is then copied without allocating, from the first one on.
+        let live = self
+            .conns
+            .iter()
+            .flatten()
+            .filter(|c| c.recv.is_some())
+            .count();
+        if live > self.asm_preallocated {
+            let cap = (buf_size as usize).min(self.cfg.max_frame_len as usize + HEADER_LEN);
+            self.asm_pool.preallocate(cap);
+            self.asm_preallocated += 1;
         }
         let deadline = Instant::now() + self.cfg.handshake_timeout;
         let c = self.conns[index as usize].as_mut().expect("conn exists");
@@ -1675,7 +1692,8 @@ impl Driver {
                             return Step::Bad(e);
                         }
                     };
-                    asm_pool.with_slot(slot, |v| v.reserve_exact(h.frame_len() - v.len()));
+                    stats.assembly_allocations +=
+                        asm_pool.reserve(slot, h.frame_len() - have) as u64;
                     asm.header = Some(h);
                 }
                 if let Some(h) = asm.header
@@ -1770,8 +1788,7 @@ impl Driver {
                 return Step::NeedMore;
             }
             let (slot, fresh) = asm_pool.take();
-            stats.assembly_allocations += fresh as u64;
-            asm_pool.with_slot(slot, |v| v.reserve_exact(flen));
+            stats.assembly_allocations += fresh as u64 + asm_pool.reserve(slot, flen) as u64;
             rs.asm = Some(Assembly { slot, header: None });
         }
     }

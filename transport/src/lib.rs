@@ -300,7 +300,10 @@ pub struct DriverConfig {
     /// Submission queue entries (the completion queue gets 4x).
     pub ring_entries: u32,
     /// Size of each receive buffer. Frames straddling two buffers are copied,
-    /// so a buffer several times the typical frame keeps copies rare.
+    /// so a buffer several times the typical frame keeps copies rare. The
+    /// driver also keeps one reassembly buffer of this size (capped at
+    /// `max_frame_len`) per concurrently live connection, so that copy never
+    /// allocates; only frames larger than a receive buffer grow one, once.
     pub recv_buf_size: u32,
     /// Receive buffers per connection (a power of two).
     pub recv_buf_count: u16,
@@ -458,7 +461,8 @@ pub struct Stats {
     pub disconnects: u64,
     /// Pooled send buffers allocated (not reused).
     pub pool_allocations: u64,
-    /// Reassembly buffers allocated (not reused).
+    /// Reassembly buffers allocated or grown (0 while straddling frames fit
+    /// a receive buffer: those are preallocated per connection).
     pub assembly_allocations: u64,
 }
 

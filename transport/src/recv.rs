@@ -226,6 +226,28 @@ impl AssemblyPool {
         ((slots.len() - 1) as u32, true)
     }
 
+    /// Adds a free slot with `cap` bytes of capacity (done once per
+    /// concurrently live connection, so a straddling frame up to `cap` never
+    /// allocates, not even the first).
+    pub(crate) fn preallocate(&self, cap: usize) {
+        let mut slots = self.slots.borrow_mut();
+        slots.push(Vec::with_capacity(cap));
+        let mut free = self.free.borrow_mut();
+        let missing = slots.len().saturating_sub(free.len());
+        free.reserve(missing);
+        free.push((slots.len() - 1) as u32);
+    }
+
+    /// Makes room for `additional` more bytes in `slot`; returns whether that
+    /// allocated (only a frame larger than every preallocated slot does).
+    pub(crate) fn reserve(&self, slot: u32, additional: usize) -> bool {
+        self.with_slot(slot, |v| {
+            let grow = v.capacity() - v.len() < additional;
+            v.reserve_exact(additional);
+            grow
+        })
+    }
+
     pub(crate) fn with_slot<R>(&self, slot: u32, f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
         f(&mut self.slots.borrow_mut()[slot as usize])
     }

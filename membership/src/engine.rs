@@ -166,6 +166,10 @@ pub struct Engine<P: Payload> {
     /// the same incarnation continues the FIFO stream instead of reusing
     /// sequence numbers peers already delivered.
     left_seqs: BTreeMap<GroupId, u64>,
+    /// Groups this node left as their sequencer: `(epoch, position)` of its
+    /// own Leave. A member that missed the stable point of that Leave keeps
+    /// acking its old coordinator; the answer lets it install the Leave.
+    farewells: BTreeMap<GroupId, (u32, u64)>,
     next_heartbeat: Time,
 }
 
@@ -296,6 +300,7 @@ impl<P: Payload> Engine<P> {
             proposers: BTreeMap::new(),
             joiners: BTreeMap::new(),
             left_seqs: BTreeMap::new(),
+            farewells: BTreeMap::new(),
             next_heartbeat: now,
         })
     }
@@ -346,7 +351,8 @@ impl<P: Payload> Engine<P> {
             }
             if let Some(c) = g.coordinator()
                 && c != self.ctx.me
-                && g.ready >= g.last_ack_sent + ack_every
+                && (g.ready >= g.last_ack_sent + ack_every
+                    || (g.ready > g.last_ack_sent && g.awaits_stable_view_change()))
             {
                 g.last_ack_sent = g.ready;
                 g.last_ack_time = now;
@@ -370,7 +376,7 @@ impl<P: Payload> Engine<P> {
     pub fn join(&mut self, now: Time, group: GroupId, mode: DeliveryMode) -> Result<(), Error> {
         self.now = self.now.max(now);
         if let Some(g) = self.groups.get(&group) {
-            return if g.is_member() {
+            return if g.is_member() && g.leaving.is_none() {
                 Ok(())
             } else {
                 Err(Error::InProgress { group })
@@ -510,7 +516,9 @@ impl<P: Payload> Engine<P> {
         let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in ids {
-            if reachable < self.majority {
+            if reachable < self.majority
+                && self.groups.get(&gid).is_some_and(|g| now >= g.grace_until)
+            {
                 self.go_partitioned(gid);
             }
             self.tick_group(gid);
@@ -546,12 +554,14 @@ impl<P: Payload> Engine<P> {
     }
 
     /// Members of the view this node believes failed (suspected or restarted).
+    /// Right after an admission only restarts count (see `Group::grace_until`).
     fn faulty(&self, g: &Group<P>) -> Vec<NodeId> {
+        let grace = self.now < g.grace_until;
         g.view
             .members
             .iter()
             .zip(g.incs.iter())
-            .filter(|(m, inc)| self.suspected(**m) || self.peer_inc(**m) > **inc)
+            .filter(|(m, inc)| (!grace && self.suspected(**m)) || self.peer_inc(**m) > **inc)
             .map(|(m, _)| *m)
             .collect()
     }
@@ -687,15 +697,19 @@ impl<P: Payload> Engine<P> {
             }
         }
         g.my_ordered_at_check = g.my_ordered;
-        // Leave retry.
+        // Leave retry: to every member (ourselves included, should we
+        // coordinate a new epoch now), because the coordinator may have
+        // ordered the Leave already (then any member that installed it
+        // answers with the stable point the leaver waits for), or may have
+        // left itself.
         if let Some(t) = g.leaving
             && now.0.saturating_sub(t.0) >= 2 * hb
         {
             g.leaving = Some(now);
-            if let Some(c) = coord {
-                let last_seq = g.my_seq;
+            let last_seq = g.my_seq;
+            for m in g.view.members.clone() {
                 self.ctx.send(
-                    c,
+                    m,
                     Body::LeaveRequest {
                         group: gid,
                         last_seq,
@@ -742,14 +756,15 @@ impl<P: Payload> Engine<P> {
                     },
                 );
             }
-            // Re-send welcomes not yet acknowledged.
+            // Re-send welcomes not yet acknowledged (once their Join is
+            // stable).
+            let stable = g.stable;
             let welcomes: Vec<(NodeId, WelcomeInfo)> = g
                 .seq
                 .as_ref()
                 .map(|s| s.welcomes.clone())
                 .unwrap_or_default();
-            let stable = g.stable;
-            for (n, w) in welcomes {
+            for (n, w) in welcomes.into_iter().filter(|(_, w)| w.position <= stable) {
                 self.ctx.send(
                     n,
                     Body::Welcome {
@@ -876,13 +891,35 @@ impl<P: Payload> Engine<P> {
                 epoch,
                 ready,
             } => {
+                let now = self.now;
                 if let Some(g) = self.groups.get_mut(&group)
                     && g.is_member()
-                    && g.epoch() == epoch
-                    && g.seq.is_some()
                 {
-                    g.on_ack(from, ready);
-                    self.after_change(group);
+                    if g.epoch() == epoch
+                        && let Some(seq) = g.seq.as_mut()
+                    {
+                        match seq.acked_at.iter_mut().find(|(n, _)| *n == from) {
+                            Some(a) => a.1 = now,
+                            None => seq.acked_at.push((from, now)),
+                        }
+                        g.on_ack(from, ready);
+                        self.after_change(group);
+                    }
+                } else if let Some(&(e, pos)) = self.farewells.get(&group)
+                    && e == epoch
+                {
+                    // We left as this member's coordinator: it still waits
+                    // for the stable point of our Leave.
+                    self.ctx.send(
+                        from,
+                        Body::Order {
+                            group,
+                            epoch,
+                            first: pos + 1,
+                            entries: Vec::new(),
+                            stable: pos,
+                        },
+                    );
                 }
             }
             Body::Nack {
@@ -937,7 +974,21 @@ impl<P: Payload> Engine<P> {
                 }
             }
             Body::LeaveRequest { group, last_seq } => {
-                if let Some(g) = self.groups.get_mut(&group)
+                if let Some(g) = self.groups.get(&group)
+                    && g.is_member()
+                    && !g.view.contains(from)
+                {
+                    // Its Leave is installed here, so it is stable: the
+                    // leaver only waits to learn that.
+                    let body = Body::Order {
+                        group,
+                        epoch: g.epoch(),
+                        first: g.delivered + 1,
+                        entries: Vec::new(),
+                        stable: g.stable,
+                    };
+                    self.ctx.send(from, body);
+                } else if let Some(g) = self.groups.get_mut(&group)
                     && g.is_member()
                     && let Some(seq) = g.seq.as_mut()
                     && !seq.retired
@@ -1035,6 +1086,12 @@ impl<P: Payload> Engine<P> {
         }
         if !new {
             self.ctx.stats.duplicates += 1;
+            // A sender re-sends what it sees unordered: a sequencer that
+            // took over holds the payloads already and must order them now.
+            if g.is_sequencer() {
+                g.order_sender(&mut self.ctx, sender, sinc);
+                self.after_change(group);
+            }
             return;
         }
         if g.is_sequencer() {
@@ -1107,10 +1164,7 @@ impl<P: Payload> Engine<P> {
             }
         }
         if g.deliver(&mut self.ctx) {
-            // Our own Leave was delivered: the group is over for us.
-            let my_seq = g.my_seq;
-            self.left_seqs.insert(gid, my_seq);
-            self.groups.remove(&gid);
+            self.removed(gid);
             return;
         }
         if let Some((epoch, ballot, leader, cut)) = g.pending_accept
@@ -1126,6 +1180,15 @@ impl<P: Payload> Engine<P> {
                 },
             );
         }
+        if g.seq
+            .as_ref()
+            .is_some_and(|s| s.welcomes.iter().any(|(_, w)| !w.sent))
+        {
+            self.send_due_welcomes(gid);
+        }
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         if let Some(pi) = g.pending_install.as_ref()
             && g.ready >= pi.proposal.cut
         {
@@ -1138,6 +1201,50 @@ impl<P: Payload> Engine<P> {
             && g.ready >= cut
         {
             self.build_and_accept(gid);
+        }
+    }
+
+    /// A Leave of this member was delivered. If the application asked to
+    /// leave, the group is over for it. Otherwise the primary removed it
+    /// (it asked to be re-admitted while the primary still counted it as a
+    /// member, from a request that may have been stale): it joins again.
+    fn removed(&mut self, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        if g.leaving.is_none() {
+            self.start_rejoin(gid);
+            return;
+        }
+        if g.seq.is_some() {
+            self.farewells.insert(gid, (g.epoch(), g.delivered));
+        }
+        let my_seq = g.my_seq;
+        self.left_seqs.insert(gid, my_seq);
+        self.groups.remove(&gid);
+    }
+
+    /// Sequencer: send the Welcomes whose Join is now stable.
+    fn send_due_welcomes(&mut self, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let stable = g.stable;
+        let Some(seq) = g.seq.as_mut() else { return };
+        for (n, w) in seq.welcomes.iter_mut() {
+            if !w.sent && w.position <= stable {
+                w.sent = true;
+                self.ctx.send(
+                    *n,
+                    Body::Welcome {
+                        view: w.view.clone(),
+                        position: w.position,
+                        stable,
+                        next: w.next.clone(),
+                        incarnations: w.incs.clone(),
+                    },
+                );
+            }
         }
     }
 
@@ -1251,33 +1358,60 @@ impl<P: Payload> Engine<P> {
                 .send(from, Body::JoinRefused { group: gid, active });
             return;
         }
-        let Some(seq) = g.seq.as_ref() else { return };
+        let now = self.now;
+        let ft = self.cfg.failure_timeout;
+        let stable = g.stable;
+        let Some(seq) = g.seq.as_mut() else { return };
+        let known_next = next_of(&seq.next, from, from_inc);
         if let Some(i) = seq.view.members.iter().position(|m| *m == from) {
-            if seq.incs[i] == from_inc
-                && let Some((_, w)) = seq.welcomes.iter().find(|(n, _)| *n == from)
-            {
-                let w = w.clone();
-                let stable = g.stable;
-                self.ctx.send(
-                    from,
-                    Body::Welcome {
-                        view: w.view,
-                        position: w.position,
-                        stable,
-                        next: w.next,
-                        incarnations: w.incs,
-                    },
-                );
+            if seq.incs[i] != from_inc {
+                // An older incarnation is still a member: the flush removes
+                // it first, the joiner retries.
+                return;
             }
-            // An older incarnation is still a member: the flush removes it
-            // first, the joiner retries.
-            return;
+            if let Some((_, w)) = seq.welcomes.iter().find(|(n, _)| *n == from) {
+                if w.position <= stable {
+                    let w = w.clone();
+                    self.ctx.send(
+                        from,
+                        Body::Welcome {
+                            view: w.view,
+                            position: w.position,
+                            stable,
+                            next: w.next,
+                            incarnations: w.incs,
+                        },
+                    );
+                }
+                return;
+            }
+            // A member of ours asks to join: it left the group on its side
+            // (it saw itself partitioned, or gave up) while we still count
+            // it. Its acks stop then; a request from an active member is a
+            // stale copy, and its acks keep coming. After a failure timeout
+            // of silence, remove it and admit it again, in one batch.
+            let heard = match seq.acked_at.iter().find(|(n, _)| *n == from) {
+                Some((_, t)) => *t,
+                None => {
+                    seq.acked_at.push((from, now));
+                    now
+                }
+            };
+            if now.0.saturating_sub(heard.0) <= ft {
+                return;
+            }
+            seq.acked_at.retain(|(n, _)| *n != from);
+            if g.order_control(&mut self.ctx, OrderEntry::Leave { node: from })
+                .is_none()
+            {
+                return;
+            }
         }
         // Resume the joiner's stream where both sides can: messages the group
         // ordered are not sent again (the joiner re-sends from the Welcome's
         // `next`), and messages the joiner released (delivered and stable in
         // a history this group lost, e.g. before an orphan restart) cannot be.
-        let first_seq = next_of(&seq.next, from, from_inc).max(next_seq);
+        let first_seq = known_next.max(next_seq);
         let Some(position) = g.order_control(
             &mut self.ctx,
             OrderEntry::Join {
@@ -1295,19 +1429,10 @@ impl<P: Payload> Engine<P> {
             position,
             next: seq.next.clone(),
             incs: seq.incs.clone(),
+            sent: false,
         };
-        seq.welcomes.push((from, w.clone()));
-        let stable = g.stable;
-        self.ctx.send(
-            from,
-            Body::Welcome {
-                view: w.view,
-                position,
-                stable,
-                next: w.next,
-                incarnations: w.incs,
-            },
-        );
+        seq.welcomes.push((from, w));
+        // The Welcome goes out once the Join is stable (`after_change`).
         self.after_change(gid);
     }
 
@@ -1340,6 +1465,7 @@ impl<P: Payload> Engine<P> {
         g.my_ordered = next_of(&g.next, me, self.ctx.inc).saturating_sub(1);
         g.my_ordered_at_check = g.my_ordered;
         g.leaving = None;
+        g.grace_until = self.now.plus(self.cfg.failure_timeout);
         self.ctx.stats.view_changes += 1;
         let reason = if rejoin {
             Reason::Merged
@@ -1368,7 +1494,6 @@ impl<P: Payload> Engine<P> {
 
     /// This member lost the primary component: stop, report, rejoin later.
     fn go_partitioned(&mut self, gid: GroupId) {
-        let me = self.ctx.me;
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
@@ -1384,6 +1509,27 @@ impl<P: Payload> Engine<P> {
         self.ctx
             .commands
             .push_back(Command::Partitioned { group: gid });
+        if g.leaving.is_some() {
+            // The application asked to leave: the leave ends here (its Leave
+            // may never be ordered, or be ordered without us hearing of it).
+            // No rejoin.
+            let my_seq = g.my_seq;
+            self.left_seqs.insert(gid, my_seq);
+            self.groups.remove(&gid);
+            self.proposers.remove(&gid);
+            self.joiners.remove(&gid);
+            return;
+        }
+        self.start_rejoin(gid);
+    }
+
+    /// Stop being a member and ask to be admitted again (`Reason::Merged`),
+    /// keeping our own messages the primary may not have ordered.
+    fn start_rejoin(&mut self, gid: GroupId) {
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         g.phase = Phase::Joining {
             rejoin: true,
             last_request: self.now,
@@ -2058,9 +2204,7 @@ impl<P: Payload> Engine<P> {
         // Every member of the new view holds everything up to the cut.
         g.stable = g.stable.max(proposal.cut);
         if g.deliver(&mut self.ctx) {
-            let my_seq = g.my_seq;
-            self.left_seqs.insert(gid, my_seq);
-            self.groups.remove(&gid);
+            self.removed(gid);
             return;
         }
         let failed: Vec<NodeId> = proposal

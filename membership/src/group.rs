@@ -92,6 +92,9 @@ pub(crate) struct WelcomeInfo {
     pub position: u64,
     pub next: Vec<SenderNext>,
     pub incs: Vec<u64>,
+    /// Sent once the Join is stable (so the joiner never installs a view
+    /// the primary does not); re-sent on ticks until acknowledged.
+    pub sent: bool,
 }
 
 /// The sequencer role, held by the coordinator.
@@ -117,6 +120,10 @@ pub(crate) struct Sequencer {
     pub welcomes: Vec<(NodeId, WelcomeInfo)>,
     /// Once it ordered its own Leave, it orders nothing more.
     pub retired: bool,
+    /// When each member's last `Ack` arrived (recorded by the Engine): a
+    /// member that went silent and asks to join again has left the group
+    /// from its own point of view.
+    pub acked_at: Vec<(NodeId, Time)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -180,6 +187,10 @@ pub(crate) struct Group<P> {
     pub last_nack: Time,
     /// When this member first saw a suspected member (flush timing).
     pub suspect_since: Option<Time>,
+    /// Until then, suspicions this node formed before it was (re)admitted
+    /// neither make it report Partitioned nor start a flush: peers it could
+    /// not hear while it was cut off are heard again within a heartbeat.
+    pub grace_until: Time,
 }
 
 pub(crate) fn next_of(next: &[SenderNext], node: NodeId, inc: u64) -> u64 {
@@ -240,6 +251,7 @@ impl<P: Payload> Group<P> {
             nack_round: 0,
             last_nack: now,
             suspect_since: None,
+            grace_until: Time(0),
         }
     }
 
@@ -523,8 +535,21 @@ impl<P: Payload> Group<P> {
         true
     }
 
-    /// Deliver every position that may be delivered. Returns `Some(true)` if
-    /// this member's own Leave was delivered (the group is over for it).
+    /// Whether delivery waits for the stable point to reach a view change
+    /// this member already holds (its ack should go out now, not on the
+    /// next tick).
+    pub fn awaits_stable_view_change(&self) -> bool {
+        let pos = self.delivered + 1;
+        pos <= self.ready
+            && pos > self.stable
+            && matches!(
+                self.slot(pos),
+                Some(Slot::Join { .. } | Slot::Leave { .. } | Slot::Version(_))
+            )
+    }
+
+    /// Deliver every position that may be delivered. Returns `true` if a
+    /// Leave of this member was delivered (the group is over for it).
     pub fn deliver(&mut self, ctx: &mut Ctx<P>) -> bool {
         self.advance_ready();
         loop {
@@ -536,6 +561,13 @@ impl<P: Payload> Group<P> {
                 break;
             }
             let Some(slot) = self.slot(pos) else { break };
+            // A view change (Join, Leave, version switch) is installed only
+            // once every member of the view holds its entry, in either mode:
+            // then any later flush of this epoch has it below its cut, so no
+            // member (cut off or not) installs a view the primary does not.
+            if pos > self.stable && !matches!(slot, Slot::Data { .. }) {
+                break;
+            }
             self.delivered = pos;
             match slot {
                 Slot::Data { sender, inc, seq } => {
@@ -597,9 +629,26 @@ impl<P: Payload> Group<P> {
                     });
                     if node == ctx.me {
                         // A leaving sequencer sends its last batch (which
-                        // holds its own Leave) before it goes.
+                        // holds its own Leave) and the stable point that
+                        // lets the others install the Leave before it goes.
                         self.publish(ctx);
                         return true;
+                    }
+                    if was_coordinator {
+                        // The leaver installs its Leave view once it learns
+                        // the entry is stable; it is no longer a target of
+                        // the order records, so tell it here (a lost one is
+                        // answered again when its LeaveRequest is retried).
+                        ctx.send(
+                            node,
+                            Body::Order {
+                                group: self.id,
+                                epoch: self.view.id.epoch(),
+                                first: pos + 1,
+                                entries: Vec::new(),
+                                stable: pos,
+                            },
+                        );
                     }
                     if !was_coordinator && self.coordinator() == Some(ctx.me) {
                         self.take_over(pos);
@@ -652,6 +701,7 @@ impl<P: Payload> Group<P> {
             leaves: Vec::new(),
             welcomes: Vec::new(),
             retired: false,
+            acked_at: Vec::new(),
         });
     }
 
@@ -794,6 +844,8 @@ impl<P: Payload> Group<P> {
                 }
                 seq.view.id = seq.view.id.next_change();
                 seq.acks.retain(|(m, _)| *m != node);
+                seq.welcomes.retain(|(m, _)| *m != node);
+                seq.leaves.retain(|(m, _)| *m != node);
                 if seq.view.coordinator() != Some(ctx.me) {
                     seq.retired = true;
                 }

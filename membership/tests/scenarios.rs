@@ -47,6 +47,8 @@ struct Net {
     mode: DeliveryMode,
     /// Messages to these nodes are dropped (one-way cut).
     deaf: Vec<bool>,
+    /// Links cut in both directions, on top of `side`.
+    cut: Vec<(u32, u32)>,
 }
 
 impl Net {
@@ -69,6 +71,7 @@ impl Net {
             logs: vec![Vec::new(); n as usize],
             mode,
             deaf: vec![false; n as usize],
+            cut: Vec::new(),
         }
     }
 
@@ -141,7 +144,11 @@ impl Net {
                 }
                 let (from, to, msg) = self.queue.remove(&(t, c)).unwrap();
                 let (f, d) = ((from.0 - 1) as usize, (to.0 - 1) as usize);
-                if self.side[f] != self.side[d] || self.deaf[d] {
+                let link_cut = self
+                    .cut
+                    .iter()
+                    .any(|&(a, b)| (a, b) == (from.0, to.0) || (b, a) == (from.0, to.0));
+                if self.side[f] != self.side[d] || self.deaf[d] || link_cut {
                     continue;
                 }
                 if let Some(e) = self.engines[d].as_mut() {
@@ -856,4 +863,196 @@ fn assert_same_tail(net: &Net, k: usize) {
     };
     assert_eq!(tail(1), tail(2));
     assert_eq!(tail(1), tail(3));
+}
+
+fn partitioned_count(net: &Net, node: u32) -> usize {
+    net.logs[(node - 1) as usize]
+        .iter()
+        .filter(|e| **e == Ev::Partitioned)
+        .count()
+}
+
+/// Simulator seeds 218 and 456: a sequencer cut off alone orders its own
+/// Leave. It must not install the view without itself, which the primary
+/// never installs (the primary flushes it out instead): a view change waits
+/// until every member holds the entry, in Agreed mode too. Cut off, it
+/// reports Partitioned and, as the application asked to leave, does not
+/// rejoin after the heal.
+#[test]
+fn a_cut_off_leaving_sequencer_installs_no_view_of_its_own() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    for i in 0..6u8 {
+        net.send(1 + u32::from(i % 3), g, &[i]);
+    }
+    net.run(10);
+    net.side = vec![1, 0, 0];
+    let now = Time(net.now);
+    net.engine(1).leave(now, g).unwrap();
+    net.drain(0);
+    net.run(300);
+    assert_eq!(
+        position_of(&net.views(1), &Reason::Leave(NodeId(1))),
+        None,
+        "the cut-off leaver installed its Leave view: {:?}",
+        net.views(1)
+    );
+    assert_eq!(partitioned_count(&net, 1), 1);
+    assert!(!net.engine(1).is_member(g));
+    let failed = Reason::Failed(vec![NodeId(1)]);
+    let p2 = position_of(&net.views(2), &failed).expect("the primary flushed node 1 out");
+    assert_eq!(Some(p2), position_of(&net.views(3), &failed));
+    // After the heal the leaver stays out: it asked to leave.
+    net.side = vec![0, 0, 0];
+    net.run(200);
+    assert!(!net.engine(1).is_member(g));
+    assert_eq!(position_of(&net.views(1), &Reason::Merged), None);
+    assert_eq!(
+        net.engine(2).view(g).unwrap().members,
+        vec![NodeId(2), NodeId(3)]
+    );
+    // And it can join again when it wants to.
+    net.join(1, g);
+    net.run(50);
+    assert!(net.engine(1).is_member(g));
+    let join = Reason::Join(NodeId(1));
+    let last_join = |views: Vec<(View, Reason, u64)>| {
+        views
+            .into_iter()
+            .rev()
+            .find(|(_, r, _)| *r == join)
+            .map(|(_, _, p)| p)
+    };
+    let p = last_join(net.views(2)).expect("the primary admitted node 1");
+    assert_eq!(Some(p), last_join(net.views(1)));
+    assert!(p > p2);
+}
+
+/// Simulator seeds 24, 31, 63: a Safe-mode leaver waits for its Leave entry
+/// to become stable, but it is no longer a target of the order records. The
+/// coordinator tells it when it installs the Leave (and any member answers
+/// a retried LeaveRequest), so the leave completes in both modes, for a
+/// member and for the coordinator, without a flush or a timeout. A join
+/// while the leave is in progress is refused.
+#[test]
+fn a_graceful_leave_completes_in_both_modes_for_member_and_coordinator() {
+    for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
+        for leaver in [3u32, 1] {
+            let mut net = Net::new(3, mode);
+            let g = group();
+            net.form(g, &[1, 2, 3]);
+            for i in 0..10u8 {
+                net.send(1 + u32::from(i % 3), g, &[i]);
+            }
+            let now = Time(net.now);
+            net.engine(leaver).leave(now, g).unwrap();
+            assert!(matches!(
+                net.engine(leaver).join(now, g, mode),
+                Err(concord_membership::Error::InProgress { .. })
+            ));
+            net.drain((leaver - 1) as usize);
+            net.run(50);
+            let what = format!("{mode:?}, node {leaver} leaving");
+            assert!(!net.engine(leaver).is_member(g), "{what}: still a member");
+            let leave = Reason::Leave(NodeId(leaver));
+            let stay: Vec<u32> = [1u32, 2, 3].into_iter().filter(|n| *n != leaver).collect();
+            let p = position_of(&net.views(stay[0]), &leave).expect("the leave was installed");
+            assert_eq!(Some(p), position_of(&net.views(stay[1]), &leave), "{what}");
+            assert_eq!(Some(p), position_of(&net.views(leaver), &leave), "{what}");
+            assert_same(&net, stay[0], stay[1]);
+            assert_eq!(net.deliveries(stay[0]).len(), 10, "{what}");
+            let before: Vec<_> = net
+                .deliveries(stay[0])
+                .into_iter()
+                .filter(|(s, _)| *s < p)
+                .collect();
+            assert_eq!(net.deliveries(leaver), before, "{what}");
+            assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+            // The group goes on, and the leaver can come back.
+            net.send(stay[1], g, b"after");
+            net.join(leaver, g);
+            net.run(50);
+            assert!(net.engine(leaver).is_member(g), "{what}: did not rejoin");
+            assert_eq!(net.deliveries(stay[0]).len(), 11, "{what}");
+            assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+        }
+    }
+}
+
+/// Simulator seeds 4, 124, 192: a node admitted again after a partition
+/// still suspects the peers it could not hear while it was cut off. Those
+/// suspicions are older than its admission and must not make it report
+/// Partitioned (or start a flush) right after its Merged view.
+#[test]
+fn a_merged_member_ignores_suspicions_from_before_its_readmission() {
+    let mut net = Net::new(5, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3, 4, 5]);
+    net.side = vec![0, 0, 0, 0, 1];
+    net.run(200);
+    assert!(!net.engine(5).is_member(g));
+    assert_eq!(partitioned_count(&net, 5), 1);
+    // Heal, but node 5 hears only the coordinator for a few milliseconds.
+    net.side = vec![0; 5];
+    net.cut = vec![(5, 2), (5, 3), (5, 4)];
+    let mut waited = 0;
+    while !net.engine(5).is_member(g) {
+        net.run(1);
+        waited += 1;
+        assert!(waited < 200, "node 5 was not admitted again");
+    }
+    net.run(3);
+    net.cut.clear();
+    net.run(200);
+    assert_eq!(partitioned_count(&net, 5), 1, "{:?}", net.views(5));
+    assert!(net.engine(5).is_member(g));
+    let p = position_of(&net.views(1), &Reason::Merged).expect("the primary merged node 5");
+    assert_eq!(Some(p), position_of(&net.views(5), &Reason::Merged));
+    net.send(5, g, b"back");
+    net.run(20);
+    for n in 1..=5 {
+        assert_eq!(net.deliveries(n).last().unwrap().1, b"back".to_vec());
+    }
+}
+
+/// A node that saw itself partitioned while the others still count it as a
+/// member (it could not hear them; they heard it) asks to join again. The
+/// coordinator removes it and admits it again, ordered back to back. Before,
+/// it ignored a join request from a member: the node stayed out for ever,
+/// and in Safe mode the stable point waited for its acks for ever.
+#[test]
+fn a_member_that_saw_itself_partitioned_is_removed_and_admitted_again() {
+    let mut net = Net::new(5, DeliveryMode::Safe);
+    let g = group();
+    net.form(g, &[1, 2, 3, 4, 5]);
+    net.deaf[4] = true;
+    net.run(60);
+    assert_eq!(partitioned_count(&net, 5), 1);
+    assert!(!net.engine(5).is_member(g));
+    assert_eq!(net.engine(1).view(g).unwrap().members.len(), 5);
+    net.send(2, g, b"while 5 is out");
+    net.run(60);
+    net.deaf[4] = false;
+    net.run(100);
+    assert!(net.engine(5).is_member(g), "node 5 was not admitted again");
+    for n in 1..=4 {
+        assert!(
+            net.deliveries(n)
+                .iter()
+                .any(|d| d.1 == b"while 5 is out".to_vec()),
+            "node {n}"
+        );
+    }
+    let views1 = net.views(1);
+    let left = position_of(&views1, &Reason::Leave(NodeId(5))).expect("node 5 removed");
+    let merged = position_of(&views1, &Reason::Merged).expect("node 5 admitted again");
+    assert_eq!(merged, left + 1);
+    assert_eq!(Some(merged), position_of(&net.views(5), &Reason::Merged));
+    assert_eq!(net.stats(1).flushes, 0);
+    net.send(5, g, b"back");
+    net.run(30);
+    for n in 1..=5 {
+        assert_eq!(net.deliveries(n).last().unwrap().1, b"back".to_vec());
+    }
 }

@@ -209,6 +209,14 @@ enum Ev {
     UpgradeBoot {
         node: usize,
     },
+    /// Upgrade family: the application tries a refused join again (a join
+    /// right after a leave is refused while the leave completes).
+    RetryJoin {
+        node: usize,
+        group: usize,
+        incarnation: u64,
+        tries: u32,
+    },
     FinalHeal,
     Poll,
     Stop,
@@ -550,6 +558,16 @@ impl World {
                     down,
                     since,
                 } => self.upgrade_step(node, incarnation, max, down, since),
+                Ev::RetryJoin {
+                    node,
+                    group,
+                    incarnation,
+                    tries,
+                } => {
+                    if self.slots[node].incarnation == incarnation {
+                        self.join_retrying(node, group, tries);
+                    }
+                }
                 Ev::UpgradeBoot { node } => {
                     if self.slots[node].engine.is_none() {
                         self.cov.restarts += 1;
@@ -632,7 +650,9 @@ impl World {
                 self.settle(node);
             }
             Action::Join { node, group } => {
-                if self.slots[node].engine.is_some()
+                if self.sc.upgrade.is_some() {
+                    self.join_retrying(node, group, 100);
+                } else if self.slots[node].engine.is_some()
                     && !self.slots[node].upgrading
                     && !self.slots[node].wants.contains(&group)
                 {
@@ -1047,6 +1067,29 @@ impl World {
             let c = view.coordinator()?;
             Some(c.0 as usize - 1)
         })
+    }
+
+    /// A join the application tries again every 5 ms while it is refused
+    /// (at most `tries` times).
+    fn join_retrying(&mut self, node: usize, group: usize, tries: u32) {
+        let slot = &self.slots[node];
+        if slot.engine.is_none() || slot.upgrading || slot.wants.contains(&group) {
+            return;
+        }
+        let incarnation = slot.incarnation;
+        self.join(node, group);
+        self.settle(node);
+        if !self.slots[node].wants.contains(&group) && tries > 1 {
+            self.schedule(
+                self.now + 5 * MS,
+                Ev::RetryJoin {
+                    node,
+                    group,
+                    incarnation,
+                    tries: tries - 1,
+                },
+            );
+        }
     }
 
     fn join(&mut self, node: usize, group: usize) {

@@ -144,6 +144,10 @@ fn print_gaps(g: &Gaps) {
         stats(&g.after_switch)
     );
     eprintln!(
+        "no-pause: the same, seeds whose adjust no fault races: {}",
+        stats(&g.after_switch_unraced)
+    );
+    eprintln!(
         "no-pause: delivery -> next delivery (ordinary): {}",
         stats(&g.ordinary)
     );

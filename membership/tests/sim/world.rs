@@ -313,6 +313,8 @@ pub struct World {
 #[derive(Debug, Clone, Default)]
 pub struct Gaps {
     pub after_switch: Vec<u64>,
+    /// `after_switch` of the seeds whose adjust no fault races.
+    pub after_switch_unraced: Vec<u64>,
     pub ordinary: Vec<u64>,
     /// For comparison: from another fast-path view (a join or a leave) to
     /// the next delivery.
@@ -326,6 +328,8 @@ impl Gaps {
     pub fn add(&mut self, o: &Gaps) {
         self.after_switch.extend_from_slice(&o.after_switch);
         self.ordinary.extend_from_slice(&o.ordinary);
+        self.after_switch_unraced
+            .extend_from_slice(&o.after_switch_unraced);
         self.after_view.extend_from_slice(&o.after_view);
         self.per_seed.extend_from_slice(&o.per_seed);
     }
@@ -1001,6 +1005,11 @@ impl World {
     fn measure(&mut self) {
         let sent_at: BTreeMap<u64, u64> = self.logs.sent.iter().map(|s| (s.digest, s.at)).collect();
         let (mut worst_switch, mut worst_ordinary, mut samples) = (0u64, 0u64, 0u64);
+        let unraced = self
+            .sc
+            .upgrade
+            .as_ref()
+            .is_some_and(|p| p.race == super::scenario::Race::None);
         for log in &self.logs.nodes {
             // Per group: the last event (view id, position, time, kind).
             #[derive(Clone, Copy, PartialEq)]
@@ -1032,6 +1041,9 @@ impl World {
                             match kind {
                                 Kind::Switch => {
                                     self.gaps.after_switch.push(gap);
+                                    if unraced {
+                                        self.gaps.after_switch_unraced.push(gap);
+                                    }
                                     worst_switch = worst_switch.max(gap);
                                     samples += 1;
                                 }

@@ -682,6 +682,7 @@ impl<P: Payload> Engine<P> {
         }
         g.ready_at_check = g.ready;
         // Own messages that the sequencer does not seem to have.
+        let mut ordered_own = false;
         if g.my_ordered < g.my_seq
             && g.my_ordered == g.my_ordered_at_check
             && g.cap == u64::MAX
@@ -691,6 +692,9 @@ impl<P: Payload> Engine<P> {
                 if c == me {
                     let inc = self.ctx.inc;
                     g.order_sender(&mut self.ctx, me, inc);
+                    // Deliver (and, alone in the view, make stable) what
+                    // was just ordered: no peer's ack may come to do it.
+                    ordered_own = true;
                 } else {
                     g.resend_own(&mut self.ctx, &[c], self.cfg.batch);
                 }
@@ -798,6 +802,9 @@ impl<P: Payload> Engine<P> {
                     }
                 }
             }
+        }
+        if ordered_own {
+            self.after_change(gid);
         }
     }
 

@@ -855,6 +855,41 @@ fn rejoin_after_leave_continues_the_stream_past_the_decided_record() {
     }
 }
 
+/// A member multicasts while its sequencer is unreachable, is cut off, and
+/// after the heal finds the group empty (the other side flushed it out and
+/// then left): it restarts the group alone. Its own messages that nobody
+/// ordered are ordered by its own retransmission tick, and it delivers them
+/// without waiting for a peer's ack that a sole member never gets (sim seed
+/// 65: back-pressure for ever).
+#[test]
+fn sole_restarter_orders_and_delivers_its_held_messages() {
+    let mut net = Net::new(3, DeliveryMode::Safe);
+    let g = group();
+    net.form(g, &[2, 1]);
+    net.side = vec![1, 0, 0];
+    for i in 0..2u8 {
+        assert!(matches!(net.send(1, g, &[i]), Multicast::Sent { .. }));
+    }
+    net.run(200);
+    assert!(net.logs[0].contains(&Ev::Partitioned));
+    assert!(net.engine(2).is_member(g));
+    let now = Time(net.now);
+    net.engine(2).leave(now, g).unwrap();
+    net.drain(1);
+    net.run(50);
+    assert!(!net.engine(2).is_member(g));
+    net.side = vec![0, 0, 0];
+    net.run(300);
+    let view = net
+        .engine(1)
+        .view(g)
+        .expect("node 1 restarted the group")
+        .clone();
+    assert_eq!(view.members, vec![NodeId(1)]);
+    let mine: Vec<Vec<u8>> = net.deliveries(1).into_iter().map(|d| d.1).collect();
+    assert_eq!(mine, vec![vec![0], vec![1]], "node 1 delivered {mine:?}");
+}
+
 /// The last `k` deliveries of every node are the same (positions and payloads).
 fn assert_same_tail(net: &Net, k: usize) {
     let tail = |n: u32| {

@@ -216,6 +216,25 @@ pub(crate) fn set_next(next: &mut Vec<SenderNext>, node: NodeId, inc: u64, value
     }
 }
 
+/// A Join entry resumes `node`'s stream at `first_seq` where it stood at
+/// `from`: its payloads in `from..first_seq` will never be ordered. Drop them
+/// when the ring holds nothing older (nothing ordered that a NACK may still
+/// ask for), so the ring's base jumps without allocating; otherwise a ring
+/// left far below the stream would refuse new payloads as out of range.
+fn skip_unordered<P: Payload>(
+    senders: &mut [SenderBuf<P>],
+    node: NodeId,
+    inc: u64,
+    from: u64,
+    first_seq: u64,
+) {
+    if let Some(b) = senders.iter_mut().find(|b| b.node == node && b.inc == inc)
+        && b.base >= from
+    {
+        b.release_below(first_seq);
+    }
+}
+
 impl<P: Payload> Group<P> {
     pub fn new(id: GroupId, mode: DeliveryMode, view: View, now: Time) -> Self {
         Group {
@@ -600,7 +619,9 @@ impl<P: Payload> Group<P> {
                         self.view.members.push(node);
                         self.incs.push(inc);
                     }
+                    let from = next_of(&self.next, node, inc);
                     set_next(&mut self.next, node, inc, first_seq);
+                    skip_unordered(&mut self.senders, node, inc, from, first_seq);
                     self.view.id = self.view.id.next_change();
                     ctx.stats.view_changes += 1;
                     let reason = if rejoin {
@@ -829,7 +850,9 @@ impl<P: Payload> Group<P> {
                 seq.incs.push(incarnation);
                 seq.view.id = seq.view.id.next_change();
                 seq.acks.push((node, pos));
+                let from = next_of(&seq.next, node, incarnation);
                 set_next(&mut seq.next, node, incarnation, first_seq);
+                skip_unordered(&mut self.senders, node, incarnation, from, first_seq);
                 Slot::Join {
                     node,
                     inc: incarnation,

@@ -780,13 +780,19 @@ impl<P: Payload> Engine<P> {
                     },
                 );
             }
-            // An empty order record tells members where the order ends (a
-            // lost last record is noticed) and carries the stable point.
+        }
+        // An empty order record tells members where the order ends (a lost
+        // last record is noticed) and carries the stable point. A retired
+        // sequencer (it ordered its own Leave) keeps doing it until its Leave
+        // is stable and it goes.
+        if g.seq.is_some() && g.cap == u64::MAX {
             g.publish(&mut self.ctx);
             if let Some(seq) = g.seq.as_ref() {
                 let first = seq.next_pos;
                 let stable = seq.stable;
-                let targets: Vec<NodeId> = seq.view.members.clone();
+                // Leavers still fetching up to their Leave need it too.
+                let mut targets: Vec<NodeId> = seq.view.members.clone();
+                targets.extend(seq.departing.iter().map(|(n, _)| *n));
                 for t in targets {
                     if t != me {
                         self.ctx.send(
@@ -902,7 +908,11 @@ impl<P: Payload> Engine<P> {
                 if let Some(g) = self.groups.get_mut(&group)
                     && g.is_member()
                 {
-                    if g.epoch() == epoch
+                    if epoch < g.epoch() {
+                        // A member of an epoch we replaced: it missed the
+                        // decision (it may have been excluded from it).
+                        self.tell_decided(from, group, epoch);
+                    } else if g.epoch() == epoch
                         && let Some(seq) = g.seq.as_mut()
                     {
                         match seq.acked_at.iter_mut().find(|(n, _)| *n == from) {
@@ -1125,6 +1135,8 @@ impl<P: Payload> Engine<P> {
         }
         if epoch < g.epoch() {
             self.ctx.stats.stale += 1;
+            // A sequencer of an epoch we replaced still orders: tell it.
+            self.tell_decided(from, group, epoch);
             return;
         }
         if epoch > g.epoch() {
@@ -1229,6 +1241,22 @@ impl<P: Payload> Engine<P> {
         let my_seq = g.my_seq;
         self.left_seqs.insert(gid, my_seq);
         self.groups.remove(&gid);
+    }
+
+    /// `to` still acts in epoch `their_epoch` of `gid`: send it the latest
+    /// decision we know, so it installs the next epoch or, excluded from
+    /// it (or too far behind), reports Partitioned and rejoins.
+    fn tell_decided(&mut self, to: NodeId, gid: GroupId, their_epoch: u32) {
+        if let Some((de, dp)) = self.acceptors.get(&gid).and_then(|a| a.decided.as_ref())
+            && *de > their_epoch
+        {
+            let body = Body::Decided {
+                group: gid,
+                epoch: *de,
+                proposal: dp.clone(),
+            };
+            self.ctx.send(to, body);
+        }
     }
 
     /// Sequencer: send the Welcomes whose Join is now stable.

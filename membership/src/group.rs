@@ -108,7 +108,12 @@ pub(crate) struct Sequencer {
     /// Per sender: next sender sequence to order.
     pub next: Vec<SenderNext>,
     /// Per member of `view`: highest contiguous position it holds.
+    /// A leaver stays here until it holds its own Leave (see `departing`).
     pub acks: Vec<(NodeId, u64)>,
+    /// Leavers and the position of their Leave: the stable point waits for
+    /// them up to that position, so nothing a leaver still needs before
+    /// its Leave is released by everyone else.
+    pub departing: Vec<(NodeId, u64)>,
     pub stable: u64,
     pub published_stable: u64,
     /// Entries ordered but not yet sent, starting at `pending_first`.
@@ -715,6 +720,7 @@ impl<P: Payload> Group<P> {
             incs: self.incs.clone(),
             next: self.next.clone(),
             acks,
+            departing: Vec::new(),
             stable: self.stable,
             published_stable: self.stable,
             pending_first: pos + 1,
@@ -849,6 +855,10 @@ impl<P: Payload> Group<P> {
                 seq.view.members.push(node);
                 seq.incs.push(incarnation);
                 seq.view.id = seq.view.id.next_change();
+                // A Join right after a Leave of the same node (re-admission)
+                // supersedes it: the new member acks from `pos`.
+                seq.departing.retain(|(m, _)| *m != node);
+                seq.acks.retain(|(m, _)| *m != node);
                 seq.acks.push((node, pos));
                 let from = next_of(&seq.next, node, incarnation);
                 set_next(&mut seq.next, node, incarnation, first_seq);
@@ -866,7 +876,12 @@ impl<P: Payload> Group<P> {
                     seq.incs.remove(i);
                 }
                 seq.view.id = seq.view.id.next_change();
-                seq.acks.retain(|(m, _)| *m != node);
+                if node == ctx.me {
+                    seq.acks.retain(|(m, _)| *m != node);
+                } else {
+                    seq.departing.retain(|(m, _)| *m != node);
+                    seq.departing.push((node, pos));
+                }
                 seq.welcomes.retain(|(m, _)| *m != node);
                 seq.leaves.retain(|(m, _)| *m != node);
                 if seq.view.coordinator() != Some(ctx.me) {
@@ -906,6 +921,7 @@ impl<P: Payload> Group<P> {
         let epoch = self.view.id.epoch();
         let stable = seq.stable;
         let mut targets: Vec<NodeId> = seq.view.members.clone();
+        targets.extend(seq.departing.iter().map(|(n, _)| *n));
         for e in &entries {
             if let OrderEntry::Leave { node } = e
                 && !targets.contains(node)
@@ -950,6 +966,16 @@ impl<P: Payload> Group<P> {
             a.1 = a.1.max(own_ready);
         }
         seq.welcomes.retain(|(n, _)| *n != from);
+        // A leaver that holds its own Leave no longer holds the stable
+        // point back.
+        let acks = &mut seq.acks;
+        seq.departing.retain(|(n, p)| {
+            let done = acks.iter().find(|(m, _)| m == n).is_none_or(|a| a.1 >= *p);
+            if done {
+                acks.retain(|(m, _)| m != n);
+            }
+            !done
+        });
         let min = seq.acks.iter().map(|a| a.1).min().unwrap_or(own_ready);
         if min > seq.stable {
             seq.stable = min;

@@ -1159,3 +1159,70 @@ fn a_member_that_saw_itself_partitioned_is_removed_and_admitted_again() {
         assert_eq!(net.deliveries(n).last().unwrap().1, b"back".to_vec());
     }
 }
+
+/// Simulator seed 184: a leaver that misses a message ordered before its
+/// Leave fetches it by NACK. The stable point (and so every member's
+/// release of entries and payloads) waits for the leaver up to its own
+/// Leave; before, the leaver stopped counting when its Leave was ordered,
+/// everyone released the message, and the leaver waited for it for ever.
+#[test]
+fn a_leaver_still_gets_what_was_ordered_before_its_leave() {
+    for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
+        let mut net = Net::new(3, mode);
+        let g = group();
+        net.form(g, &[1, 2, 3]);
+        net.deaf[2] = true;
+        net.send(1, g, b"missed");
+        let now = Time(net.now);
+        net.engine(3).leave(now, g).unwrap();
+        net.drain(2);
+        net.run(5);
+        net.deaf[2] = false;
+        net.run(50);
+        assert!(
+            !net.engine(3).is_member(g),
+            "{mode:?}: node 3 still leaving"
+        );
+        assert_eq!(net.deliveries(3), net.deliveries(1), "{mode:?}");
+        assert_eq!(net.deliveries(3).len(), 1, "{mode:?}");
+        let leave = Reason::Leave(NodeId(3));
+        let p = position_of(&net.views(1), &leave).expect("the leave was installed");
+        assert_eq!(Some(p), position_of(&net.views(3), &leave), "{mode:?}");
+        assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+    }
+}
+
+/// Simulator seed 970: a leaving coordinator's last order record (its own
+/// Leave) is lost on the way to one member. Until its Leave is stable it
+/// keeps sending the empty order record that says where the order ends, so
+/// that member NACKs the Leave, acks it, and everyone installs it.
+#[test]
+fn a_leaving_coordinator_whose_last_record_is_lost_still_completes() {
+    for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
+        let mut net = Net::new(3, mode);
+        let g = group();
+        net.form(g, &[1, 2, 3]);
+        net.send(2, g, b"before");
+        net.run(5);
+        net.deaf[2] = true;
+        let now = Time(net.now);
+        net.engine(1).leave(now, g).unwrap();
+        net.drain(0);
+        net.run(3);
+        net.deaf[2] = false;
+        net.run(50);
+        assert!(
+            !net.engine(1).is_member(g),
+            "{mode:?}: node 1 still leaving"
+        );
+        let leave = Reason::Leave(NodeId(1));
+        let p = position_of(&net.views(2), &leave).expect("node 2 installed the leave");
+        assert_eq!(Some(p), position_of(&net.views(3), &leave), "{mode:?}");
+        assert_eq!(Some(p), position_of(&net.views(1), &leave), "{mode:?}");
+        net.send(3, g, b"after");
+        net.run(20);
+        assert_same(&net, 2, 3);
+        assert_eq!(net.deliveries(2).last().unwrap().1, b"after".to_vec());
+        assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
+    }
+}

@@ -36,6 +36,7 @@ const K_SEND_ZC: u8 = 5;
 const K_WAKE: u8 = 6;
 const K_CANCEL: u8 = 7;
 const K_CANCEL_ALL: u8 = 8;
+const K_SHUTDOWN: u8 = 9;
 
 fn ud(kind: u8, aux: u32, index: u32) -> u64 {
     ((kind as u64) << 56) | (((aux & 0xff_ffff) as u64) << 32) | index as u64
@@ -71,6 +72,7 @@ pub(crate) fn probe_ring() -> Result<(), Error> {
         (opcode::AcceptMulti::CODE, "ACCEPT (multishot)"),
         (opcode::Connect::CODE, "CONNECT"),
         (opcode::AsyncCancel2::CODE, "ASYNC_CANCEL"),
+        (opcode::Shutdown::CODE, "SHUTDOWN"),
         (opcode::Read::CODE, "READ"),
     ] {
         if !probe.is_supported(code) {
@@ -294,6 +296,16 @@ struct Conn {
     announced: bool,
     reported: bool,
     abortive: bool,
+    /// `Some(deadline)` while a [`Driver::close`] lingers: the queue drains,
+    /// then the write side shuts down, then the peer's EOF completes it.
+    linger_until: Option<Instant>,
+    /// The SHUTDOWN(SHUT_WR) of a lingering close was submitted / completed.
+    wr_shut_sent: bool,
+    wr_shut_done: bool,
+    /// The peer's EOF arrived while lingering.
+    peer_eof: bool,
+    /// SEND_ZC buffers of this connection the kernel has not released yet.
+    zc_pending: u32,
     /// Operations in flight that reference this connection's memory or fd.
     ops: u32,
     recv: Option<RecvState>,
@@ -320,7 +332,8 @@ pub struct Driver {
     asm_pool: Rc<AssemblyPool>,
     /// Reassembly slots preallocated (the most connections live at once).
     asm_preallocated: usize,
-    zc: Vec<Option<BufRef>>,
+    /// SEND_ZC buffers awaiting their notification, with their connection.
+    zc: Vec<Option<(BufRef, ConnId)>>,
     zc_free: Vec<u32>,
     flush: Vec<u32>,
     starved: Vec<u32>,
@@ -604,6 +617,11 @@ impl Driver {
             announced: false,
             reported: false,
             abortive: false,
+            linger_until: None,
+            wr_shut_sent: false,
+            wr_shut_done: false,
+            peer_eof: false,
+            zc_pending: 0,
             ops: 0,
             recv: None,
             send: SendState::default(),
@@ -623,6 +641,10 @@ impl Driver {
         let c = self.conns[index as usize].as_mut().expect("conn exists");
         c.reported = false;
         c.abortive = false;
+        c.peer_eof = false;
+        c.wr_shut_sent = false;
+        c.wr_shut_done = false;
+        c.zc_pending = 0;
         let addr = c.addr;
         let fd = match sys::tcp_socket(&addr) {
             Ok(fd) => fd,
@@ -661,9 +683,15 @@ impl Driver {
     fn recompute_deadline(&mut self) {
         self.next_deadline = None;
         for index in 0..self.conns.len() {
-            if let Some(State::Backoff { until: at } | State::Handshaking { deadline: at }) =
-                self.conns[index].as_ref().map(|c| c.state)
-            {
+            let Some(c) = self.conns[index].as_ref() else {
+                continue;
+            };
+            let at = match c.state {
+                State::Backoff { until: at } | State::Handshaking { deadline: at } => Some(at),
+                State::Draining => c.linger_until,
+                _ => None,
+            };
+            if let Some(at) = at {
                 self.note_deadline(at)
             }
         }
@@ -779,6 +807,9 @@ impl Driver {
 
     fn open_index(&self, conn: ConnId) -> Result<u32, Error> {
         let c = self.conn_ref(conn)?;
+        if c.app_closed {
+            return Err(Error::Closed);
+        }
         if c.state != State::Open {
             return Err(Error::NotConnected { conn });
         }
@@ -1087,6 +1118,10 @@ impl Driver {
         }
         c.send.in_flight = true;
         c.ops += 1;
+        if zc.is_some() {
+            c.zc_pending += 1;
+        }
+        let id = c.id;
         let len = len.min(u32::MAX as usize) as u32;
         self.stats.send_ops += 1;
         let e = match zc {
@@ -1098,7 +1133,7 @@ impl Driver {
                         (self.zc.len() - 1) as u32
                     }
                 };
-                self.zc[slot as usize] = Some(r);
+                self.zc[slot as usize] = Some((r, id));
                 self.stats.zc_sends += 1;
                 opcode::SendZc::new(types::Fd(fd), ptr, len)
                     .flags(libc::MSG_NOSIGNAL)
@@ -1181,7 +1216,11 @@ impl Driver {
         if !empty {
             self.start_send(index);
         } else if state == State::Draining {
-            self.shutdown_socket(index);
+            if c.linger_until.is_some() {
+                self.linger_step(index);
+            } else {
+                self.shutdown_socket(index);
+            }
         }
         if writable {
             let conn = self.conns[index as usize].as_ref().expect("conn exists").id;
@@ -1192,9 +1231,31 @@ impl Driver {
 
     // ---------------------------------------------------------------- close
 
-    /// Closes a connection: queued frames are flushed, then a Goodbye, then
-    /// the socket is shut down. An outgoing connection stops reconnecting.
-    /// [`Event::Disconnected`] (reason [`Error::Closed`]) follows.
+    /// Closes a connection gracefully; an outgoing one stops reconnecting.
+    ///
+    /// From this call on the connection accepts nothing new: [`send`],
+    /// [`claim`] and [`send_buf`] return [`Error::Closed`]. Every frame
+    /// already queued (answered [`SendOutcome::Queued`]) is still sent, in
+    /// order, followed by a Goodbye; once the last send has completed and the
+    /// kernel has released every SEND_ZC buffer, the write side is shut down
+    /// (SHUTDOWN with `SHUT_WR`), and the close completes when the peer's EOF
+    /// arrives, i.e. after the peer has read everything. Frames the peer
+    /// sends meanwhile are still delivered. Only then does
+    /// [`Event::Disconnected`] with [`Error::Closed`] follow: after it, the
+    /// driver may be dropped without losing any accepted frame.
+    ///
+    /// If that takes longer than [`DriverConfig::close_linger`] (a peer that
+    /// stops reading or never closes), the connection is reset and the event
+    /// carries [`Error::LingerTimeout`] instead; a send or receive error on
+    /// the way carries that error. A connection not yet open is dropped at
+    /// once: connecting or handshaking, with [`Event::HandshakeFailed`]
+    /// (reason [`Error::Closed`]); backing off, silently.
+    ///
+    /// Dropping the [`Driver`] instead is abortive: see its `Drop`.
+    ///
+    /// [`send`]: Driver::send
+    /// [`claim`]: Driver::claim
+    /// [`send_buf`]: Driver::send_buf
     pub fn close(&mut self, conn: ConnId) -> Result<(), Error> {
         self.conn_ref(conn)?;
         let index = conn.index;
@@ -1202,14 +1263,93 @@ impl Driver {
         c.app_closed = true;
         match c.state {
             State::Open => {
+                // Without room for the Goodbye the peer still sees the EOF.
                 self.send_control(index, &Control::Goodbye { code: 0 });
-                self.graceful(index, Error::Closed);
+                let until = Instant::now() + self.cfg.close_linger;
+                let c = self.conns[index as usize].as_mut().expect("conn exists");
+                c.state = State::Draining;
+                c.linger_until = Some(until);
+                self.note_deadline(until);
+                self.linger_step(index);
             }
             State::Backoff { .. } => self.free_conn(index),
             State::Draining | State::Closing => {}
             State::Connecting | State::Handshaking { .. } => self.abort(index, Error::Closed),
         }
         Ok(())
+    }
+
+    /// Advances a lingering close: flush the queue, wait for the SEND_ZC
+    /// notifications, shut the write side down, wait for the peer's EOF,
+    /// then report [`Error::Closed`] and release the socket.
+    fn linger_step(&mut self, index: u32) {
+        let Some(c) = self.conns[index as usize].as_mut() else {
+            return;
+        };
+        if c.state != State::Draining || c.linger_until.is_none() {
+            return;
+        }
+        if !c.send.queue.is_empty() || c.send.in_flight {
+            self.schedule_flush(index);
+            return;
+        }
+        if c.zc_pending > 0 {
+            return;
+        }
+        if !c.wr_shut_sent {
+            c.wr_shut_sent = true;
+            c.ops += 1;
+            let e = opcode::Shutdown::new(types::Fd(c.fd), libc::SHUT_WR)
+                .build()
+                .user_data(ud(K_SHUTDOWN, 0, index));
+            self.push_sqe(e);
+            return;
+        }
+        if c.wr_shut_done && c.peer_eof {
+            c.linger_until = None;
+            self.set_reason(index, Error::Closed);
+            self.shutdown_socket(index);
+            // Cold path: drop the linger deadline so polls stop reading the clock.
+            self.recompute_deadline();
+        }
+    }
+
+    fn on_shutdown(&mut self, index: u32, res: i32) {
+        let Some(c) = self.conns[index as usize].as_mut() else {
+            return;
+        };
+        c.ops -= 1;
+        if res < 0 {
+            if c.state == State::Draining {
+                self.abort(
+                    index,
+                    Error::Io {
+                        op: "shutdown",
+                        source: os_err(res),
+                    },
+                );
+            }
+        } else {
+            c.wr_shut_done = true;
+            self.linger_step(index);
+        }
+        self.maybe_finish_close(index);
+    }
+
+    /// The kernel let go of a SEND_ZC buffer (or will send no notification).
+    fn zc_released(&mut self, slot: u32) {
+        let Some((_, id)) = self.zc[slot as usize].take() else {
+            return;
+        };
+        self.zc_free.push(slot);
+        if let Some(c) = self.conns[id.index as usize].as_mut()
+            && c.id == id
+        {
+            c.zc_pending = c.zc_pending.saturating_sub(1);
+            if c.zc_pending == 0 {
+                self.linger_step(id.index);
+            }
+        }
     }
 
     /// Records why the connection ends, to be reported once.
@@ -1223,6 +1363,11 @@ impl Driver {
     }
 
     fn graceful(&mut self, index: u32, reason: Error) {
+        let c = self.conns[index as usize].as_ref().expect("conn exists");
+        if c.state == State::Draining && c.linger_until.is_some() {
+            // Our own close is lingering; it reports when it completes.
+            return;
+        }
         self.set_reason(index, reason);
         let c = self.conns[index as usize].as_mut().expect("conn exists");
         if matches!(
@@ -1312,6 +1457,11 @@ impl Driver {
             c.fd = -1;
         }
         c.send.reset();
+        if c.linger_until.take().is_some() {
+            // A close that ended in an error: forget its deadline.
+            self.recompute_deadline();
+        }
+        let c = self.conns[index as usize].as_mut().expect("conn exists");
         if c.target.is_some() && !c.app_closed {
             self.enter_backoff(index);
         } else {
@@ -1422,12 +1572,10 @@ impl Driver {
             K_SEND_ZC => {
                 if cqueue::notif(flags) {
                     self.stats.zc_notifications += 1;
-                    self.zc[aux as usize] = None;
-                    self.zc_free.push(aux);
+                    self.zc_released(aux);
                 } else {
                     if !more {
-                        self.zc[aux as usize] = None;
-                        self.zc_free.push(aux);
+                        self.zc_released(aux);
                     }
                     self.on_send(index, res, on_event);
                 }
@@ -1439,6 +1587,7 @@ impl Driver {
                 self.maybe_finish_close(index);
             }
             K_CANCEL_ALL => {}
+            K_SHUTDOWN => self.on_shutdown(index, res),
             _ => tracing::error!(kind, "completion with unknown kind"),
         }
         if !self.pending_reasons.is_empty() {
@@ -1508,6 +1657,7 @@ impl Driver {
             .as_mut()
             .expect("op's conn exists");
         let receiving = c.is_receiving();
+        let lingering = c.linger_until.is_some();
         let rs = c.recv.as_mut().expect("armed recv has state");
         if !more_op {
             c.ops -= 1;
@@ -1555,6 +1705,13 @@ impl Driver {
                     rs.starved = true;
                     self.starved.push(index);
                 }
+            } else if receiving && res == 0 && lingering {
+                // The peer has read everything and closed: our close can end.
+                self.conns[index as usize]
+                    .as_mut()
+                    .expect("op's conn exists")
+                    .peer_eof = true;
+                self.linger_step(index);
             } else if receiving {
                 let reason = if res == 0 {
                     Error::PeerClosed
@@ -1812,7 +1969,7 @@ impl Driver {
                     }
                 }
                 Control::Pong { .. } => {}
-                Control::Goodbye { code } => self.abort(index, Error::PeerGoodbye { code }),
+                Control::Goodbye { code } => self.graceful(index, Error::PeerGoodbye { code }),
                 Control::Hello(_) => self.abort(index, Error::UnexpectedControl { got: "Hello" }),
                 Control::Reject(_) => self.abort(index, Error::UnexpectedControl { got: "Reject" }),
             },
@@ -1898,10 +2055,22 @@ impl Driver {
         self.next_deadline = None;
         let mut n = 0;
         for index in 0..self.conns.len() as u32 {
-            let Some(state) = self.conns[index as usize].as_ref().map(|c| c.state) else {
+            let Some((state, linger)) = self.conns[index as usize]
+                .as_ref()
+                .map(|c| (c.state, c.linger_until))
+            else {
                 continue;
             };
             match state {
+                State::Draining => match linger {
+                    Some(at) if at <= now => {
+                        let linger = self.cfg.close_linger;
+                        self.abort(index, Error::LingerTimeout { linger });
+                        n += 1;
+                    }
+                    Some(at) => self.note_deadline(at),
+                    None => {}
+                },
                 State::Backoff { until } if until <= now => {
                     self.start_connect(index);
                     n += 1;
@@ -1980,11 +2149,17 @@ impl Conn {
         matches!(
             self.state,
             State::Handshaking { .. } | State::Open | State::Draining
-        )
+        ) && !self.peer_eof
     }
 }
 
 impl Drop for Driver {
+    /// Abortive: every connection still open or closing is reset (RST), and
+    /// frames still queued or in the kernel's socket buffers are lost, even
+    /// on connections whose [`Driver::close`] has not completed yet. To lose
+    /// nothing, close each connection and poll until its
+    /// [`Event::Disconnected`] before dropping.
+    ///
     /// Cancels everything in flight and waits for the kernel to let go of
     /// every buffer it could still read or write. If that takes too long
     /// (it should not), the memory is leaked rather than freed under the

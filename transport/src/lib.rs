@@ -37,6 +37,12 @@
 //!   archive failing bytecheck validation) closes only that connection with a
 //!   typed [`Error`], logged at `warn`. Nothing the network sends can panic
 //!   the driver.
+//! - **Close** ([`Driver::close`]) is graceful: sends are refused from the
+//!   call on ([`Error::Closed`]), everything already queued is flushed (SEND_ZC
+//!   buffers until their notification), the write side is shut down, and
+//!   `Disconnected { reason: Closed }` comes once the peer has read it all and
+//!   closed, or [`Error::LingerTimeout`] after [`DriverConfig::close_linger`].
+//!   Dropping the driver is abortive (connections are reset).
 //!
 //! # Example
 //!
@@ -165,7 +171,9 @@ pub enum Event {
     },
     /// A connection that had reported `Connected` is gone. Outgoing
     /// connections then reconnect with backoff (same `ConnId`) unless closed
-    /// with [`Driver::close`].
+    /// with [`Driver::close`]. For a `close`d connection this comes only once
+    /// the close completed (reason [`Error::Closed`]) or failed (any other
+    /// reason, e.g. [`Error::LingerTimeout`]).
     Disconnected {
         /// The connection.
         conn: ConnId,
@@ -252,9 +260,20 @@ pub enum Error {
         /// The peer's code.
         code: u32,
     },
-    /// We closed it ([`Driver::close`]).
+    /// We closed it ([`Driver::close`]): the reason of its
+    /// [`Event::Disconnected`] once every queued frame reached the peer, and
+    /// what sending on it returns from the `close` call on.
     #[error("closed locally")]
     Closed,
+    /// A [`Driver::close`] did not complete within
+    /// [`DriverConfig::close_linger`] (the peer stopped reading or never
+    /// closed its side); the connection was reset and frames still queued
+    /// may be lost.
+    #[error("close did not complete within the linger time of {linger:?}; connection reset")]
+    LingerTimeout {
+        /// The configured linger time.
+        linger: Duration,
+    },
     /// No such connection (closed and forgotten, or another driver's id).
     #[error("unknown connection {conn}")]
     UnknownConn {
@@ -343,6 +362,10 @@ pub struct DriverConfig {
     pub keepalive: Option<Duration>,
     /// listen(2) backlog.
     pub listen_backlog: i32,
+    /// How long a [`Driver::close`] may take to flush the queue and see the
+    /// peer close before the connection is reset and reported with
+    /// [`Error::LingerTimeout`].
+    pub close_linger: Duration,
 }
 
 impl Default for DriverConfig {
@@ -367,6 +390,7 @@ impl Default for DriverConfig {
             handshake_timeout: Duration::from_secs(5),
             keepalive: Some(Duration::from_secs(10)),
             listen_backlog: 128,
+            close_linger: Duration::from_secs(10),
         }
     }
 }
@@ -406,6 +430,9 @@ impl DriverConfig {
             || self.connect_backoff_max < self.connect_backoff_initial
         {
             return bad("connect backoff must be non-zero with max >= initial");
+        }
+        if self.close_linger.is_zero() {
+            return bad("close_linger must be non-zero");
         }
         Ok(())
     }

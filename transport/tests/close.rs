@@ -1,0 +1,329 @@
+//! Graceful close: every frame accepted before `close` reaches the peer even
+//! when the driver is dropped right after the close event; nothing is
+//! accepted after `close`; a peer that never reads ends in a linger timeout.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use common::*;
+use concord_transport::frame::{self, Control, FrameKind, Hello};
+use concord_transport::{ConnId, Driver, DriverConfig, Error, Event, SendOutcome};
+
+fn hello(node_id: u64) -> Vec<u8> {
+    frame::encode_control(&Control::Hello(Hello {
+        node_id,
+        cluster_id: 7,
+        protocol_min: 1,
+        protocol_max: 1,
+        build: "raw".into(),
+    }))
+}
+
+/// Payload of frame `seq`: the sequence number, then a byte pattern of it.
+fn fill(p: &mut [u8], seq: u32) {
+    p[..4].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in p[4..].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
+    }
+}
+
+fn check(p: &[u8]) -> u32 {
+    let seq = u32::from_le_bytes(p[..4].try_into().unwrap());
+    let mut want = vec![0u8; p.len()];
+    fill(&mut want, seq);
+    assert!(p == &want[..], "frame {seq} corrupted");
+    seq
+}
+
+/// A client driver connected to a raw TCP peer that has not read anything.
+fn raw_pair(cfg: DriverConfig) -> (Driver, ConnId, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut client = Driver::new(cfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let (mut raw, _) = listener.accept().unwrap();
+    raw.write_all(&hello(1)).unwrap();
+    pump(&mut [&mut client], "connected", |_, _, ev| {
+        matches!(ev, Event::Connected { .. })
+    });
+    (client, conn, raw)
+}
+
+/// Queues frames (every fourth from a pooled buffer, large enough for
+/// SEND_ZC) while the peer reads nothing, until the queue back-pressures.
+/// Returns how many were accepted.
+fn fill_until_back_pressured(client: &mut Driver, conn: ConnId) -> u32 {
+    let mut small = vec![0u8; 3000];
+    let mut sent = 0u32;
+    let start = Instant::now();
+    loop {
+        assert!(start.elapsed() < GUARD, "never back-pressured");
+        assert!(sent < 200_000, "never back-pressured");
+        let outcome = if sent % 4 == 3 {
+            let Some(mut buf) = client.alloc_buf(100 << 10) else {
+                break;
+            };
+            fill(buf.payload_mut().unwrap(), sent);
+            client.send_buf(conn, &buf).unwrap()
+        } else {
+            fill(&mut small, sent);
+            client.send(conn, &small).unwrap()
+        };
+        match outcome {
+            SendOutcome::Queued => sent += 1,
+            SendOutcome::BackPressured => break,
+        }
+        client.poll(&mut |_, _| {});
+    }
+    sent
+}
+
+/// Reads the stream to its end (or an error); returns the payload frames'
+/// sequence numbers, each checked intact, and whether a Goodbye came last.
+fn read_to_end(mut raw: TcpStream) -> (Vec<u32>, bool) {
+    let mut seqs = Vec::new();
+    let mut buf = Vec::new();
+    let mut chunk = vec![0u8; 64 << 10];
+    let mut goodbye_last = false;
+    let mut scratch = rkyv::util::AlignedVec::<{ frame::ARCHIVE_ALIGN }>::new();
+    loop {
+        let n = match raw.read(&mut chunk) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => n,
+        };
+        buf.extend_from_slice(&chunk[..n]);
+        let mut off = 0;
+        while let Ok((h, p)) = frame::verify_frame(&buf[off..], 1 << 24) {
+            match h.kind {
+                FrameKind::Payload => {
+                    seqs.push(check(p));
+                    goodbye_last = false;
+                }
+                FrameKind::Control => {
+                    goodbye_last = matches!(
+                        frame::decode_control(p, &mut scratch),
+                        Ok((Control::Goodbye { .. }, _))
+                    );
+                }
+            }
+            off += h.frame_len();
+        }
+        buf.drain(..off);
+    }
+    (seqs, goodbye_last)
+}
+
+#[test]
+fn close_delivers_every_queued_frame_before_reporting() {
+    init_tracing();
+    let cfg = DriverConfig {
+        zc_threshold: 64 << 10,
+        ..cfg(2)
+    };
+    let (mut client, conn, raw) = raw_pair(cfg);
+    let sent = fill_until_back_pressured(&mut client, conn);
+    assert!(client.stats().back_pressured >= 1);
+    client.close(conn).unwrap();
+    // Only now does the peer start reading; it closes after the EOF.
+    let reader = std::thread::spawn(move || read_to_end(raw));
+    let mut reason = None;
+    pump(&mut [&mut client], "close event", |_, _, ev| match ev {
+        Event::Disconnected { conn: c, reason: r } => {
+            assert_eq!(c, conn);
+            reason = Some(r);
+            true
+        }
+        _ => false,
+    });
+    assert!(
+        matches!(reason, Some(Error::Closed)),
+        "graceful close reports Closed: {reason:?}"
+    );
+    let zc = client.stats().zc_sends;
+    drop(client);
+    let (seqs, goodbye_last) = reader.join().unwrap();
+    assert_eq!(
+        seqs,
+        (0..sent).collect::<Vec<_>>(),
+        "every frame accepted before close arrives, intact and in order"
+    );
+    assert!(goodbye_last, "a Goodbye follows the last frame");
+    assert!(zc > 0, "the queue held SEND_ZC frames");
+}
+
+#[test]
+fn close_between_drivers_delivers_everything_then_both_sides_report() {
+    init_tracing();
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (s, c, _) = connect_pair(&mut server, &mut client, addr);
+    let mut payload = vec![0u8; 2000];
+    let mut sent = 0u32;
+    while sent < 2000 {
+        fill(&mut payload, sent);
+        match client.send(c, &payload).unwrap() {
+            SendOutcome::Queued => sent += 1,
+            SendOutcome::BackPressured => break,
+        }
+    }
+    assert!(sent > 0);
+    // Nothing has been polled yet: all of it is still queued at close.
+    client.close(c).unwrap();
+    let mut got = Vec::new();
+    let (mut client_reason, mut server_reason) = (None, None);
+    pump(
+        &mut [&mut server, &mut client],
+        "client close event",
+        |i, _, ev| match (i, ev) {
+            (0, Event::Frame { conn, frame }) => {
+                assert_eq!(conn, s);
+                got.push(check(&frame));
+                false
+            }
+            (0, Event::Disconnected { conn, reason }) => {
+                assert_eq!(conn, s);
+                server_reason = Some(reason);
+                false
+            }
+            (1, Event::Disconnected { conn, reason }) => {
+                assert_eq!(conn, c);
+                client_reason = Some(reason);
+                true
+            }
+            _ => false,
+        },
+    );
+    assert!(
+        matches!(client_reason, Some(Error::Closed)),
+        "{client_reason:?}"
+    );
+    drop(client);
+    if server_reason.is_none() {
+        pump(
+            &mut [&mut server],
+            "server sees the close",
+            |_, _, ev| match ev {
+                Event::Frame { frame, .. } => {
+                    got.push(check(&frame));
+                    false
+                }
+                Event::Disconnected { conn, reason } => {
+                    assert_eq!(conn, s);
+                    server_reason = Some(reason);
+                    true
+                }
+                _ => false,
+            },
+        );
+    }
+    assert_eq!(got, (0..sent).collect::<Vec<_>>(), "no loss, no reordering");
+    assert!(
+        matches!(server_reason, Some(Error::PeerGoodbye { code: 0 })),
+        "{server_reason:?}"
+    );
+}
+
+#[test]
+fn send_after_close_is_refused_with_closed() {
+    init_tracing();
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (_, c, _) = connect_pair(&mut server, &mut client, addr);
+    assert_eq!(client.send(c, b"before").unwrap(), SendOutcome::Queued);
+    let buf = client.alloc_buf(16).unwrap();
+    client.close(c).unwrap();
+    assert!(
+        matches!(client.send(c, b"after"), Err(Error::Closed)),
+        "send after close"
+    );
+    assert!(
+        matches!(client.claim(c, 8), Err(Error::Closed)),
+        "claim after close"
+    );
+    assert!(
+        matches!(client.send_buf(c, &buf), Err(Error::Closed)),
+        "send_buf after close"
+    );
+    assert!(!Error::Closed.is_retryable());
+    let (mut frames, mut client_done, mut server_done) = (0, false, false);
+    pump(
+        &mut [&mut server, &mut client],
+        "both sides closed",
+        |i, d, ev| {
+            match (i, ev) {
+                (0, Event::Frame { frame, .. }) => {
+                    assert_eq!(&frame[..], b"before");
+                    frames += 1;
+                }
+                (0, Event::Disconnected { reason, .. }) => {
+                    assert!(matches!(reason, Error::PeerGoodbye { .. }), "{reason:?}");
+                    server_done = true;
+                }
+                (1, Event::Disconnected { conn, reason }) => {
+                    assert!(matches!(reason, Error::Closed), "{reason:?}");
+                    assert!(matches!(
+                        d.send(conn, b"x"),
+                        Err(Error::Closed | Error::UnknownConn { .. })
+                    ));
+                    client_done = true;
+                }
+                _ => {}
+            }
+            client_done && server_done
+        },
+    );
+    assert_eq!(frames, 1, "the frame queued before close arrives once");
+    // The linger deadline is gone with the close: idle polls read no clock.
+    let reads = client.stats().clock_reads;
+    for _ in 0..100 {
+        client.poll(&mut |_, _| {});
+    }
+    assert_eq!(client.stats().clock_reads, reads, "stale linger deadline");
+}
+
+#[test]
+fn close_to_a_peer_that_never_reads_ends_with_linger_timeout() {
+    init_tracing();
+    let cfg = DriverConfig {
+        close_linger: Duration::from_millis(100),
+        ..cfg(2)
+    };
+    let (mut client, conn, raw) = raw_pair(cfg);
+    fill_until_back_pressured(&mut client, conn);
+    client.close(conn).unwrap();
+    let mut reason = None;
+    pump(&mut [&mut client], "close event", |_, _, ev| match ev {
+        Event::Disconnected { conn: c, reason: r } => {
+            assert_eq!(c, conn);
+            reason = Some(r);
+            true
+        }
+        _ => false,
+    });
+    assert!(
+        matches!(reason, Some(Error::LingerTimeout { linger }) if linger == Duration::from_millis(100)),
+        "{reason:?}"
+    );
+    assert!(matches!(
+        client.send(conn, b"x"),
+        Err(Error::Closed | Error::UnknownConn { .. })
+    ));
+    drop(raw);
+}
+
+#[test]
+fn zero_close_linger_is_refused() {
+    let cfg = DriverConfig {
+        close_linger: Duration::ZERO,
+        ..cfg(1)
+    };
+    assert!(matches!(
+        Driver::new(cfg),
+        Err(Error::Config { what }) if what.contains("close_linger")
+    ));
+}

@@ -2168,28 +2168,70 @@ impl<P: Payload> Engine<P> {
                     g.incs = proposal.incarnations.clone();
                     g.reset_order(proposal.cut, proposal.next.clone());
                     g.senders.retain(|b| b.node == me);
-                    // A restarted group's record of our stream may predate
-                    // messages we delivered and released in an earlier life:
-                    // continue from the oldest one we still hold.
+                    // A flush decided while we were (re)joining still lists
+                    // us: install it like the other members (same reason,
+                    // same stream record, its coordinator sequences).
+                    let flush = !proposal.old_members.is_empty();
                     let inc = self.ctx.inc;
-                    let own_next = g
-                        .delivered_hi
-                        .iter()
-                        .find(|d| d.node == me && d.incarnation == inc)
-                        .map_or(1, |d| d.next + 1)
-                        .max(next_of(&g.next, me, inc))
-                        .max(g.own_first(me, inc));
-                    crate::group::set_next(&mut g.next, me, inc, own_next);
-                    g.my_ordered = own_next - 1;
+                    if flush {
+                        g.my_ordered = next_of(&g.next, me, inc).saturating_sub(1);
+                    } else {
+                        // A restarted group's record of our stream may
+                        // predate messages we delivered and released in an
+                        // earlier life: continue from the oldest one we
+                        // still hold.
+                        let own_next = g
+                            .delivered_hi
+                            .iter()
+                            .find(|d| d.node == me && d.incarnation == inc)
+                            .map_or(1, |d| d.next + 1)
+                            .max(next_of(&g.next, me, inc))
+                            .max(g.own_first(me, inc));
+                        crate::group::set_next(&mut g.next, me, inc, own_next);
+                        g.my_ordered = own_next - 1;
+                    }
                     g.my_ordered_at_check = g.my_ordered;
-                    g.take_over(proposal.cut);
+                    let coordinator = proposal.view.coordinator();
+                    if coordinator == Some(me) {
+                        g.take_over(proposal.cut);
+                    }
                     self.ctx.stats.view_changes += 1;
                     self.ctx.stats.flush_installs += 1;
+                    let reason = if flush {
+                        Reason::Failed(
+                            proposal
+                                .old_members
+                                .iter()
+                                .copied()
+                                .filter(|m| !proposal.view.members.contains(m))
+                                .collect(),
+                        )
+                    } else {
+                        Reason::Join(me)
+                    };
+                    let members = proposal.view.members.clone();
                     self.ctx.commands.push_back(Command::ViewChange {
                         view: proposal.view,
-                        reason: Reason::Join(me),
+                        reason,
                         position: proposal.cut,
                     });
+                    if flush {
+                        g.resend_own(&mut self.ctx, &members, self.cfg.window);
+                        if let Some(c) = coordinator
+                            && c != me
+                        {
+                            g.last_ack_time = self.now;
+                            let ready = g.ready;
+                            self.ctx.send(
+                                c,
+                                Body::Ack {
+                                    group: gid,
+                                    epoch,
+                                    ready,
+                                },
+                            );
+                        }
+                    }
                     self.after_change(gid);
                 }
             }

@@ -13,7 +13,7 @@ mod adjust;
 
 use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::Error;
-use crate::group::{Group, PendingInstall, Phase, Slot, WelcomeInfo, next_of};
+use crate::group::{Group, PendingInstall, Phase, SenderBuf, Slot, WelcomeInfo, next_of};
 use crate::message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};
 use crate::types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
@@ -150,6 +150,13 @@ struct Joiner {
     rounds: u32,
 }
 
+/// What [`Engine::forget_group`] keeps of a left group's own stream.
+#[derive(Debug)]
+struct LeftOwn<P> {
+    buf: Option<SenderBuf<P>>,
+    delivered: Option<SenderNext>,
+}
+
 /// The membership and total-order protocol of one node.
 #[derive(Debug)]
 pub struct Engine<P: Payload> {
@@ -166,6 +173,11 @@ pub struct Engine<P: Payload> {
     /// the same incarnation continues the FIFO stream instead of reusing
     /// sequence numbers peers already delivered.
     left_seqs: BTreeMap<GroupId, u64>,
+    /// Own messages of groups this node left before the primary ordered
+    /// them (a leave while cut off or rejoining), with what it delivered of
+    /// its own stream: a later join with the same incarnation sends them
+    /// again, so an accepted message is not lost by leaving and rejoining.
+    left_own: BTreeMap<GroupId, LeftOwn<P>>,
     /// Groups this node left as their sequencer: `(epoch, position)` of its
     /// own Leave. A member that missed the stable point of that Leave keeps
     /// acking its old coordinator; the answer lets it install the Leave.
@@ -300,6 +312,7 @@ impl<P: Payload> Engine<P> {
             proposers: BTreeMap::new(),
             joiners: BTreeMap::new(),
             left_seqs: BTreeMap::new(),
+            left_own: BTreeMap::new(),
             farewells: BTreeMap::new(),
             next_heartbeat: now,
         })
@@ -390,6 +403,10 @@ impl<P: Payload> Engine<P> {
         };
         let mut g = Group::new(group, mode, view, self.now);
         g.my_seq = self.left_seqs.remove(&group).unwrap_or(0);
+        if let Some(left) = self.left_own.remove(&group) {
+            g.senders.extend(left.buf);
+            g.delivered_hi.extend(left.delivered);
+        }
         self.groups.insert(group, g);
         self.joiners.insert(group, Joiner::default());
         self.join_round(group);
@@ -406,9 +423,7 @@ impl<P: Payload> Engine<P> {
         };
         if !g.is_member() {
             // Abandon a join in progress.
-            let my_seq = g.my_seq;
-            self.left_seqs.insert(group, my_seq);
-            self.groups.remove(&group);
+            self.forget_group(group);
             self.joiners.remove(&group);
             return Ok(());
         }
@@ -1238,9 +1253,35 @@ impl<P: Payload> Engine<P> {
         if g.seq.is_some() {
             self.farewells.insert(gid, (g.epoch(), g.delivered));
         }
-        let my_seq = g.my_seq;
-        self.left_seqs.insert(gid, my_seq);
-        self.groups.remove(&gid);
+        self.forget_group(gid);
+    }
+
+    /// Drop `gid`'s state after a leave, keeping what a later join with the
+    /// same incarnation needs: the last own sender sequence and the own
+    /// messages the primary may not have ordered (with what this node
+    /// delivered of its own stream, so it does not deliver them twice).
+    fn forget_group(&mut self, gid: GroupId) {
+        let (me, inc) = (self.ctx.me, self.ctx.inc);
+        let Some(mut g) = self.groups.remove(&gid) else {
+            return;
+        };
+        self.left_seqs.insert(gid, g.my_seq);
+        let buf = g
+            .senders
+            .iter()
+            .position(|b| b.node == me && b.inc == inc)
+            .map(|i| g.senders.swap_remove(i))
+            .filter(|b| b.msgs.iter().any(Option::is_some));
+        let delivered = g
+            .delivered_hi
+            .iter()
+            .find(|s| s.node == me && s.incarnation == inc)
+            .copied();
+        if buf.is_some() {
+            self.left_own.insert(gid, LeftOwn { buf, delivered });
+        } else {
+            self.left_own.remove(&gid);
+        }
     }
 
     /// `to` still acts in epoch `their_epoch` of `gid`: send it the latest
@@ -1548,9 +1589,7 @@ impl<P: Payload> Engine<P> {
             // The application asked to leave: the leave ends here (its Leave
             // may never be ordered, or be ordered without us hearing of it).
             // No rejoin.
-            let my_seq = g.my_seq;
-            self.left_seqs.insert(gid, my_seq);
-            self.groups.remove(&gid);
+            self.forget_group(gid);
             self.proposers.remove(&gid);
             self.joiners.remove(&gid);
             return;

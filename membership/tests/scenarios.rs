@@ -1226,3 +1226,50 @@ fn a_leaving_coordinator_whose_last_record_is_lost_still_completes() {
         assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
     }
 }
+
+/// A member multicasts just after it is cut off (the primary never gets the
+/// message), reports Partitioned, and while it is still trying to rejoin the
+/// application leaves the group; after the heal it joins again with the same
+/// incarnation. The accepted message is not lost: the new join sends it
+/// again, every member delivers it once, before the sender's later messages
+/// (sim upgrade-family seeds 348, 619, 838, 1459: "never delivered nX's
+/// message").
+#[test]
+fn a_message_sent_before_a_leave_while_cut_off_is_delivered_after_the_next_join() {
+    for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
+        let mut net = Net::new(3, mode);
+        let g = group();
+        net.form(g, &[1, 2, 3]);
+        net.side = vec![0, 0, 1];
+        assert!(matches!(net.send(3, g, b"cut off"), Multicast::Sent { .. }));
+        net.run(300);
+        assert!(net.logs[2].contains(&Ev::Partitioned), "{mode:?}");
+        assert!(!net.engine(3).is_member(g));
+        let now = Time(net.now);
+        net.engine(3).leave(now, g).unwrap();
+        net.drain(2);
+        net.side = vec![0, 0, 0];
+        net.run(50);
+        net.join(3, g);
+        net.run(300);
+        assert!(
+            net.engine(3).is_member(g),
+            "{mode:?}: node 3 did not get back in"
+        );
+        net.send(3, g, b"after");
+        net.run(50);
+        for n in [1, 2, 3] {
+            let mine: Vec<Vec<u8>> = net
+                .deliveries(n)
+                .into_iter()
+                .map(|d| d.1)
+                .filter(|p| p == b"cut off" || p == b"after")
+                .collect();
+            assert_eq!(
+                mine,
+                vec![b"cut off".to_vec(), b"after".to_vec()],
+                "{mode:?}: node {n}"
+            );
+        }
+    }
+}

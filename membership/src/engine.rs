@@ -787,7 +787,7 @@ impl<P: Payload> Engine<P> {
                 self.ctx.send(
                     n,
                     Body::Welcome {
-                        view: w.view,
+                        view: Box::new(w.view),
                         position: w.position,
                         stable,
                         next: w.next,
@@ -983,7 +983,7 @@ impl<P: Payload> Engine<P> {
                 stable,
                 next,
                 incarnations,
-            } => self.on_welcome(view, position, stable, next, incarnations),
+            } => self.on_welcome(*view, position, stable, next, incarnations),
             Body::JoinRefused { group, active } => {
                 if self.groups.get(&group).is_some_and(|g| !g.is_member()) {
                     self.groups.remove(&group);
@@ -1050,7 +1050,8 @@ impl<P: Payload> Engine<P> {
                     && p.stage == Stage::Prepare
                     && !p.promises.iter().any(|(n, _, _)| *n == from)
                 {
-                    p.promises.push((from, accepted, state));
+                    p.promises
+                        .push((from, accepted.map(|a| *a), state.map(|s| *s)));
                     self.try_phase1(group, false);
                 }
             }
@@ -1079,7 +1080,7 @@ impl<P: Payload> Engine<P> {
                 epoch,
                 ballot,
                 proposal,
-            } => self.on_accept(from, group, epoch, ballot, proposal),
+            } => self.on_accept(from, group, epoch, ballot, *proposal),
             Body::Accepted {
                 group,
                 epoch,
@@ -1089,7 +1090,7 @@ impl<P: Payload> Engine<P> {
                 group,
                 epoch,
                 proposal,
-            } => self.on_decided(from, group, epoch, proposal),
+            } => self.on_decided(from, group, epoch, *proposal),
         }
     }
 
@@ -1294,7 +1295,7 @@ impl<P: Payload> Engine<P> {
             let body = Body::Decided {
                 group: gid,
                 epoch: *de,
-                proposal: dp.clone(),
+                proposal: Box::new(dp.clone()),
             };
             self.ctx.send(to, body);
         }
@@ -1313,7 +1314,7 @@ impl<P: Payload> Engine<P> {
                 self.ctx.send(
                     *n,
                     Body::Welcome {
-                        view: w.view.clone(),
+                        view: Box::new(w.view.clone()),
                         position: w.position,
                         stable,
                         next: w.next.clone(),
@@ -1451,7 +1452,7 @@ impl<P: Payload> Engine<P> {
                     self.ctx.send(
                         from,
                         Body::Welcome {
-                            view: w.view,
+                            view: Box::new(w.view),
                             position: w.position,
                             stable,
                             next: w.next,
@@ -1745,7 +1746,7 @@ impl<P: Payload> Engine<P> {
                                         group: gid,
                                         epoch,
                                         ballot,
-                                        proposal: prop.clone(),
+                                        proposal: Box::new(prop.clone()),
                                     },
                                 );
                             }
@@ -1981,7 +1982,7 @@ impl<P: Payload> Engine<P> {
                     group: gid,
                     epoch,
                     ballot,
-                    proposal: proposal.clone(),
+                    proposal: Box::new(proposal.clone()),
                 },
             );
         }
@@ -1996,7 +1997,7 @@ impl<P: Payload> Engine<P> {
             let body = Body::Decided {
                 group: gid,
                 epoch: *de,
-                proposal: dp.clone(),
+                proposal: Box::new(dp.clone()),
             };
             self.ctx.send(from, body);
             return;
@@ -2052,8 +2053,8 @@ impl<P: Payload> Engine<P> {
                 group: gid,
                 epoch,
                 ballot,
-                accepted,
-                state,
+                accepted: accepted.map(Box::new),
+                state: state.map(Box::new),
             },
         );
     }
@@ -2075,7 +2076,7 @@ impl<P: Payload> Engine<P> {
             let body = Body::Decided {
                 group: gid,
                 epoch: *de,
-                proposal: dp.clone(),
+                proposal: Box::new(dp.clone()),
             };
             self.ctx.send(from, body);
             return;
@@ -2168,7 +2169,7 @@ impl<P: Payload> Engine<P> {
                 Body::Decided {
                     group: gid,
                     epoch,
-                    proposal: prop.clone(),
+                    proposal: Box::new(prop.clone()),
                 },
             );
         }

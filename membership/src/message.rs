@@ -247,7 +247,7 @@ pub enum Body<P> {
     /// The coordinator ordered the joiner's Join: here is where to start.
     Welcome {
         /// The view that the Join installed.
-        view: View,
+        view: Box<View>,
         /// The position of the Join entry.
         position: u64,
         /// Stable point known to the coordinator.
@@ -296,9 +296,9 @@ pub enum Body<P> {
         /// The ballot promised.
         ballot: Ballot,
         /// The highest-ballot proposal this acceptor accepted for the epoch.
-        accepted: Option<(Ballot, Proposal)>,
+        accepted: Option<Box<(Ballot, Proposal)>>,
         /// If the acceptor is a member of the previous epoch: its state.
-        state: Option<MemberState>,
+        state: Option<Box<MemberState>>,
     },
     /// Refusal: a higher ballot was promised, or the epoch is already decided.
     Reject {
@@ -318,7 +318,7 @@ pub enum Body<P> {
         /// The ballot.
         ballot: Ballot,
         /// The value.
-        proposal: Proposal,
+        proposal: Box<Proposal>,
     },
     /// Paxos phase 2b.
     Accepted {
@@ -337,7 +337,7 @@ pub enum Body<P> {
         /// The epoch.
         epoch: u32,
         /// The decided value.
-        proposal: Proposal,
+        proposal: Box<Proposal>,
     },
 }
 

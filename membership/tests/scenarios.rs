@@ -661,7 +661,7 @@ fn restarted_acceptor_remembers_promises_and_accepted_values() {
                 group: g,
                 epoch: 1,
                 ballot: b5,
-                proposal: value.clone(),
+                proposal: Box::new(value.clone()),
             },
         ),
     );
@@ -724,7 +724,7 @@ fn restarted_acceptor_remembers_promises_and_accepted_values() {
     assert!(
         out.iter().any(|(_, b)| matches!(
             b,
-            Body::Promise { accepted: Some((b, v)), .. } if *b == b5 && *v == value
+            Body::Promise { accepted: Some(a), .. } if a.0 == b5 && a.1 == value
         )),
         "{out:?}"
     );

@@ -91,7 +91,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             next_seq: 1,
         },
         Body::Welcome {
-            view: view(),
+            view: Box::new(view()),
             position: 42,
             stable: 40,
             next: proposal().next,
@@ -118,11 +118,11 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             group: g,
             epoch: 4,
             ballot,
-            accepted: Some((ballot, proposal())),
-            state: Some(MemberState {
+            accepted: Some(Box::new((ballot, proposal()))),
+            state: Some(Box::new(MemberState {
                 view: view(),
                 ready: 41,
-            }),
+            })),
         },
         Body::Reject {
             group: g,
@@ -133,7 +133,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             group: g,
             epoch: 4,
             ballot,
-            proposal: proposal(),
+            proposal: Box::new(proposal()),
         },
         Body::Accepted {
             group: g,
@@ -143,7 +143,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
         Body::Decided {
             group: g,
             epoch: 4,
-            proposal: proposal(),
+            proposal: Box::new(proposal()),
         },
     ];
     bodies

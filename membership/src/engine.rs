@@ -792,6 +792,7 @@ impl<P: Payload> Engine<P> {
                         stable,
                         next: w.next,
                         incarnations: w.incs,
+                        rejoin: w.rejoin,
                     },
                 );
             }
@@ -983,7 +984,8 @@ impl<P: Payload> Engine<P> {
                 stable,
                 next,
                 incarnations,
-            } => self.on_welcome(*view, position, stable, next, incarnations),
+                rejoin,
+            } => self.on_welcome(*view, position, stable, next, incarnations, rejoin),
             Body::JoinRefused { group, active } => {
                 if self.groups.get(&group).is_some_and(|g| !g.is_member()) {
                     self.groups.remove(&group);
@@ -1319,6 +1321,7 @@ impl<P: Payload> Engine<P> {
                         stable,
                         next: w.next.clone(),
                         incarnations: w.incs.clone(),
+                        rejoin: w.rejoin,
                     },
                 );
             }
@@ -1457,6 +1460,7 @@ impl<P: Payload> Engine<P> {
                             stable,
                             next: w.next,
                             incarnations: w.incs,
+                            rejoin: w.rejoin,
                         },
                     );
                 }
@@ -1506,6 +1510,7 @@ impl<P: Payload> Engine<P> {
             position,
             next: seq.next.clone(),
             incs: seq.incs.clone(),
+            rejoin,
             sent: false,
         };
         seq.welcomes.push((from, w));
@@ -1520,15 +1525,16 @@ impl<P: Payload> Engine<P> {
         _stable: u64,
         next: Vec<SenderNext>,
         incs: Vec<u64>,
+        rejoin: bool,
     ) {
         let me = self.ctx.me;
         let gid = view.group;
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
-        let Phase::Joining { rejoin, .. } = g.phase else {
+        if !matches!(g.phase, Phase::Joining { .. }) {
             return;
-        };
+        }
         if !view.contains(me) || incs.len() != view.members.len() {
             return;
         }
@@ -1544,6 +1550,9 @@ impl<P: Payload> Engine<P> {
         g.leaving = None;
         g.grace_until = self.now.plus(self.cfg.failure_timeout);
         self.ctx.stats.view_changes += 1;
+        // The reason comes from the ordered entry (as at every other member),
+        // not from our phase: the sequencer may have ordered an older request
+        // of ours, sent before we saw ourselves partitioned (or the reverse).
         let reason = if rejoin {
             Reason::Merged
         } else {

@@ -92,6 +92,9 @@ pub(crate) struct WelcomeInfo {
     pub position: u64,
     pub next: Vec<SenderNext>,
     pub incs: Vec<u64>,
+    /// The ordered Join entry's `rejoin` flag (the reason every member
+    /// reports: `Merged` or `Join(joiner)`).
+    pub rejoin: bool,
     /// Sent once the Join is stable (so the joiner never installs a view
     /// the primary does not); re-sent on ticks until acknowledged.
     pub sent: bool,

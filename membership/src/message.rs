@@ -256,6 +256,11 @@ pub enum Body<P> {
         next: Vec<SenderNext>,
         /// Incarnations of `view.members`, aligned.
         incarnations: Vec<u64>,
+        /// The `rejoin` flag of the ordered Join entry. The joiner reports
+        /// the view with the reason every member derives from that entry
+        /// (`Merged` or `Join(joiner)`), not from its own phase: the ordered
+        /// request may be an older one sent before the joiner's phase changed.
+        rejoin: bool,
     },
     /// The group's active version is outside the joiner's range.
     JoinRefused {
@@ -434,12 +439,14 @@ impl<P> Message<P> {
                 stable,
                 next,
                 incarnations,
+                rejoin,
             } => Body::Welcome {
                 view,
                 position,
                 stable,
                 next,
                 incarnations,
+                rejoin,
             },
             Body::JoinRefused { group, active } => Body::JoinRefused { group, active },
             Body::NoGroup { group, known } => Body::NoGroup { group, known },

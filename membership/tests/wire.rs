@@ -96,6 +96,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             stable: 40,
             next: proposal().next,
             incarnations: vec![1, 5, 2],
+            rejoin: true,
         },
         Body::JoinRefused {
             group: g,

@@ -1535,6 +1535,12 @@ impl<P: Payload> Engine<P> {
         if !matches!(g.phase, Phase::Joining { .. }) {
             return;
         }
+        // A delayed copy of a Welcome we already installed (the sequencer
+        // re-sends it until acknowledged) arriving after we saw ourselves
+        // partitioned: installing it would install the same view twice.
+        if view.id <= g.view.id {
+            return;
+        }
         if !view.contains(me) || incs.len() != view.members.len() {
             return;
         }

@@ -313,6 +313,9 @@ impl Scenario {
         let mut net_rng = rng.fork();
         let mut work = rng.fork();
         let mut faults = rng.fork();
+        // Drawn last, so the streams above (and what every seed meant before
+        // the straggler existed) are unchanged.
+        let mut straggle = rng.fork();
         let (old, new) = (OLDEST.0, CURRENT.0);
 
         let nodes = shape.range(3, 5) as usize;
@@ -377,6 +380,19 @@ impl Scenario {
         let group = work.chance(0.5).then(|| work.below(groups.len()));
         let to = work.chance(0.4).then_some(new);
         script.push((adjust_at, Action::Adjust { node, group, to }));
+        // The operator's mistake: the last node of the rolling order is not
+        // upgraded yet when the adjust runs (it is, a little later, and the
+        // application's retries then succeed). An adjust to version 2 is
+        // then refused with `NotCapable` naming that node and its old range.
+        if straggle.chance(0.3) {
+            let last = order[nodes - 1];
+            let at = adjust_at + straggle.range(40 * MS, 120 * MS);
+            for (when, action) in script.iter_mut() {
+                if matches!(action, Action::Upgrade { node, .. } if *node == last) {
+                    *when = at;
+                }
+            }
+        }
         // Batches right after the first adjust (work only if it switched).
         for g in 0..groups.len() {
             script.push((

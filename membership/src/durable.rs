@@ -1,7 +1,7 @@
 //! What a node must not forget across a crash: its Paxos acceptor state.
 //!
 //! Every configured node votes on every epoch change of every group (see
-//! `PROTOCOL.md`, "Crashes"). A Paxos acceptor that forgets a promise or an
+//! `docs/DESIGN.md`, section 4, "Crashes"). A Paxos acceptor that forgets a promise or an
 //! accepted value after a restart can let two proposers each gather a
 //! majority for different values of the same epoch: the restarted node votes
 //! for the second one as if it had never voted for the first. So the Engine

@@ -36,7 +36,7 @@
 //! order (no flush, no timeout). A crash is handled by a flush whose outcome
 //! is agreed by a strict majority of the configured nodes (single-decree
 //! Paxos per epoch), which is also what keeps a minority from continuing.
-//! `PROTOCOL.md` next to this crate describes the protocol, its invariants
+//! `docs/DESIGN.md` (section 4) describes the protocol, its invariants
 //! and why they hold.
 //!
 //! # Example

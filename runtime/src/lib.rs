@@ -22,7 +22,7 @@
 //! idle strategy decides latency more than anything else (a wake-up costs tens of
 //! microseconds), and the fastest io_uring setup measured (COOP_TASKRUN +
 //! TASKRUN_FLAG, spinning in user space) is one glommio does not expose; see
-//! `runtime/DESIGN-notes.md` for the figures.
+//! `docs/DESIGN.md` (section 2) for the figures.
 //!
 //! # Example
 //!

@@ -20,7 +20,7 @@
 //! sender's choice, carried in the (checksummed) flags: control frames always
 //! do, payload frames do when the sending driver has
 //! [`checksum_payloads`](crate::DriverConfig::checksum_payloads) on. crc32c
-//! runs at only ~3-5 GB/s on this VM (measured, see DESIGN-notes.md), which
+//! runs at only ~3-5 GB/s on this VM (measured, see docs/DESIGN.md, section 3), which
 //! would cost a 64 KiB stream about a third of its throughput, while TCP
 //! already checksums every segment that leaves the host.
 
@@ -351,7 +351,7 @@ pub fn encode_control(msg: &Control) -> Vec<u8> {
 /// misaligned it is copied into `scratch` (reused, so no allocation once warm)
 /// and the returned flag is `true`; callers count these copies. Control
 /// frames are rare and small, so the copy costs less than padding every frame
-/// on the wire (measured: see DESIGN-notes.md).
+/// on the wire (measured: see docs/DESIGN.md, section 3).
 pub fn decode_control(
     payload: &[u8],
     scratch: &mut AlignedVec<ARCHIVE_ALIGN>,

@@ -37,6 +37,24 @@ pub struct Net {
     pub delay_max: u64,
 }
 
+impl Net {
+    /// The chaos-phase network both families draw (same draws, same order,
+    /// so a seed's network does not depend on which family reads it).
+    fn draw(rng: &mut Rng, timeout: u64) -> Net {
+        let lat_min = rng.range(20 * US, 100 * US);
+        Net {
+            lat_min,
+            lat_max: lat_min + rng.range(0, 500 * US),
+            loss: *rng.pick(&[0.0, 0.0, 0.001, 0.01, 0.03]),
+            dup: *rng.pick(&[0.0, 0.0, 0.005, 0.02]),
+            reorder: *rng.pick(&[0.0, 0.05, 0.2]),
+            reorder_max: rng.range(100 * US, 2 * MS),
+            delay: *rng.pick(&[0.0, 0.0, 0.001, 0.005]),
+            delay_max: rng.range(timeout / 2, 3 * timeout),
+        }
+    }
+}
+
 /// A scripted action. Node and group are indexes into the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -177,17 +195,7 @@ impl Scenario {
         let batch = *shape.pick(&[1, 8, 64]);
         let wire = shape.chance(0.25);
 
-        let lat_min = net_rng.range(20 * US, 100 * US);
-        let net = Net {
-            lat_min,
-            lat_max: lat_min + net_rng.range(0, 500 * US),
-            loss: *net_rng.pick(&[0.0, 0.0, 0.001, 0.01, 0.03]),
-            dup: *net_rng.pick(&[0.0, 0.0, 0.005, 0.02]),
-            reorder: *net_rng.pick(&[0.0, 0.05, 0.2]),
-            reorder_max: net_rng.range(100 * US, 2 * MS),
-            delay: *net_rng.pick(&[0.0, 0.0, 0.001, 0.005]),
-            delay_max: net_rng.range(timeout / 2, 3 * timeout),
-        };
+        let net = Net::draw(&mut net_rng, timeout);
         let chaos_end = work.range(400, 1200) * MS;
 
         let mut script = Vec::new();
@@ -339,17 +347,7 @@ impl Scenario {
         let batch = *shape.pick(&[1, 8, 64]);
         let wire = shape.chance(0.25);
 
-        let lat_min = net_rng.range(20 * US, 100 * US);
-        let net = Net {
-            lat_min,
-            lat_max: lat_min + net_rng.range(0, 500 * US),
-            loss: *net_rng.pick(&[0.0, 0.0, 0.001, 0.01, 0.03]),
-            dup: *net_rng.pick(&[0.0, 0.0, 0.005, 0.02]),
-            reorder: *net_rng.pick(&[0.0, 0.05, 0.2]),
-            reorder_max: net_rng.range(100 * US, 2 * MS),
-            delay: *net_rng.pick(&[0.0, 0.0, 0.001, 0.005]),
-            delay_max: net_rng.range(timeout / 2, 3 * timeout),
-        };
+        let net = Net::draw(&mut net_rng, timeout);
 
         let mut script = Vec::new();
         for g in 0..groups.len() {

@@ -187,6 +187,11 @@ enum Item {
     Pooled { buf: BufRef, len: u32 },
 }
 
+/// `MSG_WAITALL` on copying sends: io_uring then keeps a send that filled
+/// the socket buffer armed and finishes it in the kernel (io_net_retry),
+/// instead of completing it short and having us resubmit the rest.
+const SEND_WAITALL: i32 = libc::MSG_WAITALL;
+
 /// Most queue items one gathered send (SENDMSG) covers.
 const MAX_IOV: usize = 64;
 /// Most bytes one gathered send covers (a CQE's result is an i32).
@@ -216,6 +221,8 @@ struct SendState {
     /// Bytes of the head item already sent.
     head_sent: u32,
     in_flight: bool,
+    /// Bytes the send in flight was submitted with (to count short sends).
+    in_flight_len: u32,
     want_writable: bool,
     in_flush_list: bool,
     gather: Box<Gather>,
@@ -230,6 +237,7 @@ impl Default for SendState {
             queue: VecDeque::new(),
             head_sent: 0,
             in_flight: false,
+            in_flight_len: 0,
             want_writable: false,
             in_flush_list: false,
             gather: Gather::new(),
@@ -1117,6 +1125,7 @@ impl Driver {
             }
         }
         c.send.in_flight = true;
+        c.send.in_flight_len = total.min(u32::MAX as usize) as u32;
         c.ops += 1;
         if zc.is_some() {
             c.zc_pending += 1;
@@ -1146,12 +1155,12 @@ impl Driver {
                 g.msg.msg_iov = g.iov.as_mut_ptr();
                 g.msg.msg_iovlen = niov as _;
                 opcode::SendMsg::new(types::Fd(fd), &g.msg)
-                    .flags(libc::MSG_NOSIGNAL as u32)
+                    .flags((libc::MSG_NOSIGNAL | SEND_WAITALL) as u32)
                     .build()
                     .user_data(ud(K_SEND, 0, index))
             }
             None => opcode::Send::new(types::Fd(fd), ptr, len)
-                .flags(libc::MSG_NOSIGNAL)
+                .flags(libc::MSG_NOSIGNAL | SEND_WAITALL)
                 .build()
                 .user_data(ud(K_SEND, 0, index)),
         };
@@ -1179,6 +1188,9 @@ impl Driver {
         }
         self.stats.bytes_sent += res as u64;
         let s = &mut c.send;
+        if (res as u32) < s.in_flight_len {
+            self.stats.short_sends += 1;
+        }
         // A gathered send may have finished several items and part of one.
         let mut left = res as u32;
         let mut popped = false;

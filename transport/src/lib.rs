@@ -463,6 +463,11 @@ pub struct Stats {
     /// Send operations that gathered several queue items (staging chunks,
     /// pooled buffers) into one SENDMSG.
     pub gathered_sends: u64,
+    /// Send completions that covered fewer bytes than were submitted (the
+    /// rest is resubmitted). Copying sends carry `MSG_WAITALL`, so the kernel
+    /// finishes a send that filled the socket buffer itself once room frees
+    /// up; only an error part-way (or a SEND_ZC) ends one short.
+    pub short_sends: u64,
     /// SEND_ZC notifications received (the kernel released the pages).
     pub zc_notifications: u64,
     /// Sends answered with `BackPressured`.

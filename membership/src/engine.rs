@@ -2215,7 +2215,11 @@ impl<P: Payload> Engine<P> {
                 if let Some(j) = self.joiners.get_mut(&gid) {
                     j.known = Some((epoch, proposal.view.clone()));
                 }
-                if mine {
+                // A delayed copy of a decision we already installed (or one
+                // older than a view we installed since) arriving after we saw
+                // ourselves partitioned: installing it would install a view
+                // again, or go back in the chain.
+                if mine && proposal.view.id > g.view.id {
                     // We created (or restarted) the group.
                     self.joiners.remove(&gid);
                     g.phase = Phase::Member;

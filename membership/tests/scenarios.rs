@@ -49,6 +49,9 @@ struct Net {
     deaf: Vec<bool>,
     /// Links cut in both directions, on top of `side`.
     cut: Vec<(u32, u32)>,
+    /// Copies of the messages sent that match `keep` (sender, target, message).
+    keep: Option<fn(NodeId, &Body<P>) -> bool>,
+    kept: Vec<(NodeId, NodeId, Message<P>)>,
 }
 
 impl Net {
@@ -72,6 +75,8 @@ impl Net {
             mode,
             deaf: vec![false; n as usize],
             cut: Vec::new(),
+            keep: None,
+            kept: Vec::new(),
         }
     }
 
@@ -95,6 +100,9 @@ impl Net {
             let from = NodeId(i as u32 + 1);
             match cmd {
                 Command::Send { to, msg } => {
+                    if self.keep.is_some_and(|keep| keep(to, &msg.body)) {
+                        self.kept.push((from, to, msg.clone()));
+                    }
                     let extra = if self.jitter > 0 {
                         self.rand() % self.jitter
                     } else {
@@ -1271,5 +1279,74 @@ fn a_message_sent_before_a_leave_while_cut_off_is_delivered_after_the_next_join(
                 "{mode:?}: node {n}"
             );
         }
+    }
+}
+
+/// The ids of the views a node installed, without its `Partitioned` reports
+/// (they carry the last view's id again).
+fn installed_ids(net: &Net, node: u32) -> Vec<ViewId> {
+    net.views(node)
+        .into_iter()
+        .filter(|(_, r, _)| *r != Reason::Partitioned)
+        .map(|(v, _, _)| v.id)
+        .collect()
+}
+
+/// Simulator seeds 15259, 52238, 58800, 67634, 85094, 90655 (base) and
+/// 7256, 21971, 42393 (upgrade): a member installs a decided epoch, then
+/// sees itself partitioned (so it is joining again), and only then gets a
+/// delayed copy of that same decision. It must not install the view again
+/// (nor go back to it after a later fast-path view): a (re)joiner installs a
+/// decision only for a view above the last one it installed.
+#[test]
+fn a_delayed_copy_of_an_installed_decision_is_not_installed_again() {
+    for join_after_flush in [false, true] {
+        let what = format!("a join after the flush: {join_after_flush}");
+        let mut net = Net::new(5, DeliveryMode::Agreed);
+        let g = group();
+        net.form(g, &[1, 2, 3, 4, 5]);
+        net.crash(5);
+        // Keep a copy of the flush decision on its way to node 4.
+        net.keep =
+            Some(|to, body| to == NodeId(4) && matches!(body, Body::Decided { epoch: 2, .. }));
+        net.run(200);
+        let copy = net.kept.first().cloned();
+        let (from, _, decided) = copy.expect("the flush decision went to node 4");
+        let flushed = net.engine(4).view(g).unwrap();
+        assert_eq!(flushed.id, ViewId::first_of(2), "{what}");
+        if join_after_flush {
+            let nodes: Vec<NodeId> = (1..=5).map(NodeId).collect();
+            net.engines[4] =
+                Some(Engine::new(config(NodeId(5), &nodes, 1), Time(net.now)).unwrap());
+            net.join(5, g);
+            net.run(50);
+            assert!(net.engine(5).is_member(g), "{what}");
+        }
+        net.side = vec![0, 0, 0, 1, 0];
+        net.run(100);
+        assert_eq!(partitioned_count(&net, 4), 1, "{what}");
+        assert!(!net.engine(4).is_member(g), "{what}");
+        let before = installed_ids(&net, 4);
+        let now = Time(net.now);
+        net.engine(4).handle_message(now, from, decided);
+        net.drain(3);
+        assert_eq!(
+            installed_ids(&net, 4),
+            before,
+            "{what}: installed the stale decision"
+        );
+        assert!(!net.engine(4).is_member(g), "{what}");
+        // After the heal node 4 merges, and its views only go up.
+        net.side = vec![0; 5];
+        net.run(200);
+        assert!(net.engine(4).is_member(g), "{what}");
+        let ids = installed_ids(&net, 4);
+        assert!(ids.windows(2).all(|w| w[0] < w[1]), "{what}: {ids:?}");
+        let merged = position_of(&net.views(4), &Reason::Merged).expect("node 4 merged");
+        assert_eq!(
+            Some(merged),
+            position_of(&net.views(1), &Reason::Merged),
+            "{what}"
+        );
     }
 }

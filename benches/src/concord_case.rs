@@ -53,6 +53,26 @@ fn config(node_id: u64) -> DriverConfig {
     }
 }
 
+/// How the stream case's two threads wait when a poll finds nothing to do
+/// (`--concord-idle`). Pingpong always busy-polls: it is compared with a
+/// busy-polled floor.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StreamIdle {
+    /// Park in the kernel at the first poll that finds nothing, until the
+    /// next completion (the runtime's `IdleStrategy::Park`). A thread waits
+    /// exactly when the blocking std baseline would block. Default: on a
+    /// shared machine it measured best, and a throughput stream has MiBs of
+    /// socket and staging buffers to cover a wake-up (docs/DESIGN.md, 3).
+    #[default]
+    Park,
+    /// Spin [`SPIN_BEFORE_PARK`] on empty polls, then park (the previous
+    /// default; the runtime's `SpinThenPark`).
+    SpinThenPark,
+    /// Never park (the runtime's `BusySpin`): only for cores nobody else wants.
+    Spin,
+}
+
 /// Idle-poll bookkeeping: the clock is read only after many empty polls, so a
 /// hot loop pays nothing, and a peer that stops answering fails the case
 /// after [`STALL_TIMEOUT`] instead of hanging.
@@ -64,9 +84,7 @@ struct Idle {
     spin_since: Option<Instant>,
 }
 
-/// Streaming idles like a runtime shard with the spin-then-park strategy:
-/// spin this long on empty polls, then park in the kernel until a completion.
-/// Pingpong never parks (it is compared with a busy-polled floor).
+/// [`StreamIdle::SpinThenPark`]'s spin.
 const SPIN_BEFORE_PARK: Duration = Duration::from_micros(50);
 /// Longest single park (a completion ends it sooner).
 const PARK_MAX: Duration = Duration::from_millis(1);
@@ -76,24 +94,32 @@ impl Idle {
     /// Empty polls between clock reads while deciding whether to park.
     const PARK_CHECK_EVERY: u32 = 64;
 
-    /// [`after_poll`](Idle::after_poll), then spin-then-park: once `d` has
-    /// had no work for [`SPIN_BEFORE_PARK`], park it (it wakes on the next
-    /// completion) instead of spinning on. On a loaded machine this gives
-    /// the peer thread and everything else the core, as blocking sockets do.
+    /// [`after_poll`](Idle::after_poll), then wait the `how` way when `d`
+    /// had no work: parking gives the peer thread and everything else the
+    /// core until `d`'s next completion, as a blocking socket does.
     fn after_poll_or_park(
         &mut self,
         d: &mut Driver,
         work: usize,
+        how: StreamIdle,
         what: &str,
     ) -> anyhow::Result<()> {
         self.after_poll(work, what)?;
         if work > 0 {
             self.spin_since = None;
-        } else if self.polls.is_multiple_of(Self::PARK_CHECK_EVERY) {
-            let since = *self.spin_since.get_or_insert_with(Instant::now);
-            if since.elapsed() >= SPIN_BEFORE_PARK {
-                d.park(Some(PARK_MAX)).context("parking the driver")?;
+            return Ok(());
+        }
+        let park = match how {
+            StreamIdle::Park => true,
+            StreamIdle::Spin => false,
+            StreamIdle::SpinThenPark => {
+                self.polls.is_multiple_of(Self::PARK_CHECK_EVERY)
+                    && self.spin_since.get_or_insert_with(Instant::now).elapsed()
+                        >= SPIN_BEFORE_PARK
             }
+        };
+        if park {
+            d.park(Some(PARK_MAX)).context("parking the driver")?;
         }
         Ok(())
     }
@@ -313,19 +339,17 @@ fn echo_server(tx: &mpsc::Sender<SocketAddr>, size: usize) -> anyhow::Result<(u6
 ///
 /// The sender claims space in the connection's staging chunk, writes the
 /// sequence number in place and commits (no payload copy in user space), for
-/// `duration`; then an empty frame marks the end. Both sides idle the way a
-/// runtime shard with the spin-then-park strategy does: spin
-/// [`SPIN_BEFORE_PARK`] on empty polls, then park until a completion (the
-/// std baseline blocks in the kernel likewise; without parking, two spinners
-/// on a loaded 2-core machine lose their cores to the scheduler). The receiver checks length
+/// `duration`; then an empty frame marks the end. Both sides wait as `idle`
+/// says when a poll finds nothing to do (by default they park at once, where
+/// the std baseline would block). The receiver checks length
 /// and sequence of every frame and answers the end marker with the count it
 /// received, which the sender compares with what it sent.
-pub fn stream(size: usize, duration: Duration) -> anyhow::Result<StreamResult> {
+pub fn stream(size: usize, duration: Duration, idle: StreamIdle) -> anyhow::Result<StreamResult> {
     crate::stream::check_size(size)?;
     let (tx, rx) = mpsc::channel();
     let pair = pingpong::run_pair(
-        move || stream_receiver(&tx, size),
-        move || stream_sender(&rx, size, duration),
+        move || stream_receiver(&tx, size, idle),
+        move || stream_sender(&rx, size, duration, idle),
     )?;
     let (received, elapsed, rx_straddled) = pair.server;
     let (sent, acked, tx_straddled) = pair.client;
@@ -355,6 +379,7 @@ fn stream_sender(
     rx: &mpsc::Receiver<SocketAddr>,
     size: usize,
     duration: Duration,
+    how: StreamIdle,
 ) -> anyhow::Result<(u64, u64, u64)> {
     let (mut d, conn) = connect(rx)?;
     let max = d.config().max_frame_len as usize;
@@ -394,7 +419,7 @@ fn stream_sender(
             }
         } else {
             let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
-            idle.after_poll_or_park(&mut d, work, "waiting for send queue room")?;
+            idle.after_poll_or_park(&mut d, work, how, "waiting for send queue room")?;
         }
         if gone {
             bail!("receiver disconnected after {sent} messages");
@@ -472,6 +497,7 @@ fn offer_pooled(
 fn stream_receiver(
     tx: &mpsc::Sender<SocketAddr>,
     size: usize,
+    how: StreamIdle,
 ) -> anyhow::Result<(u64, Duration, u64)> {
     let mut d = listen(tx)?;
     let mut seq = 0u64;
@@ -513,7 +539,7 @@ fn stream_receiver(
             return Err(e);
         }
         if connected {
-            idle.after_poll_or_park(&mut d, work, "receiving the stream")?;
+            idle.after_poll_or_park(&mut d, work, how, "receiving the stream")?;
         }
     }
     let Some((conn, t_end)) = end else {
@@ -570,15 +596,21 @@ mod tests {
     fn concord_stream_delivers_everything() {
         // 1 MiB exceeds a staging chunk: the pooled SendBuf path.
         for size in [8, 4096, 65536, 1 << 20] {
-            let r = stream(size, Duration::from_millis(30)).unwrap();
+            let r = stream(size, Duration::from_millis(30), StreamIdle::Park).unwrap();
             assert!(r.messages >= send_batch(size), "{size}: {}", r.messages);
             assert_eq!(r.payload_bytes, r.messages * size as u64);
+        }
+        // The other idle strategies deliver everything too.
+        for idle in [StreamIdle::SpinThenPark, StreamIdle::Spin] {
+            let r = stream(65536, Duration::from_millis(30), idle).unwrap();
+            assert!(r.messages >= 1, "{idle:?}: {}", r.messages);
+            assert_eq!(r.payload_bytes, r.messages * 65536);
         }
     }
 
     #[test]
     fn bad_sizes_are_refused_before_any_socket() {
         assert!(pingpong(4, 1, 1).is_err());
-        assert!(stream(4, Duration::from_millis(1)).is_err());
+        assert!(stream(4, Duration::from_millis(1), StreamIdle::Park).is_err());
     }
 }

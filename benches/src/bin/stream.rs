@@ -26,6 +26,10 @@ struct Cli {
     #[command(flatten)]
     #[serde(flatten)]
     args: BenchArgs,
+    /// How concord's two threads wait when a poll finds nothing to do
+    /// (the std baseline always blocks).
+    #[arg(long, value_enum, default_value_t)]
+    concord_idle: concord_case::StreamIdle,
 }
 
 fn main() -> ExitCode {
@@ -54,7 +58,7 @@ fn run() -> anyhow::Result<ExitCode> {
         for &case in &cases {
             eprintln!("stream: {case} {size} B for {duration:?}");
             let outcome = match case {
-                "concord" => concord_case::stream(size, duration),
+                "concord" => concord_case::stream(size, duration, cli.concord_idle),
                 "std" => stream::std_stream(size, duration),
                 other => anyhow::bail!("case {other} is listed but has no runner"),
             };

@@ -150,11 +150,17 @@ struct Joiner {
     rounds: u32,
 }
 
-/// What [`Engine::forget_group`] keeps of a left group's own stream.
+/// What [`Engine::forget_group`] keeps of a left group: the own messages the
+/// primary may not have ordered, what this incarnation delivered of every
+/// sender's stream, and where its delivery stood (last view, position, and
+/// each sender's next sequence there).
 #[derive(Debug)]
 struct LeftOwn<P> {
     buf: Option<SenderBuf<P>>,
-    delivered: Option<SenderNext>,
+    delivered: Vec<SenderNext>,
+    view: View,
+    position: u64,
+    next: Vec<SenderNext>,
 }
 
 /// The membership and total-order protocol of one node.
@@ -174,9 +180,12 @@ pub struct Engine<P: Payload> {
     /// sequence numbers peers already delivered.
     left_seqs: BTreeMap<GroupId, u64>,
     /// Own messages of groups this node left before the primary ordered
-    /// them (a leave while cut off or rejoining), with what it delivered of
-    /// its own stream: a later join with the same incarnation sends them
-    /// again, so an accepted message is not lost by leaving and rejoining.
+    /// them (a leave while cut off or rejoining), and what it delivered of
+    /// each sender's stream: a later join with the same incarnation sends
+    /// them again, so an accepted message is not lost by leaving and
+    /// rejoining, and skips messages it delivered before it left that their
+    /// senders send again (no duplication holds per incarnation, across a
+    /// leave).
     left_own: BTreeMap<GroupId, LeftOwn<P>>,
     /// Groups this node left as their sequencer: `(epoch, position)` of its
     /// own Leave. A member that missed the stable point of that Leave keeps
@@ -404,6 +413,12 @@ impl<P: Payload> Engine<P> {
         let mut g = Group::new(group, mode, view, self.now);
         g.my_seq = self.left_seqs.remove(&group).unwrap_or(0);
         if let Some(left) = self.left_own.remove(&group) {
+            // Continue from where this incarnation's delivery stood, as a
+            // rejoin does: an orphan restart by us then starts after what we
+            // delivered, not from an older decided cut (which would order
+            // again messages we delivered, at positions we already used).
+            g.view = left.view;
+            g.reset_order(left.position, left.next);
             g.senders.extend(left.buf);
             g.delivered_hi.extend(left.delivered);
         }
@@ -988,7 +1003,9 @@ impl<P: Payload> Engine<P> {
             } => self.on_welcome(*view, position, stable, next, incarnations, rejoin),
             Body::JoinRefused { group, active } => {
                 if self.groups.get(&group).is_some_and(|g| !g.is_member()) {
-                    self.groups.remove(&group);
+                    // Keep what a later join with this incarnation needs
+                    // (own stream, what was delivered), as for a leave.
+                    self.forget_group(group);
                     self.joiners.remove(&group);
                     self.ctx
                         .commands
@@ -1260,9 +1277,12 @@ impl<P: Payload> Engine<P> {
     }
 
     /// Drop `gid`'s state after a leave, keeping what a later join with the
-    /// same incarnation needs: the last own sender sequence and the own
-    /// messages the primary may not have ordered (with what this node
-    /// delivered of its own stream, so it does not deliver them twice).
+    /// same incarnation needs: the last own sender sequence, the own
+    /// messages the primary may not have ordered, and what this node
+    /// delivered of every sender's stream. A leave that ends without its
+    /// Leave ordered (cut off, or while rejoining) leaves messages this node
+    /// delivered in a minority that the primary never ordered; their senders
+    /// send them again, and the next join must not deliver them twice.
     fn forget_group(&mut self, gid: GroupId) {
         let (me, inc) = (self.ctx.me, self.ctx.inc);
         let Some(mut g) = self.groups.remove(&gid) else {
@@ -1275,16 +1295,17 @@ impl<P: Payload> Engine<P> {
             .position(|b| b.node == me && b.inc == inc)
             .map(|i| g.senders.swap_remove(i))
             .filter(|b| b.msgs.iter().any(Option::is_some));
-        let delivered = g
-            .delivered_hi
-            .iter()
-            .find(|s| s.node == me && s.incarnation == inc)
-            .copied();
-        if buf.is_some() {
-            self.left_own.insert(gid, LeftOwn { buf, delivered });
-        } else {
-            self.left_own.remove(&gid);
-        }
+        let delivered = std::mem::take(&mut g.delivered_hi);
+        self.left_own.insert(
+            gid,
+            LeftOwn {
+                buf,
+                delivered,
+                view: g.view,
+                position: g.delivered,
+                next: g.next,
+            },
+        );
     }
 
     /// `to` still acts in epoch `their_epoch` of `gid`: send it the latest

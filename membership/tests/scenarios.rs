@@ -1350,3 +1350,93 @@ fn a_delayed_copy_of_an_installed_decision_is_not_installed_again() {
         );
     }
 }
+
+/// No majority anywhere (4 nodes split 2 | 2): node 1, the sequencer, and
+/// node 2 deliver node 2's message in their old view (Agreed), which no
+/// primary ever orders. Node 1 then leaves while it is rejoining and joins
+/// again with the same incarnation, and node 2 (which still holds its
+/// message) merges last. Whoever restarts the group, node 1 must not deliver
+/// the message a second time: what it delivered of every sender survives the
+/// leave (sim seeds 8651, 12010 and 11 more). If node 1 restarts the group
+/// itself, it continues after what it delivered, as a rejoining member does,
+/// not from the older decided cut (which reused positions and ordered the
+/// message again, where every member skipped it: seeds 2669, 12781, 29029,
+/// 38554).
+#[test]
+fn a_member_that_leaves_while_rejoining_and_joins_again_delivers_nothing_twice() {
+    for node_1_restarts in [true, false] {
+        let mut net = Net::new(4, DeliveryMode::Agreed);
+        let g = group();
+        net.form(g, &[1, 2, 3, 4]);
+        net.send(3, g, b"before");
+        net.run(20);
+        net.side = vec![0, 0, 1, 1];
+        net.run(1);
+        assert!(matches!(
+            net.send(2, g, b"minority"),
+            Multicast::Sent { .. }
+        ));
+        net.run(10);
+        for n in [1, 2] {
+            assert!(
+                net.deliveries(n).iter().any(|d| d.1 == b"minority"),
+                "node {n} did not deliver in its old view"
+            );
+        }
+        let last_1 = net.deliveries(1).last().unwrap().0;
+        net.run(300);
+        for n in 1..=4 {
+            assert!(
+                net.logs[(n - 1) as usize].contains(&Ev::Partitioned),
+                "node {n}"
+            );
+        }
+        // Node 1 abandons its rejoin; so do 3 and 4 if node 1 is to restart.
+        let leavers: &[u32] = if node_1_restarts { &[1, 3, 4] } else { &[1] };
+        for &n in leavers {
+            let now = Time(net.now);
+            net.engine(n).leave(now, g).unwrap();
+            net.drain((n - 1) as usize);
+        }
+        if node_1_restarts {
+            net.join(1, g);
+        }
+        net.side = vec![0, 1, 0, 0];
+        net.run(300);
+        if node_1_restarts {
+            let restart = net
+                .views(1)
+                .into_iter()
+                .find(|(v, r, _)| *r == Reason::Join(NodeId(1)) && v.id.epoch() > 1)
+                .expect("node 1 restarted the group");
+            assert!(
+                restart.2 >= last_1,
+                "the restart starts after {} although node 1 delivered up to {last_1}",
+                restart.2
+            );
+        } else {
+            assert!(net.engine(3).is_member(g) && net.engine(4).is_member(g));
+            net.join(1, g);
+            net.run(100);
+        }
+        assert!(net.engine(1).is_member(g), "node 1 did not get back in");
+        net.side = vec![0, 0, 0, 0];
+        net.run(300);
+        assert!(net.engine(2).is_member(g), "node 2 did not merge");
+        net.send(2, g, b"after");
+        net.run(50);
+        for n in [1, 2] {
+            let got: Vec<Vec<u8>> = net
+                .deliveries(n)
+                .into_iter()
+                .map(|d| d.1)
+                .filter(|p| p == b"minority" || p == b"after")
+                .collect();
+            assert_eq!(
+                got,
+                vec![b"minority".to_vec(), b"after".to_vec()],
+                "node {n}, node 1 restarts: {node_1_restarts}"
+            );
+        }
+    }
+}

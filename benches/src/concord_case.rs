@@ -1,8 +1,9 @@
 //! concord's own case: the same ping-pong and stream over `concord_transport::Driver`.
 //!
 //! Same shape as the baselines: two threads pinned like the others, each
-//! building its own [`Driver`] (it is `!Send`, one per shard), busy-polling it
-//! the way a hot runtime shard does (streaming: spin, then park when idle). Ping-pong goes through
+//! building its own [`Driver`] (it is `!Send`, one per shard) and polling it
+//! the way a runtime shard does: ping-pong busy-polls; streaming parks when a
+//! poll finds nothing to do, by default ([`StreamIdle`]). Ping-pong goes through
 //! [`crate::pingpong::measure_round_trips`], so its latencies and allocation
 //! counts mean exactly what the baselines' do; the echo server replies from
 //! inside the poll callback with [`Driver::send`]. The stream sender writes
@@ -66,7 +67,7 @@ pub enum StreamIdle {
     /// socket and staging buffers to cover a wake-up (docs/DESIGN.md, 3).
     #[default]
     Park,
-    /// Spin [`SPIN_BEFORE_PARK`] on empty polls, then park (the previous
+    /// Spin 50 us on empty polls, then park (the previous
     /// default; the runtime's `SpinThenPark`).
     SpinThenPark,
     /// Never park (the runtime's `BusySpin`): only for cores nobody else wants.

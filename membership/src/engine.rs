@@ -146,7 +146,7 @@ struct Proposer {
 #[derive(Debug, Default)]
 struct Joiner {
     no_group: Vec<NodeId>,
-    known: Option<(u32, View)>,
+    known: Option<(u32, Proposal)>,
     rounds: u32,
 }
 
@@ -992,7 +992,8 @@ impl<P: Payload> Engine<P> {
                 range,
                 rejoin,
                 next_seq,
-            } => self.on_join_request(from, from_inc, group, range, rejoin, next_seq),
+                delivered,
+            } => self.on_join_request(from, from_inc, group, range, rejoin, (next_seq, delivered)),
             Body::Welcome {
                 view,
                 position,
@@ -1017,10 +1018,10 @@ impl<P: Payload> Engine<P> {
                     if !j.no_group.contains(&from) {
                         j.no_group.push(from);
                     }
-                    if let Some(v) = known
-                        && j.known.as_ref().is_none_or(|(e, _)| *e < v.id.epoch())
+                    if let Some(p) = known
+                        && j.known.as_ref().is_none_or(|(e, _)| *e < p.view.id.epoch())
                     {
-                        j.known = Some((v.id.epoch(), v));
+                        j.known = Some((p.view.id.epoch(), *p));
                     }
                 }
             }
@@ -1369,6 +1370,11 @@ impl<P: Payload> Engine<P> {
         // Where our FIFO stream can resume: the sequencer orders us from the
         // larger of this and what the group already ordered of us.
         let next_seq = g.own_first(me, self.ctx.inc);
+        let delivered = g
+            .delivered_hi
+            .iter()
+            .find(|d| d.node == me && d.incarnation == self.ctx.inc)
+            .map_or(0, |d| d.next);
         let range = self.cfg.protocol;
         // Decide from the previous round's answers whether to create (or
         // restart) the group.
@@ -1380,27 +1386,25 @@ impl<P: Payload> Engine<P> {
             let known_local = self.acceptors.get(&gid).and_then(|a| a.decided.clone());
             if !self.proposers.contains_key(&gid) && 1 + answered.len() >= self.majority {
                 // The latest decided value we know of, if any.
-                let latest: Option<(u32, View, Option<Proposal>)> = match (known, known_local) {
+                let latest: Option<(u32, Proposal)> = match (known, known_local) {
                     (None, None) => None,
-                    (Some((e, _)), Some((le, lp))) if le >= e => {
-                        Some((le, lp.view.clone(), Some(lp)))
-                    }
-                    (Some((e, v)), _) => Some((e, v, None)),
-                    (None, Some((le, lp))) => Some((le, lp.view.clone(), Some(lp))),
+                    (Some((e, p)), Some((le, lp))) => Some(if le >= e { (le, lp) } else { (e, p) }),
+                    (Some(k), None) | (None, Some(k)) => Some(k),
                 };
                 match latest {
                     None => self.start_proposer(gid, 1, Kind::Create, None),
-                    Some((epoch, view, prop)) => {
+                    Some((epoch, prop)) => {
                         // Every member of the last decided view either said it
                         // is not a member any more, or is unreachable: nobody
                         // is left to admit us, so restart the group. (A live
                         // member shows up in the promises and we back off.)
-                        let all_gone = view
+                        let all_gone = prop
+                            .view
                             .members
                             .iter()
                             .all(|m| *m == me || answered.contains(m) || self.suspected(*m));
                         if all_gone && reachable >= self.majority {
-                            self.start_proposer(gid, epoch + 1, Kind::Orphan, prop);
+                            self.start_proposer(gid, epoch + 1, Kind::Orphan, Some(prop));
                         }
                     }
                 }
@@ -1416,6 +1420,7 @@ impl<P: Payload> Engine<P> {
                         range,
                         rejoin,
                         next_seq,
+                        delivered,
                     },
                 },
             });
@@ -1429,13 +1434,14 @@ impl<P: Payload> Engine<P> {
         gid: GroupId,
         range: VersionRange,
         rejoin: bool,
-        next_seq: u64,
+        (next_seq, delivered): (u64, u64),
     ) {
+        let me = self.ctx.me;
         let Some(g) = self.groups.get_mut(&gid) else {
             let known = self
                 .acceptors
                 .get(&gid)
-                .and_then(|a| a.decided.as_ref().map(|(_, p)| p.view.clone()));
+                .and_then(|a| a.decided.as_ref().map(|(_, p)| Box::new(p.clone())));
             self.ctx.send(from, Body::NoGroup { group: gid, known });
             return;
         };
@@ -1443,7 +1449,7 @@ impl<P: Payload> Engine<P> {
             let known = self
                 .acceptors
                 .get(&gid)
-                .and_then(|a| a.decided.as_ref().map(|(_, p)| p.view.clone()));
+                .and_then(|a| a.decided.as_ref().map(|(_, p)| Box::new(p.clone())));
             self.ctx.send(from, Body::NoGroup { group: gid, known });
             return;
         }
@@ -1513,7 +1519,28 @@ impl<P: Payload> Engine<P> {
         // ordered are not sent again (the joiner re-sends from the Welcome's
         // `next`), and messages the joiner released (delivered and stable in
         // a history this group lost, e.g. before an orphan restart) cannot be.
-        let first_seq = known_next.max(next_seq);
+        //
+        // A sequencer alone in its view (the joiner aside) that delivered the
+        // joiner's messages up to where the joiner delivered them itself (both
+        // were cut off together, and the primary that replaced them never
+        // ordered them) does not order them again: every member of the new
+        // view would skip them as duplicates, so nobody would deliver their
+        // positions.
+        let alone = g
+            .seq
+            .as_ref()
+            .is_some_and(|s| s.view.members.iter().all(|m| *m == me || *m == from));
+        let both = if alone {
+            let mine = g
+                .delivered_hi
+                .iter()
+                .find(|d| d.node == from && d.incarnation == from_inc)
+                .map_or(0, |d| d.next);
+            mine.min(delivered) + 1
+        } else {
+            0
+        };
+        let first_seq = known_next.max(next_seq).max(both);
         let Some(position) = g.order_control(
             &mut self.ctx,
             OrderEntry::Join {
@@ -2234,7 +2261,7 @@ impl<P: Payload> Engine<P> {
         match g.phase {
             Phase::Joining { .. } => {
                 if let Some(j) = self.joiners.get_mut(&gid) {
-                    j.known = Some((epoch, proposal.view.clone()));
+                    j.known = Some((epoch, proposal.clone()));
                 }
                 // A delayed copy of a decision we already installed (or one
                 // older than a view we installed since) arriving after we saw

@@ -243,6 +243,10 @@ pub enum Body<P> {
         /// oldest own message it still holds (all below were released), or
         /// its last sender sequence plus one if it holds none.
         next_seq: u64,
+        /// The highest own sender sequence the joiner delivered itself (0 if
+        /// none): a sequencer alone in its view that delivered them too
+        /// does not order them again (nobody would deliver them).
+        delivered: u64,
     },
     /// The coordinator ordered the joiner's Join: here is where to start.
     Welcome {
@@ -273,8 +277,10 @@ pub enum Body<P> {
     NoGroup {
         /// The group.
         group: GroupId,
-        /// The latest decided view it knows, if any.
-        known: Option<View>,
+        /// The latest decided value it knows, if any: an orphan restart from
+        /// it continues at its cut with its sender progress (a view alone
+        /// would restart the positions and every sender's stream at zero).
+        known: Option<Box<Proposal>>,
     },
     /// A member asks to leave once its messages up to `last_seq` are ordered.
     LeaveRequest {
@@ -427,11 +433,13 @@ impl<P> Message<P> {
                 range,
                 rejoin,
                 next_seq,
+                delivered,
             } => Body::JoinRequest {
                 group,
                 range,
                 rejoin,
                 next_seq,
+                delivered,
             },
             Body::Welcome {
                 view,

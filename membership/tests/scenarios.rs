@@ -1440,3 +1440,97 @@ fn a_member_that_leaves_while_rejoining_and_joins_again_delivers_nothing_twice()
         }
     }
 }
+
+/// The deliveries `node` made after its last view change, and that view's
+/// position.
+fn since_last_view(net: &Net, node: u32) -> (u64, Vec<(u64, Vec<u8>)>) {
+    let log = &net.logs[(node - 1) as usize];
+    let at = log
+        .iter()
+        .rposition(|e| matches!(e, Ev::View { .. }))
+        .expect("a view");
+    let Ev::View { position, .. } = &log[at] else {
+        unreachable!()
+    };
+    let after = log[at + 1..]
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Deliver { seq, payload, .. } => Some((*seq, payload.clone())),
+            _ => None,
+        })
+        .collect();
+    (*position, after)
+}
+
+/// Two members cut off together (the sequencer n1 and n2, a minority of 5)
+/// deliver n2's message the primary never orders; the primary (n3) flushes
+/// them out and then leaves. After the heal n1 restarts the group from the
+/// decided value it hears of in the `NoGroup` replies (its cut and sender
+/// progress, not only its view: positions go on from the cut, sim seed
+/// 4420), and n2 merges. n2 re-sends its message, but both members of the
+/// new view delivered it already, so the sequencer (alone in its view) does
+/// not order it again: a position nobody delivers would be a hole in the
+/// total order (sim seeds 1869, 17106).
+#[test]
+fn a_message_both_cut_off_members_delivered_is_not_ordered_again_at_their_merge() {
+    let mut net = Net::new(5, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    for i in 0..3u8 {
+        net.send(1 + u32::from(i), g, &[i]);
+    }
+    net.run(20);
+    net.side = vec![0, 0, 1, 1, 1];
+    assert!(matches!(
+        net.send(2, g, b"minority"),
+        Multicast::Sent { .. }
+    ));
+    net.run(200);
+    for n in [1, 2] {
+        assert!(net.logs[(n - 1) as usize].contains(&Ev::Partitioned));
+        let got: Vec<Vec<u8>> = net.deliveries(n).into_iter().map(|d| d.1).collect();
+        assert!(got.contains(&b"minority".to_vec()), "node {n}: {got:?}");
+    }
+    assert_eq!(net.engine(3).view(g).unwrap().members, vec![NodeId(3)]);
+    let primary_last = net.deliveries(3).last().unwrap().0;
+    let now = Time(net.now);
+    net.engine(3).leave(now, g).unwrap();
+    net.drain(2);
+    net.run(50);
+    assert!(!net.engine(3).is_member(g));
+    // n1 first: it restarts the group alone.
+    net.side = vec![1, 0, 1, 1, 1];
+    net.run(300);
+    let view = net
+        .engine(1)
+        .view(g)
+        .expect("n1 restarted the group")
+        .clone();
+    assert_eq!(view.members, vec![NodeId(1)]);
+    let (restart_at, _) = since_last_view(&net, 1);
+    assert!(
+        restart_at >= primary_last,
+        "the restart went back to position {restart_at}; the primary had reached {primary_last}"
+    );
+    net.side = vec![1, 1, 1, 1, 1];
+    net.run(300);
+    assert!(net.engine(2).is_member(g), "n2 did not merge");
+    assert!(matches!(net.send(2, g, b"after"), Multicast::Sent { .. }));
+    net.run(50);
+    for n in [1, 2] {
+        let (at, after) = since_last_view(&net, n);
+        let seqs: Vec<u64> = after.iter().map(|d| d.0).collect();
+        assert_eq!(
+            seqs,
+            vec![at + 1],
+            "node {n}: {after:?} after position {at}"
+        );
+        assert_eq!(after[0].1, b"after".to_vec());
+        let minority = net
+            .deliveries(n)
+            .into_iter()
+            .filter(|d| d.1 == b"minority")
+            .count();
+        assert_eq!(minority, 1, "node {n}");
+    }
+}

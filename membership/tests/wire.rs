@@ -89,6 +89,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             },
             rejoin: false,
             next_seq: 1,
+            delivered: 0,
         },
         Body::Welcome {
             view: Box::new(view()),
@@ -104,7 +105,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
         },
         Body::NoGroup {
             group: g,
-            known: Some(view()),
+            known: Some(Box::new(proposal())),
         },
         Body::LeaveRequest {
             group: g,

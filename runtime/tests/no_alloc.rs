@@ -3,7 +3,11 @@
 //! reuse memory set up during warm-up.
 //!
 //! Own binary so that the counting allocator sees only these tests, which take
-//! a lock so that they never run (and allocate) at the same time.
+//! a lock so that they never run (and allocate) at the same time. Only the
+//! runtime's shard threads are counted (each task marks its thread when it
+//! starts): the test harness's own thread allocates when it prints that a
+//! test has run for over 60 seconds, which happens on a loaded machine while
+//! one test waits for the other's lock.
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -14,10 +18,27 @@ struct Counting;
 
 static ALLOCS: AtomicU64 = AtomicU64::new(0);
 
+thread_local! {
+    /// Set on the shard threads the tests run on; allocations elsewhere are
+    /// not the runtime's.
+    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+fn count() {
+    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
+        ALLOCS.fetch_add(1, Ordering::Relaxed);
+    }
+}
+
+/// Counts the allocations of the calling (shard) thread from now on.
+fn count_this_thread() {
+    COUNTED.with(|c| c.set(true));
+}
+
 // SAFETY: forwards every call to `System` unchanged; only counts.
 unsafe impl GlobalAlloc for Counting {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.alloc(layout) }
     }
@@ -26,7 +47,7 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
+        count();
         // SAFETY: same contract as our caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -52,6 +73,7 @@ fn round_trips_allocate_nothing(idle: IdleStrategy) {
     let (to_a, mut a_in) = channel::<u64>(4);
     let b = rt
         .spawn_on(1, move || async move {
+            count_this_thread();
             while let Some(v) = b_in.recv().await {
                 assert!(to_a.try_send(v).is_sent());
             }
@@ -59,6 +81,7 @@ fn round_trips_allocate_nothing(idle: IdleStrategy) {
         .unwrap();
     let a = rt
         .spawn_on(0, move || async move {
+            count_this_thread();
             for i in 0..200 {
                 assert!(to_b.try_send(i).is_sent());
                 a_in.recv().await;
@@ -100,6 +123,7 @@ fn steady_state_back_pressured_sends_allocate_nothing() {
     let (tx, mut rx) = channel::<u64>(1);
     let consumer = rt
         .spawn_on(1, move || async move {
+            count_this_thread();
             let mut n = 0u64;
             while rx.recv().await.is_some() {
                 n += 1;
@@ -109,6 +133,7 @@ fn steady_state_back_pressured_sends_allocate_nothing() {
         .unwrap();
     let producer = rt
         .spawn_on(0, move || async move {
+            count_this_thread();
             for i in 0..500 {
                 tx.send(i).await.unwrap();
             }

@@ -591,7 +591,11 @@ impl<P: Payload> Engine<P> {
             .members
             .iter()
             .zip(g.incs.iter())
-            .filter(|(m, inc)| (!grace && self.suspected(**m)) || self.peer_inc(**m) > **inc)
+            .filter(|(m, inc)| {
+                (!grace && self.suspected(**m))
+                    || self.peer_inc(**m) > **inc
+                    || g.coord_gone == Some((g.view.id, **m, **inc))
+            })
             .map(|(m, _)| *m)
             .collect()
     }
@@ -1194,6 +1198,9 @@ impl<P: Payload> Engine<P> {
         } else {
             g.insert_entries(me, first, entries);
         }
+        if g.coordinator() == Some(from) {
+            g.coord_heard = Some((from, self.now));
+        }
         if g.coordinator() == Some(from) || g.view.contains(from) {
             // Only the coordinator publishes a stable point; a retransmitting
             // member echoes one it learned from it.
@@ -1453,7 +1460,30 @@ impl<P: Payload> Engine<P> {
             self.ctx.send(from, Body::NoGroup { group: gid, known });
             return;
         }
-        if !g.is_sequencer() || g.cap != u64::MAX || g.leaving.is_some() {
+        if !g.is_sequencer() {
+            // Our coordinator asks to join: it left the group on its side (it
+            // saw itself partitioned) while we still count it, and nobody
+            // sequences for us any more. A stale copy of an old request is
+            // told apart by the coordinator's order records, which go on
+            // every tick while it sequences. After a failure timeout without
+            // them it counts as failed here, and a flush removes it.
+            let coordinator = g.coordinator() == Some(from) && g.incs.first() == Some(&from_inc);
+            if coordinator {
+                let now = self.now;
+                let heard = match g.coord_heard {
+                    Some((n, t)) if n == from => t,
+                    _ => {
+                        g.coord_heard = Some((from, now));
+                        now
+                    }
+                };
+                if now.0.saturating_sub(heard.0) > self.cfg.failure_timeout {
+                    g.coord_gone = Some((g.view.id, from, from_inc));
+                }
+            }
+            return;
+        }
+        if g.cap != u64::MAX || g.leaving.is_some() {
             return;
         }
         self.ctx.versions.record(from, from_inc, range);

@@ -11,7 +11,7 @@ use std::collections::VecDeque;
 
 use crate::engine::{Command, Ctx};
 use crate::message::{Body, OrderEntry, SenderNext};
-use crate::types::{Delivery, DeliveryMode, GroupId, NodeId, Payload, Reason, Time, View};
+use crate::types::{Delivery, DeliveryMode, GroupId, NodeId, Payload, Reason, Time, View, ViewId};
 
 /// Positions further ahead than this are dropped (and fetched again later):
 /// bounds memory against a confused or hostile peer.
@@ -199,6 +199,13 @@ pub(crate) struct Group<P> {
     /// neither make it report Partitioned nor start a flush: peers it could
     /// not hear while it was cut off are heard again within a heartbeat.
     pub grace_until: Time,
+    /// The coordinator and when its last order record arrived (kept by the
+    /// Engine; reset lazily when the coordinator changes).
+    pub coord_heard: Option<(NodeId, Time)>,
+    /// The view whose coordinator (with its incarnation) left the group on
+    /// its own side: it asks to join again and its order records stopped.
+    /// It counts as failed in that view, so the others flush it out.
+    pub coord_gone: Option<(ViewId, NodeId, u64)>,
 }
 
 pub(crate) fn next_of(next: &[SenderNext], node: NodeId, inc: u64) -> u64 {
@@ -279,6 +286,8 @@ impl<P: Payload> Group<P> {
             last_nack: now,
             suspect_since: None,
             grace_until: Time(0),
+            coord_heard: None,
+            coord_gone: None,
         }
     }
 

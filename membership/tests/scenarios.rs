@@ -1534,3 +1534,56 @@ fn a_message_both_cut_off_members_delivered_is_not_ordered_again_at_their_merge(
         assert_eq!(minority, 1, "node {n}");
     }
 }
+
+/// Upgrade-family seeds 3021, 3133, 3539, 4104, 4945, 7211: the coordinator
+/// sees itself partitioned (it cannot hear the others; they hear it) and
+/// asks to join again, while the others still count it as their member and
+/// sequencer. Only the sequencer admits joiners, so before, nobody admitted
+/// it, nobody sequenced, and the group stood still for ever. Now a member
+/// whose coordinator asks to join, and whose order records stopped for a
+/// failure timeout, counts it as failed: the others flush it out and admit
+/// it again.
+#[test]
+fn a_coordinator_that_saw_itself_partitioned_is_flushed_out_and_admitted_again() {
+    for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
+        let mut net = Net::new(5, mode);
+        let g = group();
+        net.form(g, &[1, 2, 3, 4, 5]);
+        net.deaf[0] = true;
+        net.run(60);
+        assert_eq!(partitioned_count(&net, 1), 1, "{mode:?}");
+        assert!(!net.engine(1).is_member(g), "{mode:?}");
+        net.deaf[0] = false;
+        net.run(200);
+        assert!(
+            net.engine(1).is_member(g),
+            "{mode:?}: node 1 was not admitted again"
+        );
+        let failed = Reason::Failed(vec![NodeId(1)]);
+        let out = position_of(&net.views(2), &failed).expect("node 1 flushed out");
+        let merged = position_of(&net.views(2), &Reason::Merged).expect("node 1 merged");
+        assert!(merged > out, "{mode:?}");
+        for n in 3..=5 {
+            assert_eq!(
+                Some(out),
+                position_of(&net.views(n), &failed),
+                "{mode:?}: node {n}"
+            );
+        }
+        assert_eq!(
+            Some(merged),
+            position_of(&net.views(1), &Reason::Merged),
+            "{mode:?}"
+        );
+        net.send(2, g, b"after");
+        net.send(1, g, b"back");
+        net.run(50);
+        for n in 1..=5 {
+            let got: Vec<Vec<u8>> = net.deliveries(n).into_iter().map(|d| d.1).collect();
+            assert!(
+                got.ends_with(&[b"after".to_vec(), b"back".to_vec()]),
+                "{mode:?}: node {n}"
+            );
+        }
+    }
+}

@@ -1377,11 +1377,7 @@ impl<P: Payload> Engine<P> {
         // Where our FIFO stream can resume: the sequencer orders us from the
         // larger of this and what the group already ordered of us.
         let next_seq = g.own_first(me, self.ctx.inc);
-        let delivered = g
-            .delivered_hi
-            .iter()
-            .find(|d| d.node == me && d.incarnation == self.ctx.inc)
-            .map_or(0, |d| d.next);
+        let delivered = g.delivered_hi.clone();
         let range = self.cfg.protocol;
         // Decide from the previous round's answers whether to create (or
         // restart) the group.
@@ -1427,7 +1423,7 @@ impl<P: Payload> Engine<P> {
                         range,
                         rejoin,
                         next_seq,
-                        delivered,
+                        delivered: delivered.clone(),
                     },
                 },
             });
@@ -1441,7 +1437,7 @@ impl<P: Payload> Engine<P> {
         gid: GroupId,
         range: VersionRange,
         rejoin: bool,
-        (next_seq, delivered): (u64, u64),
+        (next_seq, delivered): (u64, Vec<SenderNext>),
     ) {
         let me = self.ctx.me;
         let Some(g) = self.groups.get_mut(&gid) else {
@@ -1550,26 +1546,31 @@ impl<P: Payload> Engine<P> {
         // `next`), and messages the joiner released (delivered and stable in
         // a history this group lost, e.g. before an orphan restart) cannot be.
         //
-        // A sequencer alone in its view (the joiner aside) that delivered the
-        // joiner's messages up to where the joiner delivered them itself (both
-        // were cut off together, and the primary that replaced them never
-        // ordered them) does not order them again: every member of the new
-        // view would skip them as duplicates, so nobody would deliver their
-        // positions.
-        let alone = g
-            .seq
-            .as_ref()
-            .is_some_and(|s| s.view.members.iter().all(|m| *m == me || *m == from));
-        let both = if alone {
-            let mine = g
-                .delivered_hi
-                .iter()
+        // What every member of the new view delivered already of the
+        // joiner's stream is not ordered again: each would skip it as a
+        // duplicate, so nobody would deliver its position (members cut off
+        // together delivered it beyond the primary's cut, and the primary
+        // that replaced them never ordered it). The sequencer knows what it
+        // delivered itself, what the joiner and the members it admitted said
+        // in their requests (anything they delivered since was ordered here,
+        // so `known_next` covers it), and nothing of the others.
+        let hi = |v: &[SenderNext]| {
+            v.iter()
                 .find(|d| d.node == from && d.incarnation == from_inc)
-                .map_or(0, |d| d.next);
-            mine.min(delivered) + 1
-        } else {
-            0
+                .map_or(0, |d| d.next)
         };
+        let mut both = hi(&delivered).min(hi(&g.delivered_hi));
+        if let Some(s) = g.seq.as_ref() {
+            for m in s.view.members.iter().filter(|m| **m != me && **m != from) {
+                both = both.min(
+                    s.reported
+                        .iter()
+                        .find(|(n, _)| n == m)
+                        .map_or(0, |(_, v)| hi(v)),
+                );
+            }
+        }
+        let both = both + 1;
         let first_seq = known_next.max(next_seq).max(both);
         let Some(position) = g.order_control(
             &mut self.ctx,
@@ -1583,6 +1584,8 @@ impl<P: Payload> Engine<P> {
             return;
         };
         let Some(seq) = g.seq.as_mut() else { return };
+        seq.reported.retain(|(n, _)| *n != from);
+        seq.reported.push((from, delivered));
         let w = WelcomeInfo {
             view: seq.view.clone(),
             position,

@@ -132,6 +132,9 @@ pub(crate) struct Sequencer {
     /// member that went silent and asks to join again has left the group
     /// from its own point of view.
     pub acked_at: Vec<(NodeId, Time)>,
+    /// What each member this sequencer admitted had delivered of every
+    /// sender when it asked to join (its `JoinRequest::delivered`).
+    pub reported: Vec<(NodeId, Vec<SenderNext>)>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -741,6 +744,7 @@ impl<P: Payload> Group<P> {
             welcomes: Vec::new(),
             retired: false,
             acked_at: Vec::new(),
+            reported: Vec::new(),
         });
     }
 

@@ -243,10 +243,10 @@ pub enum Body<P> {
         /// oldest own message it still holds (all below were released), or
         /// its last sender sequence plus one if it holds none.
         next_seq: u64,
-        /// The highest own sender sequence the joiner delivered itself (0 if
-        /// none): a sequencer alone in its view that delivered them too
-        /// does not order them again (nobody would deliver them).
-        delivered: u64,
+        /// Per sender, the highest sender sequence the joiner delivered: the
+        /// sequencer does not order again what every member of the new view
+        /// delivered already (nobody would deliver its position).
+        delivered: Vec<SenderNext>,
     },
     /// The coordinator ordered the joiner's Join: here is where to start.
     Welcome {

@@ -89,7 +89,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             },
             rejoin: false,
             next_seq: 1,
-            delivered: 0,
+            delivered: proposal().next,
         },
         Body::Welcome {
             view: Box::new(view()),

@@ -353,6 +353,7 @@ impl<P: Payload> Engine<P> {
     /// The next command, if any. When the queue runs dry the Engine first
     /// sends what it batched (order records, acknowledgements): everything
     /// that happened between two drains shares one order record.
+    #[inline]
     pub fn poll_command(&mut self) -> Option<Command<P>> {
         if self.ctx.commands.is_empty() {
             self.flush_batches();
@@ -1217,15 +1218,14 @@ impl<P: Payload> Engine<P> {
         if !g.is_member() {
             return;
         }
-        if g.seq.is_some() {
-            let ready = g.ready;
-            g.advance_ready();
-            if g.ready != ready || g.view.members.len() == 1 {
-                let me = self.ctx.me;
-                g.on_ack(me, g.ready);
-            }
+        let ready = g.ready;
+        g.advance_ready();
+        if g.seq.is_some() && (g.ready != ready || g.view.members.len() == 1) {
+            let me = self.ctx.me;
+            g.on_ack(me, g.ready);
         }
-        if g.deliver(&mut self.ctx) {
+        // `ready` is up to date (the ack changes nothing it depends on).
+        if g.deliver_ready(&mut self.ctx) {
             self.removed(gid);
             return;
         }
@@ -1242,14 +1242,18 @@ impl<P: Payload> Engine<P> {
                 },
             );
         }
-        if g.seq
+        let g = if g
+            .seq
             .as_ref()
             .is_some_and(|s| s.welcomes.iter().any(|(_, w)| !w.sent))
         {
             self.send_due_welcomes(gid);
-        }
-        let Some(g) = self.groups.get_mut(&gid) else {
-            return;
+            let Some(g) = self.groups.get_mut(&gid) else {
+                return;
+            };
+            g
+        } else {
+            g
         };
         if let Some(pi) = g.pending_install.as_ref()
             && g.ready >= pi.proposal.cut

@@ -50,6 +50,7 @@ pub(crate) struct SenderBuf<P> {
 }
 
 impl<P: Payload> SenderBuf<P> {
+    #[inline]
     fn get(&self, seq: u64) -> Option<&P> {
         if seq < self.base {
             return None;
@@ -58,11 +59,17 @@ impl<P: Payload> SenderBuf<P> {
     }
 
     /// Store; `false` if it was a duplicate or out of range.
+    #[inline]
     fn put(&mut self, seq: u64, payload: P, limit: u64) -> bool {
         if seq < self.base || seq - self.base >= limit {
             return false;
         }
         let idx = (seq - self.base) as usize;
+        // The common case: the next sequence in sender order.
+        if idx == self.msgs.len() {
+            self.msgs.push_back(Some(payload));
+            return true;
+        }
         while self.msgs.len() <= idx {
             self.msgs.push_back(None);
         }
@@ -74,14 +81,14 @@ impl<P: Payload> SenderBuf<P> {
     }
 
     /// Drop everything below `seq`.
+    #[inline]
     fn release_below(&mut self, seq: u64) {
-        while self.base < seq {
-            if self.msgs.pop_front().is_none() {
-                self.base = seq;
-                break;
-            }
-            self.base += 1;
+        if self.base >= seq {
+            return;
         }
+        let n = (seq - self.base).min(self.msgs.len() as u64) as usize;
+        self.msgs.drain(..n);
+        self.base = seq;
     }
 }
 
@@ -211,12 +218,14 @@ pub(crate) struct Group<P> {
     pub coord_gone: Option<(ViewId, NodeId, u64)>,
 }
 
+#[inline]
 pub(crate) fn next_of(next: &[SenderNext], node: NodeId, inc: u64) -> u64 {
     next.iter()
         .find(|s| s.node == node && s.incarnation == inc)
         .map_or(1, |s| s.next)
 }
 
+#[inline]
 pub(crate) fn set_next(next: &mut Vec<SenderNext>, node: NodeId, inc: u64, value: u64) {
     if let Some(s) = next.iter_mut().find(|s| s.node == node) {
         if s.incarnation == inc {
@@ -232,6 +241,49 @@ pub(crate) fn set_next(next: &mut Vec<SenderNext>, node: NodeId, inc: u64, value
             next: value,
         });
     }
+}
+
+/// The buffer of `(node, inc)`, trying `senders[*hint]` first and leaving
+/// there the index found: loops over the order look the same sender up many
+/// times in a row. A node has at most one buffer (`Group::buf_index` replaces
+/// an older incarnation's), so this finds what a scan would.
+fn find_buf<'a, P>(
+    senders: &'a [SenderBuf<P>],
+    node: NodeId,
+    inc: u64,
+    hint: &mut usize,
+) -> Option<&'a SenderBuf<P>> {
+    if let Some(b) = senders.get(*hint)
+        && b.node == node
+        && b.inc == inc
+    {
+        return Some(b);
+    }
+    let i = senders
+        .iter()
+        .position(|b| b.node == node && b.inc == inc)?;
+    *hint = i;
+    Some(&senders[i])
+}
+
+/// [`find_buf`], mutable.
+fn find_buf_mut<'a, P>(
+    senders: &'a mut [SenderBuf<P>],
+    node: NodeId,
+    inc: u64,
+    hint: &mut usize,
+) -> Option<&'a mut SenderBuf<P>> {
+    let i = match senders.get(*hint) {
+        Some(b) if b.node == node && b.inc == inc => *hint,
+        _ => {
+            let i = senders
+                .iter()
+                .position(|b| b.node == node && b.inc == inc)?;
+            *hint = i;
+            i
+        }
+    };
+    Some(&mut senders[i])
 }
 
 /// A Join entry resumes `node`'s stream at `first_seq` where it stood at
@@ -331,6 +383,7 @@ impl<P: Payload> Group<P> {
         }
     }
 
+    #[inline]
     fn buf_index(&mut self, node: NodeId, inc: u64) -> Option<usize> {
         if let Some(i) = self.senders.iter().position(|b| b.node == node) {
             let b = &mut self.senders[i];
@@ -368,6 +421,7 @@ impl<P: Payload> Group<P> {
     }
 
     /// Store a payload; `true` if new.
+    #[inline]
     pub fn store_payload(
         &mut self,
         node: NodeId,
@@ -382,6 +436,7 @@ impl<P: Payload> Group<P> {
         }
     }
 
+    #[inline]
     pub fn slot(&self, pos: u64) -> Option<Slot> {
         if pos < self.base {
             return None;
@@ -470,11 +525,17 @@ impl<P: Payload> Group<P> {
         any
     }
 
+    #[inline]
     fn insert_slot(&mut self, pos: u64, slot: Slot) -> bool {
         if pos <= self.delivered || pos < self.base || pos - self.base >= MAX_AHEAD {
             return false;
         }
         let idx = (pos - self.base) as usize;
+        // The common case: the next position.
+        if idx == self.slots.len() {
+            self.slots.push_back(Some(slot));
+            return true;
+        }
         while self.slots.len() <= idx {
             self.slots.push_back(None);
         }
@@ -487,42 +548,69 @@ impl<P: Payload> Group<P> {
 
     /// Move `ready` forward over every position whose entry and payload are held.
     pub fn advance_ready(&mut self) {
-        loop {
-            let pos = self.ready + 1;
-            match self.slot(pos) {
+        let Some(start) = self.ready.checked_add(1) else {
+            return;
+        };
+        if start < self.base || start - self.base >= self.slots.len() as u64 {
+            return;
+        }
+        let mut hint = usize::MAX;
+        let mut ready = self.ready;
+        for slot in self.slots.range((start - self.base) as usize..) {
+            match slot {
                 Some(Slot::Data { sender, inc, seq }) => {
-                    if self.payload(sender, inc, seq).is_none() {
-                        return;
+                    if find_buf(&self.senders, *sender, *inc, &mut hint)
+                        .and_then(|b| b.get(*seq))
+                        .is_none()
+                    {
+                        break;
                     }
                 }
                 Some(_) => {}
-                None => return,
+                None => break,
             }
-            self.ready = pos;
+            ready += 1;
         }
+        self.ready = ready;
     }
 
     /// Drop entries and payloads every member holds and this member delivered.
     pub fn release(&mut self) {
         let upto = self.stable.min(self.delivered);
+        // `release_below` only ever raises a ring's base, so a run of one
+        // sender's positions releases once, up to the run's highest
+        // sequence: the same as one call per position.
+        let mut hint = usize::MAX;
+        let mut run: Option<(NodeId, u64, u64)> = None;
         while self.base <= upto {
             match self.slots.pop_front() {
-                Some(Some(Slot::Data { sender, inc, seq })) => {
-                    if let Some(b) = self
-                        .senders
-                        .iter_mut()
-                        .find(|b| b.node == sender && b.inc == inc)
-                    {
-                        b.release_below(seq + 1);
+                Some(Some(Slot::Data { sender, inc, seq })) => match &mut run {
+                    Some((n, i, below)) if *n == sender && *i == inc => {
+                        *below = (*below).max(seq + 1);
                     }
-                }
+                    _ => {
+                        self.release_run(run, &mut hint);
+                        run = Some((sender, inc, seq + 1));
+                    }
+                },
                 Some(_) => {}
                 None => {
                     self.base = upto + 1;
-                    return;
+                    break;
                 }
             }
-            self.base += 1;
+            if self.base <= upto {
+                self.base += 1;
+            }
+        }
+        self.release_run(run, &mut hint);
+    }
+
+    fn release_run(&mut self, run: Option<(NodeId, u64, u64)>, hint: &mut usize) {
+        if let Some((sender, inc, below)) = run
+            && let Some(b) = find_buf_mut(&mut self.senders, sender, inc, hint)
+        {
+            b.release_below(below);
         }
     }
 
@@ -543,6 +631,7 @@ impl<P: Payload> Group<P> {
     }
 
     /// Own messages not yet ordered.
+    #[inline]
     pub fn own_unstable(&self, me: NodeId, inc: u64) -> usize {
         self.senders
             .iter()
@@ -550,6 +639,7 @@ impl<P: Payload> Group<P> {
             .map_or(0, |b| b.msgs.len())
     }
 
+    #[inline]
     fn mark_delivered(&mut self, sender: NodeId, inc: u64, seq: u64) -> bool {
         if let Some(s) = self.delivered_hi.iter_mut().find(|s| s.node == sender) {
             if s.incarnation == inc {
@@ -591,6 +681,12 @@ impl<P: Payload> Group<P> {
     /// Leave of this member was delivered (the group is over for it).
     pub fn deliver(&mut self, ctx: &mut Ctx<P>) -> bool {
         self.advance_ready();
+        self.deliver_ready(ctx)
+    }
+
+    /// [`Group::deliver`] right after [`Group::advance_ready`].
+    pub fn deliver_ready(&mut self, ctx: &mut Ctx<P>) -> bool {
+        let mut hint = usize::MAX;
         loop {
             let pos = self.delivered + 1;
             if pos > self.ready || pos > self.cap {
@@ -612,7 +708,9 @@ impl<P: Payload> Group<P> {
                 Slot::Data { sender, inc, seq } => {
                     set_next(&mut self.next, sender, inc, seq + 1);
                     if self.mark_delivered(sender, inc, seq) {
-                        if let Some(p) = self.payload(sender, inc, seq) {
+                        if let Some(p) =
+                            find_buf(&self.senders, sender, inc, &mut hint).and_then(|b| b.get(seq))
+                        {
                             let payload = p.clone();
                             ctx.stats.delivered += 1;
                             ctx.commands.push_back(Command::Deliver(Delivery {
@@ -828,7 +926,9 @@ impl<P: Payload> Group<P> {
         {
             self.publish(ctx);
         }
-        self.order_leaves(ctx);
+        if self.seq.as_ref().is_some_and(|s| !s.leaves.is_empty()) {
+            self.order_leaves(ctx);
+        }
     }
 
     /// Sequencer: order the Leave of members whose messages are all ordered.
@@ -981,17 +1081,21 @@ impl<P: Payload> Group<P> {
         {
             a.1 = a.1.max(own_ready);
         }
-        seq.welcomes.retain(|(n, _)| *n != from);
+        if !seq.welcomes.is_empty() {
+            seq.welcomes.retain(|(n, _)| *n != from);
+        }
         // A leaver that holds its own Leave no longer holds the stable
         // point back.
-        let acks = &mut seq.acks;
-        seq.departing.retain(|(n, p)| {
-            let done = acks.iter().find(|(m, _)| m == n).is_none_or(|a| a.1 >= *p);
-            if done {
-                acks.retain(|(m, _)| m != n);
-            }
-            !done
-        });
+        if !seq.departing.is_empty() {
+            let acks = &mut seq.acks;
+            seq.departing.retain(|(n, p)| {
+                let done = acks.iter().find(|(m, _)| m == n).is_none_or(|a| a.1 >= *p);
+                if done {
+                    acks.retain(|(m, _)| m != n);
+                }
+                !done
+            });
+        }
         let min = seq.acks.iter().map(|a| a.1).min().unwrap_or(own_ready);
         if min > seq.stable {
             seq.stable = min;
@@ -1000,6 +1104,7 @@ impl<P: Payload> Group<P> {
     }
 
     /// Whether this member's coordinator role is active.
+    #[inline]
     pub fn is_sequencer(&self) -> bool {
         self.seq.as_ref().is_some_and(|s| !s.retired)
     }

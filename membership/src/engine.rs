@@ -148,6 +148,10 @@ struct Joiner {
     no_group: Vec<NodeId>,
     known: Option<(u32, Proposal)>,
     rounds: u32,
+    /// A promise showed a live member (which flushes the group and then
+    /// admits us): no restart proposal before then, or our higher ballots
+    /// would preempt its flush round after round.
+    no_restart_until: Time,
 }
 
 /// What [`Engine::forget_group`] keeps of a left group: the own messages the
@@ -1391,7 +1395,10 @@ impl<P: Payload> Engine<P> {
             let answered: Vec<NodeId> = std::mem::take(&mut j.no_group);
             let known = j.known.clone();
             let known_local = self.acceptors.get(&gid).and_then(|a| a.decided.clone());
-            if !self.proposers.contains_key(&gid) && 1 + answered.len() >= self.majority {
+            if !self.proposers.contains_key(&gid)
+                && 1 + answered.len() >= self.majority
+                && now >= j.no_restart_until
+            {
                 // The latest decided value we know of, if any.
                 let latest: Option<(u32, Proposal)> = match (known, known_local) {
                     (None, None) => None,
@@ -1944,8 +1951,15 @@ impl<P: Payload> Engine<P> {
             Kind::Create | Kind::Orphan => {
                 let any_member = p.promises.iter().any(|(_, _, s)| s.is_some());
                 if any_member {
-                    // The group has live members: join it instead.
+                    // The group has live members: join it instead, and give
+                    // them time to finish their own flush before trying
+                    // again (before, joiners restarted every join round and
+                    // their ballots preempted the members' flush for ever:
+                    // seed 2507).
                     self.proposers.remove(&gid);
+                    if let Some(j) = self.joiners.get_mut(&gid) {
+                        j.no_restart_until = self.now.plus(2 * self.cfg.failure_timeout);
+                    }
                     return;
                 }
                 let (mut cut, mut next, mut protocol) = match &p.known {

@@ -1636,6 +1636,18 @@ impl<P: Payload> Engine<P> {
         if !view.contains(me) || incs.len() != view.members.len() {
             return;
         }
+        // A Welcome for an earlier life of this node (delayed past its
+        // restart) admits that incarnation, not us: the others count the
+        // old one as the member.
+        let inc = self.ctx.inc;
+        if !view
+            .members
+            .iter()
+            .zip(&incs)
+            .any(|(m, i)| *m == me && *i == inc)
+        {
+            return;
+        }
         self.joiners.remove(&gid);
         self.proposers.remove(&gid);
         g.phase = Phase::Member;

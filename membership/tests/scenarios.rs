@@ -1587,3 +1587,57 @@ fn a_coordinator_that_saw_itself_partitioned_is_flushed_out_and_admitted_again()
         }
     }
 }
+
+/// Upgrade-family seed 5666: a node restarts (a new incarnation) and joins
+/// again while a Welcome for its previous incarnation is still on its way.
+/// That Welcome admits the old incarnation, not the new one (the members
+/// count the old one): installing it gave the new incarnation a view and
+/// position the group never gave it, and a later flush in that group never
+/// ended. A joiner installs only a Welcome that names its own incarnation.
+#[test]
+fn a_welcome_for_an_earlier_incarnation_is_not_installed() {
+    let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.crash(3);
+    net.run(100);
+    net.engines[2] = Some(Engine::new(config(NodeId(3), &nodes, 1), Time(net.now)).unwrap());
+    net.keep = Some(|to, body| to == NodeId(3) && matches!(body, Body::Welcome { .. }));
+    net.join(3, g);
+    net.run(50);
+    assert!(net.engine(3).is_member(g), "node 3#1 was not admitted");
+    let (from, _, welcome) = net
+        .kept
+        .first()
+        .cloned()
+        .expect("a Welcome went to node 3#1");
+    net.keep = None;
+    // Node 3 restarts again and joins; the old Welcome arrives late.
+    net.crash(3);
+    net.engines[2] = Some(Engine::new(config(NodeId(3), &nodes, 2), Time(net.now)).unwrap());
+    let seen = net.logs[2].len();
+    net.join(3, g);
+    let now = Time(net.now);
+    net.engine(3).handle_message(now, from, welcome);
+    net.drain(2);
+    assert!(
+        !net.engine(3).is_member(g),
+        "node 3#2 installed the Welcome of 3#1: {:?}",
+        &net.logs[2][seen..]
+    );
+    // It is admitted in its own right, at the position every member reports.
+    net.run(200);
+    assert!(net.engine(3).is_member(g), "node 3#2 was not admitted");
+    let join = Reason::Join(NodeId(3));
+    let last_join = |views: Vec<(View, Reason, u64)>| {
+        views
+            .into_iter()
+            .rev()
+            .find(|(_, r, _)| *r == join)
+            .map(|(v, _, p)| (v.id, p))
+    };
+    let at1 = last_join(net.views(1)).expect("node 1 admitted node 3");
+    assert_eq!(Some(at1), last_join(net.views(3)));
+    assert_eq!(Some(at1), last_join(net.views(2)));
+}

@@ -4,31 +4,13 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use common::*;
-use concord_transport::frame::{self, Control, FrameKind, Hello};
+use concord_transport::frame::{self, Control, FrameKind};
 use concord_transport::{ConnId, Driver, DriverConfig, Error, Event, SendOutcome};
-
-fn hello(node_id: u64) -> Vec<u8> {
-    frame::encode_control(&Control::Hello(Hello {
-        node_id,
-        cluster_id: 7,
-        protocol_min: 1,
-        protocol_max: 1,
-        build: "raw".into(),
-    }))
-}
-
-/// Payload of frame `seq`: the sequence number, then a byte pattern of it.
-fn fill(p: &mut [u8], seq: u32) {
-    p[..4].copy_from_slice(&seq.to_le_bytes());
-    for (i, b) in p[4..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
-    }
-}
 
 fn check(p: &[u8]) -> u32 {
     let seq = u32::from_le_bytes(p[..4].try_into().unwrap());
@@ -36,20 +18,6 @@ fn check(p: &[u8]) -> u32 {
     fill(&mut want, seq);
     assert!(p == &want[..], "frame {seq} corrupted");
     seq
-}
-
-/// A client driver connected to a raw TCP peer that has not read anything.
-fn raw_pair(cfg: DriverConfig) -> (Driver, ConnId, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut client = Driver::new(cfg).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let (mut raw, _) = listener.accept().unwrap();
-    raw.write_all(&hello(1)).unwrap();
-    pump(&mut [&mut client], "connected", |_, _, ev| {
-        matches!(ev, Event::Connected { .. })
-    });
-    (client, conn, raw)
 }
 
 /// Queues frames (every fourth from a pooled buffer, large enough for

@@ -11,16 +11,6 @@ use common::*;
 use concord_transport::frame::{self, Control, FrameError, FrameKind, HEADER_LEN, Hello};
 use concord_transport::{ConnId, Driver, Error, Event, HandshakeError, SendOutcome};
 
-fn hello(node_id: u64) -> Vec<u8> {
-    frame::encode_control(&Control::Hello(Hello {
-        node_id,
-        cluster_id: 7,
-        protocol_min: 1,
-        protocol_max: 1,
-        build: "raw".into(),
-    }))
-}
-
 /// Server with one well-behaved Driver client connected.
 fn server_with_good_client() -> (Driver, Driver, SocketAddr, ConnId, ConnId) {
     let mut server = Driver::new(cfg(1)).unwrap();
@@ -362,15 +352,7 @@ fn drain_frames(raw: &mut TcpStream, want: u32) -> Vec<u32> {
 #[test]
 fn full_queue_back_pressures_then_drains_without_loss() {
     init_tracing();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut client = Driver::new(cfg(2)).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let (mut raw, _) = listener.accept().unwrap();
-    raw.write_all(&hello(1)).unwrap();
-    pump(&mut [&mut client], "connected", |_, _, ev| {
-        matches!(ev, Event::Connected { .. })
-    });
+    let (mut client, conn, mut raw) = raw_pair(cfg(2));
 
     // The peer reads nothing: the kernel buffers fill, then our bounded queue.
     let mut payload = vec![0u8; 1024];

@@ -4,46 +4,14 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{TcpListener, TcpStream};
+use std::io::Read;
+use std::net::TcpStream;
 use std::sync::mpsc;
 use std::time::Instant;
 
 use common::*;
-use concord_transport::frame::{self, Control, FrameKind, HEADER_LEN, Hello};
-use concord_transport::{ConnId, Driver, Event, SendOutcome};
-
-fn hello(node_id: u64) -> Vec<u8> {
-    frame::encode_control(&Control::Hello(Hello {
-        node_id,
-        cluster_id: 7,
-        protocol_min: 1,
-        protocol_max: 1,
-        build: "raw".into(),
-    }))
-}
-
-/// Payload of frame `seq`: the sequence number, then a byte pattern of it.
-fn fill(p: &mut [u8], seq: u32) {
-    p[..4].copy_from_slice(&seq.to_le_bytes());
-    for (i, b) in p[4..].iter_mut().enumerate() {
-        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
-    }
-}
-
-/// A client driver connected to a raw TCP peer that has not read anything.
-fn raw_pair() -> (Driver, ConnId, TcpStream) {
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut client = Driver::new(cfg(2)).unwrap();
-    let conn = client.connect(addr).unwrap();
-    let (mut raw, _) = listener.accept().unwrap();
-    raw.write_all(&hello(1)).unwrap();
-    pump(&mut [&mut client], "connected", |_, _, ev| {
-        matches!(ev, Event::Connected { .. })
-    });
-    (client, conn, raw)
-}
+use concord_transport::SendOutcome;
+use concord_transport::frame::{self, FrameKind, HEADER_LEN};
 
 /// Reads frames off `raw` until `n` payload frames arrived; returns their
 /// (sequence, length) in arrival order, checking every payload byte.
@@ -70,7 +38,7 @@ fn read_frames(mut raw: TcpStream, n: usize) -> Vec<(u32, usize)> {
 
 #[test]
 fn a_send_larger_than_the_socket_buffer_completes_once_and_in_order() {
-    let (mut client, conn, raw) = raw_pair();
+    let (mut client, conn, raw) = raw_pair(cfg(2));
     let before = client.stats();
     // Eight 1 MiB pooled frames (below the SEND_ZC threshold): one gathered
     // SENDMSG of 8 MiB, more than loopback's socket buffers hold while the

@@ -3,9 +3,11 @@
 
 #![allow(dead_code)]
 
-use std::net::SocketAddr;
+use std::io::Write;
+use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::time::{Duration, Instant};
 
+use concord_transport::frame::{self, Control, Hello};
 use concord_transport::{ConnId, Driver, DriverConfig, Event, PeerInfo};
 
 /// Fails a test that hangs instead of letting it hang CI.
@@ -73,4 +75,39 @@ pub fn connect_pair(
         server_conn.is_some() && client_peer.is_some()
     });
     (server_conn.unwrap(), c, client_peer.unwrap())
+}
+
+/// The handshake a raw TCP peer sends: a Hello frame of `node_id` in the
+/// tests' cluster (7), protocol version 1 only.
+pub fn hello(node_id: u64) -> Vec<u8> {
+    frame::encode_control(&Control::Hello(Hello {
+        node_id,
+        cluster_id: 7,
+        protocol_min: 1,
+        protocol_max: 1,
+        build: "raw".into(),
+    }))
+}
+
+/// Payload of frame `seq`: the sequence number, then a byte pattern of it.
+pub fn fill(p: &mut [u8], seq: u32) {
+    p[..4].copy_from_slice(&seq.to_le_bytes());
+    for (i, b) in p[4..].iter_mut().enumerate() {
+        *b = (seq as usize).wrapping_mul(31).wrapping_add(i) as u8;
+    }
+}
+
+/// A client driver connected to a raw TCP peer (node 1) that has not read
+/// anything yet.
+pub fn raw_pair(cfg: DriverConfig) -> (Driver, ConnId, TcpStream) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut client = Driver::new(cfg).unwrap();
+    let conn = client.connect(addr).unwrap();
+    let (mut raw, _) = listener.accept().unwrap();
+    raw.write_all(&hello(1)).unwrap();
+    pump(&mut [&mut client], "connected", |_, _, ev| {
+        matches!(ev, Event::Connected { .. })
+    });
+    (client, conn, raw)
 }

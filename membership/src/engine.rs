@@ -382,13 +382,8 @@ impl<P: Payload> Engine<P> {
                     || (g.ready > g.last_ack_sent && g.awaits_stable_view_change()))
             {
                 g.last_ack_sent = g.ready;
-                g.last_ack_time = now;
-                let body = Body::Ack {
-                    group: *gid,
-                    epoch: g.epoch(),
-                    ready: g.ready,
-                };
-                self.ctx.send(c, body);
+                let (epoch, ready) = (g.epoch(), g.ready);
+                g.ack_to(&mut self.ctx, c, *gid, epoch, ready, now);
             }
         }
         self.drain_loopback();
@@ -661,15 +656,8 @@ impl<P: Payload> Engine<P> {
             && (g.ready > g.last_ack_sent || now.0.saturating_sub(g.last_ack_time.0) >= hb)
         {
             g.last_ack_sent = g.ready;
-            g.last_ack_time = now;
-            self.ctx.send(
-                c,
-                Body::Ack {
-                    group: gid,
-                    epoch,
-                    ready: g.ready,
-                },
-            );
+            let ready = g.ready;
+            g.ack_to(&mut self.ctx, c, gid, epoch, ready, now);
         }
         // Gap: something known is missing and nothing moved since last tick.
         let target_of = |g: &Group<P>, round: usize| -> Option<NodeId> {
@@ -1674,15 +1662,7 @@ impl<P: Payload> Engine<P> {
             position,
         });
         if let Some(c) = view.coordinator() {
-            g.last_ack_time = self.now;
-            self.ctx.send(
-                c,
-                Body::Ack {
-                    group: gid,
-                    epoch: view.id.epoch(),
-                    ready: position,
-                },
-            );
+            g.ack_to(&mut self.ctx, c, gid, view.id.epoch(), position, self.now);
         }
         g.resend_own(&mut self.ctx, &view.members, self.cfg.window);
         self.after_change(gid);
@@ -2390,16 +2370,8 @@ impl<P: Payload> Engine<P> {
                         if let Some(c) = coordinator
                             && c != me
                         {
-                            g.last_ack_time = self.now;
                             let ready = g.ready;
-                            self.ctx.send(
-                                c,
-                                Body::Ack {
-                                    group: gid,
-                                    epoch,
-                                    ready,
-                                },
-                            );
+                            g.ack_to(&mut self.ctx, c, gid, epoch, ready, self.now);
                         }
                     }
                     self.after_change(gid);
@@ -2492,15 +2464,14 @@ impl<P: Payload> Engine<P> {
         if let Some(c) = g.coordinator()
             && c != me
         {
-            g.last_ack_time = self.now;
             let ready = g.ready;
-            self.ctx.send(
+            g.ack_to(
+                &mut self.ctx,
                 c,
-                Body::Ack {
-                    group: gid,
-                    epoch: proposal.view.id.epoch(),
-                    ready,
-                },
+                gid,
+                proposal.view.id.epoch(),
+                ready,
+                self.now,
             );
         }
         self.after_change(gid);

@@ -1210,6 +1210,28 @@ impl<P: Payload> Group<P> {
         }
     }
 
+    /// Acknowledges to coordinator `c` that this member holds the order of
+    /// `epoch` up to `ready`, and restarts the clock of the periodic ack.
+    pub fn ack_to(
+        &mut self,
+        ctx: &mut Ctx<P>,
+        c: NodeId,
+        gid: GroupId,
+        epoch: u32,
+        ready: u64,
+        now: Time,
+    ) {
+        self.last_ack_time = now;
+        ctx.send(
+            c,
+            Body::Ack {
+                group: gid,
+                epoch,
+                ready,
+            },
+        );
+    }
+
     /// Send own messages not yet ordered (after an epoch change or a rejoin,
     /// or when they seem lost) to `targets`.
     pub fn resend_own(&self, ctx: &mut Ctx<P>, targets: &[NodeId], limit: usize) {

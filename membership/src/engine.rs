@@ -620,8 +620,7 @@ impl<P: Payload> Engine<P> {
         let frozen_long = g
             .frozen_since
             .is_some_and(|t| now.0.saturating_sub(t.0) > 2 * ft);
-        let leaving_coordinator_gone = false;
-        let need = !faulty.is_empty() || frozen_long || leaving_coordinator_gone;
+        let need = !faulty.is_empty() || frozen_long;
         let alive: Vec<NodeId> = g
             .view
             .members

@@ -20,6 +20,20 @@ fn check(p: &[u8]) -> u32 {
     seq
 }
 
+/// Polls `client` until `conn` is reported disconnected; returns the reason.
+fn disconnect_reason(client: &mut Driver, conn: ConnId) -> Error {
+    let mut reason = None;
+    pump(&mut [client], "close event", |_, _, ev| match ev {
+        Event::Disconnected { conn: c, reason: r } => {
+            assert_eq!(c, conn);
+            reason = Some(r);
+            true
+        }
+        _ => false,
+    });
+    reason.expect("pump returned without the event")
+}
+
 /// Queues frames (every fourth from a pooled buffer, large enough for
 /// SEND_ZC) while the peer reads nothing, until the queue back-pressures.
 /// Returns how many were accepted.
@@ -97,15 +111,7 @@ fn close_delivers_every_queued_frame_before_reporting() {
     client.close(conn).unwrap();
     // Only now does the peer start reading; it closes after the EOF.
     let reader = std::thread::spawn(move || read_to_end(raw));
-    let mut reason = None;
-    pump(&mut [&mut client], "close event", |_, _, ev| match ev {
-        Event::Disconnected { conn: c, reason: r } => {
-            assert_eq!(c, conn);
-            reason = Some(r);
-            true
-        }
-        _ => false,
-    });
+    let reason = Some(disconnect_reason(&mut client, conn));
     assert!(
         matches!(reason, Some(Error::Closed)),
         "graceful close reports Closed: {reason:?}"
@@ -264,15 +270,7 @@ fn close_to_a_peer_that_never_reads_ends_with_linger_timeout() {
     let (mut client, conn, raw) = raw_pair(cfg);
     fill_until_back_pressured(&mut client, conn);
     client.close(conn).unwrap();
-    let mut reason = None;
-    pump(&mut [&mut client], "close event", |_, _, ev| match ev {
-        Event::Disconnected { conn: c, reason: r } => {
-            assert_eq!(c, conn);
-            reason = Some(r);
-            true
-        }
-        _ => false,
-    });
+    let reason = Some(disconnect_reason(&mut client, conn));
     assert!(
         matches!(reason, Some(Error::LingerTimeout { linger }) if linger == Duration::from_millis(100)),
         "{reason:?}"

@@ -13,7 +13,9 @@ mod adjust;
 
 use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::Error;
-use crate::group::{Group, PendingInstall, Phase, SenderBuf, Slot, WelcomeInfo, next_of};
+use crate::group::{
+    Group, PendingInstall, Phase, SenderBuf, Slot, WelcomeInfo, delivered_of, next_of,
+};
 use crate::message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};
 use crate::types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
@@ -1552,11 +1554,7 @@ impl<P: Payload> Engine<P> {
         // delivered itself, what the joiner and the members it admitted said
         // in their requests (anything they delivered since was ordered here,
         // so `known_next` covers it), and nothing of the others.
-        let hi = |v: &[SenderNext]| {
-            v.iter()
-                .find(|d| d.node == from && d.incarnation == from_inc)
-                .map_or(0, |d| d.next)
-        };
+        let hi = |v: &[SenderNext]| delivered_of(v, from, from_inc);
         let mut both = hi(&delivered).min(hi(&g.delivered_hi));
         if let Some(s) = g.seq.as_ref() {
             for m in s.view.members.iter().filter(|m| **m != me && **m != from) {
@@ -2329,11 +2327,7 @@ impl<P: Payload> Engine<P> {
                         // predate messages we delivered and released in an
                         // earlier life: continue from the oldest one we
                         // still hold.
-                        let own_next = g
-                            .delivered_hi
-                            .iter()
-                            .find(|d| d.node == me && d.incarnation == inc)
-                            .map_or(1, |d| d.next + 1)
+                        let own_next = (delivered_of(&g.delivered_hi, me, inc) + 1)
                             .max(next_of(&g.next, me, inc))
                             .max(g.own_first(me, inc));
                         crate::group::set_next(&mut g.next, me, inc, own_next);

@@ -225,6 +225,16 @@ pub(crate) fn next_of(next: &[SenderNext], node: NodeId, inc: u64) -> u64 {
         .map_or(1, |s| s.next)
 }
 
+/// The highest sender_seq of `node`'s incarnation `inc` that a
+/// `delivered_hi` list records as delivered (0: none).
+#[inline]
+pub(crate) fn delivered_of(delivered: &[SenderNext], node: NodeId, inc: u64) -> u64 {
+    delivered
+        .iter()
+        .find(|s| s.node == node && s.incarnation == inc)
+        .map_or(0, |s| s.next)
+}
+
 #[inline]
 pub(crate) fn set_next(next: &mut Vec<SenderNext>, node: NodeId, inc: u64, value: u64) {
     if let Some(s) = next.iter_mut().find(|s| s.node == node) {

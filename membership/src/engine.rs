@@ -2050,10 +2050,15 @@ impl<P: Payload> Engine<P> {
                 new_incs.push(*inc);
             }
         }
-        if new_members.is_empty() {
-            self.proposers.remove(&gid);
-            return;
-        }
+        // No member of the view in force at the cut answered as a member:
+        // the leader's own Leave is within the cut and the others are gone
+        // (crashed, restarted, or cut off and rejoining). The epoch is still
+        // decided, with no member: the leader is excluded like everyone and
+        // its leave ends, and the next joiner restarts the group from this
+        // decision as an orphan. (Before, the leader dropped the flush and,
+        // still frozen, started it again every tick for ever: the leaver
+        // believed it was a member for ever and nobody could rejoin, base
+        // seeds 7481, 10848, 25643 and more.)
         let proposal = Proposal {
             view: View {
                 group: gid,

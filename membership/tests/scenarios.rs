@@ -1641,3 +1641,56 @@ fn a_welcome_for_an_earlier_incarnation_is_not_installed() {
     assert_eq!(Some(at1), last_join(net.views(3)));
     assert_eq!(Some(at1), last_join(net.views(2)));
 }
+
+/// Simulator seeds 7481, 10848, 25643 and more: a coordinator leaves while
+/// the only other member of its view is gone (crashed here). Its Leave is
+/// never stable, so it flushes; no member of the view at the cut (after its
+/// own Leave) answers, and the flush must still decide, with no member, so
+/// that the leave ends and a restarted node can restart the group. Before,
+/// the leader dropped the flush and started it again every tick for ever: it
+/// believed it was a member for ever, and the restarted node was never
+/// admitted (it asked the leaver, which orders nothing more).
+#[test]
+fn a_leaving_coordinator_whose_last_peer_is_gone_ends_its_leave() {
+    let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1, 2]);
+    for i in 0..6u8 {
+        net.send(1 + u32::from(i % 2), g, &[i]);
+    }
+    net.run(10);
+    assert_eq!(net.deliveries(1).len(), 6);
+    net.crash(2);
+    let now = Time(net.now);
+    net.engine(1).leave(now, g).unwrap();
+    net.drain(0);
+    net.run(300);
+    assert!(
+        !net.engine(1).is_member(g),
+        "the leaver still believes it is a member: {:?}",
+        net.views(1)
+    );
+    assert_eq!(
+        position_of(&net.views(1), &Reason::Leave(NodeId(1))),
+        None,
+        "the leaver installed a Leave view nobody else installed"
+    );
+    assert_eq!(partitioned_count(&net, 1), 1);
+    // The restarted node restarts the group, after the history node 1 ran.
+    net.engines[1] = Some(Engine::new(config(NodeId(2), &nodes, 1), Time(net.now)).unwrap());
+    net.join(2, g);
+    net.run(300);
+    assert!(net.engine(2).is_member(g), "node 2#1 was not admitted");
+    assert!(!net.engine(1).is_member(g));
+    let v2 = net.views(2);
+    let (view, _, at) = v2.last().unwrap();
+    assert_eq!(view.members, vec![NodeId(2)]);
+    assert!(
+        *at > 6,
+        "the restart reused positions: view {view:?} at {at}"
+    );
+    net.send(2, g, b"after");
+    net.run(20);
+    assert_eq!(net.deliveries(2).last().unwrap().1, b"after".to_vec());
+}

@@ -2337,6 +2337,11 @@ impl<P: Payload> Engine<P> {
                             .max(g.own_first(me, inc));
                         crate::group::set_next(&mut g.next, me, inc, own_next);
                         g.my_ordered = own_next - 1;
+                        // Own messages below that point are never ordered
+                        // here (we delivered them in the replaced history,
+                        // where the primary never had them): drop them, or
+                        // they fill the window for ever (seeds 35193, 62350).
+                        g.release_own_below(me, inc, own_next);
                     }
                     g.my_ordered_at_check = g.my_ordered;
                     let coordinator = proposal.view.coordinator();

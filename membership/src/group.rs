@@ -640,6 +640,17 @@ impl<P: Payload> Group<P> {
             .unwrap_or(self.my_seq + 1)
     }
 
+    /// Drop own messages below `seq`: they will never be ordered.
+    pub fn release_own_below(&mut self, me: NodeId, inc: u64, seq: u64) {
+        if let Some(b) = self
+            .senders
+            .iter_mut()
+            .find(|b| b.node == me && b.inc == inc)
+        {
+            b.release_below(seq);
+        }
+    }
+
     /// Own messages not yet ordered.
     #[inline]
     pub fn own_unstable(&self, me: NodeId, inc: u64) -> usize {

@@ -1694,3 +1694,65 @@ fn a_leaving_coordinator_whose_last_peer_is_gone_ends_its_leave() {
     net.run(20);
     assert_eq!(net.deliveries(2).last().unwrap().1, b"after".to_vec());
 }
+
+/// Simulator seeds 35193, 62350: a sequencer cut off alone delivers its own
+/// messages in its old view; the primary flushes it out and then loses its
+/// last member, so after the heal the cut-off node restarts the group as an
+/// orphan, after the last decided cut. The restarted group never orders the
+/// messages the restarter already delivered beyond that cut (it would skip
+/// them), so they must leave its send window. Before, they stayed in it for
+/// ever, and with a full window every multicast was back-pressured.
+#[test]
+fn an_orphan_restarter_frees_the_window_of_what_it_delivered_beyond_the_cut() {
+    let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    // Node 1's window holds exactly what it sends while cut off.
+    let mut c1 = config(NodeId(1), &nodes, 0);
+    c1.window = 4;
+    net.engines[0] = Some(Engine::new(c1, Time(0)).unwrap());
+    let g = group();
+    net.form(g, &[1, 2]);
+    for i in 0..4u8 {
+        net.send(1 + u32::from(i % 2), g, &[i]);
+    }
+    net.run(10);
+    net.side = vec![1, 0, 0];
+    for i in 10..14u8 {
+        assert!(matches!(net.send(1, g, &[i]), Multicast::Sent { .. }));
+        net.run(1);
+    }
+    // Node 1 delivered its own messages, which node 2 never got.
+    assert_eq!(net.deliveries(1).len(), 8);
+    net.run(200);
+    assert_eq!(partitioned_count(&net, 1), 1);
+    let failed = Reason::Failed(vec![NodeId(1)]);
+    let cut = position_of(&net.views(2), &failed).expect("the primary flushed node 1 out");
+    net.crash(2);
+    net.side = vec![0, 0, 0];
+    net.run(300);
+    assert!(
+        net.engine(1).is_member(g),
+        "node 1 did not restart the group"
+    );
+    let (view, _, at) = net.views(1).last().cloned().unwrap();
+    assert_eq!(view.members, vec![NodeId(1)]);
+    assert_eq!(at, cut, "the restart did not start after the decided cut");
+    // Its window is free again: each multicast goes out and is delivered.
+    for i in 0..8u8 {
+        let r = net.send(1, g, &[100, i]);
+        assert!(
+            matches!(r, Multicast::Sent { .. }),
+            "message {i} after the restart was refused: {r:?}"
+        );
+        net.run(1);
+    }
+    net.run(20);
+    let after: Vec<Vec<u8>> = net
+        .deliveries(1)
+        .into_iter()
+        .skip(8)
+        .map(|(_, p)| p)
+        .collect();
+    let want: Vec<Vec<u8>> = (0..8).map(|i| vec![100, i]).collect();
+    assert_eq!(after, want);
+}

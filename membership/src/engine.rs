@@ -71,6 +71,8 @@ pub enum Command<P> {
 #[derive(Debug)]
 pub(crate) struct Ctx<P> {
     pub me: NodeId,
+    /// The Engine's clock (the latest `now` it was given).
+    pub now: Time,
     pub inc: u64,
     pub batch: usize,
     pub commands: VecDeque<Command<P>>,
@@ -108,6 +110,14 @@ struct Peer {
 struct Acceptor {
     decided: Option<(u32, Proposal)>,
     slots: BTreeMap<u32, (Ballot, Option<(Ballot, Proposal)>)>,
+    /// The sequencer lease granted last: `(epoch, holder, until)`. Until
+    /// then this acceptor promises no epoch above `epoch` to anyone but the
+    /// holder (not durable: a restarted acceptor waits out a whole lease,
+    /// see `Engine::promise_after`).
+    lease: Option<(u32, NodeId, Time)>,
+    /// Highest epoch of a (non-query) Prepare seen, promised or held back:
+    /// no lease is granted for an epoch below it.
+    prepared_hi: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -198,6 +208,10 @@ pub struct Engine<P: Payload> {
     /// acking its old coordinator; the answer lets it install the Leave.
     farewells: BTreeMap<GroupId, (u32, u64)>,
     next_heartbeat: Time,
+    /// This Engine promises no epoch above 1 before then: it may have granted
+    /// leases in an earlier life and forgotten them (a lease and its drift
+    /// margin from the start).
+    promise_after: Time,
 }
 
 impl<P: Payload> Engine<P> {
@@ -229,6 +243,7 @@ impl<P: Payload> Engine<P> {
                 Acceptor {
                     decided: ga.decided,
                     slots,
+                    ..Acceptor::default()
                 },
             );
         }
@@ -311,8 +326,10 @@ impl<P: Payload> Engine<P> {
         Ok(Engine {
             majority,
             now,
+            promise_after: now.plus(cfg.failure_timeout / 2 + cfg.lease_drift),
             ctx: Ctx {
                 me: cfg.node,
+                now,
                 inc: cfg.incarnation,
                 batch: cfg.batch,
                 commands,
@@ -399,6 +416,7 @@ impl<P: Payload> Engine<P> {
     /// asynchronously with a [`Command::ViewChange`] that includes this node.
     pub fn join(&mut self, now: Time, group: GroupId, mode: DeliveryMode) -> Result<(), Error> {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         if let Some(g) = self.groups.get(&group) {
             return if g.is_member() && g.leaving.is_none() {
                 Ok(())
@@ -435,6 +453,7 @@ impl<P: Payload> Engine<P> {
     /// messages; no flush, no timeout.
     pub fn leave(&mut self, now: Time, group: GroupId) -> Result<(), Error> {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         let Some(g) = self.groups.get_mut(&group) else {
             return Err(Error::NotMember { group });
         };
@@ -465,6 +484,7 @@ impl<P: Payload> Engine<P> {
         payload: P,
     ) -> Result<Multicast<P>, Error> {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         let me = self.ctx.me;
         let inc = self.ctx.inc;
         let Some(g) = self.groups.get_mut(&group) else {
@@ -522,6 +542,7 @@ impl<P: Payload> Engine<P> {
     /// Time passed: heartbeats, failure detection, retransmission, retries.
     pub fn tick(&mut self, now: Time) {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         let now = self.now;
         let hb = self.cfg.heartbeat_interval;
         if now >= self.next_heartbeat {
@@ -622,7 +643,17 @@ impl<P: Payload> Engine<P> {
         let frozen_long = g
             .frozen_since
             .is_some_and(|t| now.0.saturating_sub(t.0) > 2 * ft);
-        let need = !faulty.is_empty() || frozen_long;
+        // A sequencer refused its lease for a failure timeout (acceptors
+        // promised a later epoch to a flush or restart that never ended)
+        // decides the next epoch itself.
+        let unleased = g.cap == u64::MAX
+            && g.seq.as_ref().is_some_and(|s| {
+                !s.retired
+                    && s.lease_next != Time(0)
+                    && !s.leased(now)
+                    && now.0.saturating_sub(s.lease_since.max(s.lease_until).0) > ft
+            });
+        let need = !faulty.is_empty() || frozen_long || unleased;
         let alive: Vec<NodeId> = g
             .view
             .members
@@ -841,6 +872,13 @@ impl<P: Payload> Engine<P> {
         if ordered_own {
             self.after_change(gid);
         }
+        if self
+            .groups
+            .get(&gid)
+            .is_some_and(|g| g.is_member() && g.cap == u64::MAX)
+        {
+            self.request_lease(gid);
+        }
     }
 
     // ------------------------------------------------------------------
@@ -850,6 +888,7 @@ impl<P: Payload> Engine<P> {
     /// A message from peer `from`.
     pub fn handle_message(&mut self, now: Time, from: NodeId, msg: Message<P>) {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         if from == self.ctx.me {
             return;
         }
@@ -1109,7 +1148,116 @@ impl<P: Payload> Engine<P> {
                 epoch,
                 proposal,
             } => self.on_decided(from, group, epoch, *proposal),
+            Body::Lease { group, epoch, sent } => self.on_lease(from, group, epoch, sent),
+            Body::LeaseGrant { group, epoch, sent } => {
+                self.on_lease_grant(from, group, epoch, sent);
+            }
         }
+    }
+
+    /// The lease a sequencer holds once a strict majority granted it.
+    fn lease_len(&self) -> u64 {
+        self.cfg.failure_timeout / 2
+    }
+
+    /// Sequencer: ask every acceptor for the ordering lease of its epoch when
+    /// the next request is due (every `failure_timeout / 4`).
+    fn request_lease(&mut self, gid: GroupId) {
+        let now = self.now;
+        let period = (self.cfg.failure_timeout / 4).max(1);
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        let epoch = g.epoch();
+        let Some(seq) = g.seq.as_mut() else { return };
+        if seq.retired || now < seq.lease_next {
+            return;
+        }
+        if seq.lease_next == Time(0) {
+            seq.lease_since = now;
+        }
+        seq.lease_next = now.plus(period);
+        seq.lease_sent = now;
+        seq.lease_grants.clear();
+        for n in self.cfg.nodes.clone() {
+            self.ctx.send(
+                n,
+                Body::Lease {
+                    group: gid,
+                    epoch,
+                    sent: now.0,
+                },
+            );
+        }
+    }
+
+    /// Acceptor: grant the lease of `epoch` unless a later epoch of the group
+    /// was decided, promised or prepared here.
+    fn on_lease(&mut self, from: NodeId, gid: GroupId, epoch: u32, sent: u64) {
+        let until = self.now.plus(self.lease_len() + self.cfg.lease_drift);
+        let acc = self.acceptors.entry(gid).or_default();
+        if acc.decided.as_ref().is_some_and(|(e, _)| *e > epoch) {
+            // Its epoch was replaced: it installs the decision or rejoins.
+            self.tell_decided(from, gid, epoch);
+            return;
+        }
+        if acc.prepared_hi > epoch || acc.slots.range(epoch + 1..).next().is_some() {
+            return;
+        }
+        acc.lease = match acc.lease {
+            // Keep the strictest of two live grants (a handover inside the
+            // epoch): the earliest epoch, the latest end.
+            Some((e, _, u)) if u > self.now => Some((e.min(epoch), from, u.max(until))),
+            _ => Some((epoch, from, until)),
+        };
+        self.ctx.send(
+            from,
+            Body::LeaseGrant {
+                group: gid,
+                epoch,
+                sent,
+            },
+        );
+    }
+
+    /// Sequencer: a grant for the current request. With a strict majority
+    /// the lease runs until `sent` plus the lease length; a sequencer that
+    /// had none orders what waited.
+    fn on_lease_grant(&mut self, from: NodeId, gid: GroupId, epoch: u32, sent: u64) {
+        let now = self.now;
+        let len = self.lease_len();
+        let majority = self.majority;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        if !g.is_member() || g.epoch() != epoch {
+            return;
+        }
+        let Some(seq) = g.seq.as_mut() else { return };
+        if seq.lease_sent != Time(sent) || seq.lease_grants.contains(&from) {
+            return;
+        }
+        seq.lease_grants.push(from);
+        if seq.lease_grants.len() < majority {
+            return;
+        }
+        let had = seq.leased(now);
+        seq.lease_until = seq.lease_until.max(Time(sent).plus(len));
+        if had || !seq.leased(now) {
+            return;
+        }
+        let senders: Vec<(NodeId, u64)> = seq
+            .view
+            .members
+            .iter()
+            .copied()
+            .zip(seq.incs.iter().copied())
+            .collect();
+        for (m, i) in senders {
+            g.order_sender(&mut self.ctx, m, i);
+        }
+        g.order_leaves(&mut self.ctx);
+        self.after_change(gid);
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -1255,11 +1403,19 @@ impl<P: Payload> Engine<P> {
             self.install(gid, pi.epoch, pi.proposal);
             return;
         }
+        let first_lease = g
+            .seq
+            .as_ref()
+            .is_some_and(|s| s.lease_next == Time(0) && !s.retired);
         if let Some(p) = self.proposers.get(&gid)
             && let Stage::Fetch { cut, .. } = p.stage
             && g.ready >= cut
         {
             self.build_and_accept(gid);
+        }
+        if first_lease {
+            // A new sequencer asks for its lease at once, not at its next tick.
+            self.request_lease(gid);
         }
     }
 
@@ -1524,6 +1680,9 @@ impl<P: Payload> Engine<P> {
             // it. Its acks stop then; a request from an active member is a
             // stale copy, and its acks keep coming. After a failure timeout
             // of silence, remove it and admit it again, in one batch.
+            if !seq.leased(now) {
+                return;
+            }
             let heard = match seq.acked_at.iter().find(|(n, _)| *n == from) {
                 Some((_, t)) => *t,
                 None => {
@@ -1554,6 +1713,10 @@ impl<P: Payload> Engine<P> {
         // delivered itself, what the joiner and the members it admitted said
         // in their requests (anything they delivered since was ordered here,
         // so `known_next` covers it), and nothing of the others.
+        if !g.seq.as_ref().is_some_and(|s| s.leased(now)) {
+            // Not ordering now: the joiner asks again.
+            return;
+        }
         let hi = |v: &[SenderNext]| delivered_of(v, from, from_inc);
         let mut both = hi(&delivered).min(hi(&g.delivered_hi));
         if let Some(s) = g.seq.as_ref() {
@@ -2111,6 +2274,17 @@ impl<P: Payload> Engine<P> {
             return;
         }
         if ballot == Ballot::default() {
+            return;
+        }
+        acc.prepared_hi = acc.prepared_hi.max(epoch);
+        // A lease granted for an earlier epoch holds the promise back until
+        // it ran out (the holder's own flush excepted: it stopped ordering
+        // when it started it). The proposer re-sends its Prepare every tick.
+        let held = acc.lease.is_some_and(|(e, holder, until)| {
+            e < epoch && now < until && ballot.leader != holder.0
+        });
+        if epoch > 1 && (held || now < self.promise_after) {
+            self.ctx.stats.lease_held_prepares += 1;
             return;
         }
         let slot = acc.slots.entry(epoch).or_insert((Ballot::default(), None));

@@ -142,6 +142,27 @@ pub(crate) struct Sequencer {
     /// What each member this sequencer admitted had delivered of every
     /// sender when it asked to join (its `JoinRequest::delivered`).
     pub reported: Vec<(NodeId, Vec<SenderNext>)>,
+    /// It assigns positions only before this time: a strict majority of the
+    /// configured nodes granted its lease for this epoch, and none of them
+    /// promises a later epoch before the lease ran out (see `Engine`).
+    pub lease_until: Time,
+    /// Send time of the current lease request (`Time(0)`: none sent yet).
+    pub lease_sent: Time,
+    /// Who granted the current request.
+    pub lease_grants: Vec<NodeId>,
+    /// When the next request goes out.
+    pub lease_next: Time,
+    /// Since when it has held no lease (its start as sequencer, or when the
+    /// last lease ran out).
+    pub lease_since: Time,
+}
+
+impl Sequencer {
+    /// Whether it may assign positions now.
+    #[inline]
+    pub fn leased(&self, now: Time) -> bool {
+        now < self.lease_until
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -864,13 +885,18 @@ impl<P: Payload> Group<P> {
             retired: false,
             acked_at: Vec::new(),
             reported: Vec::new(),
+            lease_until: Time(0),
+            lease_sent: Time(0),
+            lease_grants: Vec::new(),
+            lease_next: Time(0),
+            lease_since: Time(0),
         });
     }
 
     /// Sequencer: order whatever of `sender`'s messages is next and held.
     pub fn order_sender(&mut self, ctx: &mut Ctx<P>, sender: NodeId, inc: u64) {
         let Some(seq) = self.seq.as_mut() else { return };
-        if seq.retired || self.cap != u64::MAX {
+        if seq.retired || self.cap != u64::MAX || !seq.leased(ctx.now) {
             return;
         }
         let Some(mi) = seq.view.members.iter().position(|m| *m == sender) else {
@@ -956,7 +982,7 @@ impl<P: Payload> Group<P> {
     pub fn order_leaves(&mut self, ctx: &mut Ctx<P>) {
         loop {
             let Some(seq) = self.seq.as_mut() else { return };
-            if seq.retired || self.cap != u64::MAX {
+            if seq.retired || self.cap != u64::MAX || !seq.leased(ctx.now) {
                 return;
             }
             let Some(i) = seq.leaves.iter().position(|(node, last)| {
@@ -976,6 +1002,9 @@ impl<P: Payload> Group<P> {
     /// Sequencer: order a Join or Leave entry. Returns its position.
     pub fn order_control(&mut self, ctx: &mut Ctx<P>, entry: OrderEntry) -> Option<u64> {
         let seq = self.seq.as_mut()?;
+        if !seq.leased(ctx.now) {
+            return None;
+        }
         let pos = seq.next_pos;
         seq.next_pos += 1;
         if seq.pending.is_empty() {

@@ -350,6 +350,27 @@ pub enum Body<P> {
         /// The decided value.
         proposal: Box<Proposal>,
     },
+    /// The sequencer of `epoch` asks every acceptor for its ordering lease
+    /// (sent every `failure_timeout / 4`).
+    Lease {
+        /// The group.
+        group: GroupId,
+        /// The sequencer's epoch.
+        epoch: u32,
+        /// The sequencer's clock when it sent the request: the lease runs
+        /// from there.
+        sent: u64,
+    },
+    /// An acceptor grants the lease: it promises no later epoch of the group
+    /// until the lease ran out on its own clock.
+    LeaseGrant {
+        /// The group.
+        group: GroupId,
+        /// The epoch of the request.
+        epoch: u32,
+        /// The request's `sent`, echoed.
+        sent: u64,
+    },
 }
 
 impl<P> Message<P> {
@@ -519,6 +540,8 @@ impl<P> Message<P> {
                 epoch,
                 proposal,
             },
+            Body::Lease { group, epoch, sent } => Body::Lease { group, epoch, sent },
+            Body::LeaseGrant { group, epoch, sent } => Body::LeaseGrant { group, epoch, sent },
         };
         Message {
             incarnation: self.incarnation,
@@ -546,7 +569,9 @@ impl<P> Message<P> {
             | Body::Reject { group, .. }
             | Body::Accept { group, .. }
             | Body::Accepted { group, .. }
-            | Body::Decided { group, .. } => Some(*group),
+            | Body::Decided { group, .. }
+            | Body::Lease { group, .. }
+            | Body::LeaseGrant { group, .. } => Some(*group),
         }
     }
 }

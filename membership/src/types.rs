@@ -181,11 +181,15 @@ pub struct Config {
     pub window: usize,
     /// Most order entries per order record message.
     pub batch: usize,
+    /// Clock drift margin of the sequencer lease: an acceptor that granted a
+    /// lease keeps refusing to promise a later epoch for this long after the
+    /// lease (`failure_timeout / 2` from the request) ran out on its clock.
+    pub lease_drift: u64,
 }
 
 impl Config {
     /// A configuration with defaults suited to a LAN: 10 ms heartbeats, 100 ms
-    /// failure timeout, window 1024, batch 256, every protocol version this
+    /// failure timeout, window 1024, batch 256, 1 ms lease drift margin, every protocol version this
     /// build implements (cap `protocol.max` to run as an older release).
     pub fn new(node: NodeId, nodes: Vec<NodeId>) -> Self {
         Config {
@@ -200,6 +204,7 @@ impl Config {
             failure_timeout: 100_000_000,
             window: 1024,
             batch: 256,
+            lease_drift: 1_000_000,
         }
     }
 }
@@ -270,4 +275,7 @@ pub struct Stats {
     pub partitions: u64,
     /// Multicasts refused with `BackPressured`.
     pub back_pressured: u64,
+    /// Prepares this acceptor left unanswered because a sequencer lease it
+    /// granted (or may have granted before a restart) had not run out.
+    pub lease_held_prepares: u64,
 }

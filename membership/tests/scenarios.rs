@@ -1756,3 +1756,98 @@ fn an_orphan_restarter_frees_the_window_of_what_it_delivered_beyond_the_cut() {
     let want: Vec<Vec<u8>> = (0..8).map(|i| vec![100, i]).collect();
     assert_eq!(after, want);
 }
+
+/// A sole member (its own sequencer) that one acceptor cannot hear goes on
+/// hearing a majority, so it never notices that node 3 suspects it. Node 3
+/// joins, sees the only member "gone" and restarts the group as an orphan.
+/// The sequencer orders only under a lease that a majority of acceptors
+/// granted, and an acceptor that granted it promises no later epoch before
+/// it ran out: so the old sequencer stops ordering before the restart is
+/// decided, and no second history goes on beside the restarted one (sim
+/// seeds 816, 36652: a joiner was welcomed by both, or a sole member went on
+/// delivering in a history the primary had replaced). After the heal its
+/// messages held meanwhile are delivered in the restarted group.
+#[test]
+fn a_cut_off_sole_sequencer_stops_ordering_before_the_primary_restarts_the_group() {
+    let mut net = Net::new(3, DeliveryMode::Agreed);
+    let g = group();
+    net.form(g, &[1]);
+    assert!(matches!(net.send(1, g, &[0]), Multicast::Sent { .. }));
+    net.run(10);
+    assert_eq!(net.deliveries(1).len(), 1);
+    // Node 3 stops hearing node 1 (and node 1 node 3); node 1 still hears
+    // node 2, so it keeps a majority and stays a member.
+    net.cut = vec![(1, 3)];
+    net.run(40);
+    net.join(3, g);
+    // Multicasts accepted by node 1 (it refuses them once it knows it was
+    // replaced and rejoins).
+    let try_send = |net: &mut Net, b: u8| {
+        let now = Time(net.now);
+        let ok = matches!(
+            net.engine(1).multicast(now, g, [b].as_slice().into()),
+            Ok(Multicast::Sent { .. })
+        );
+        net.drain(0);
+        ok
+    };
+    let mut sent = 0u8;
+    let mut accepted = Vec::new();
+    let mut restarted = false;
+    for _ in 0..200 {
+        sent += 1;
+        assert!(try_send(&mut net, sent), "node 1 refused a multicast");
+        accepted.push(sent);
+        net.run(1);
+        if net.engine(3).is_member(g) {
+            restarted = true;
+            break;
+        }
+    }
+    assert!(restarted, "node 3 never restarted the group");
+    let epoch_of = |v: u64| v >> 32;
+    let restart_epoch = epoch_of(net.engine(3).view(g).unwrap().id.0);
+    let old_history = |net: &Net| {
+        net.logs[0]
+            .iter()
+            .filter(|e| matches!(e, Ev::Deliver { view, .. } if epoch_of(*view) < restart_epoch))
+            .count()
+    };
+    let before = old_history(&net);
+    for _ in 0..10 {
+        sent += 1;
+        if try_send(&mut net, sent) {
+            accepted.push(sent);
+        }
+        net.run(1);
+    }
+    assert_eq!(
+        old_history(&net),
+        before,
+        "node 1 went on delivering in the history node 3's restart replaced"
+    );
+    net.cut.clear();
+    net.run(600);
+    let view = net.engine(3).view(g).expect("node 3 is a member").clone();
+    assert!(view.members.contains(&NodeId(1)), "{view:?}");
+    assert_eq!(net.engine(1).view(g), Some(&view));
+    // What node 1 delivered in the old history is lost with it (a sole
+    // member released it); everything else it accepted reaches node 3.
+    let old: Vec<u8> = net.logs[0]
+        .iter()
+        .filter_map(|e| match e {
+            Ev::Deliver { view, payload, .. } if epoch_of(*view) < restart_epoch => {
+                Some(payload[0])
+            }
+            _ => None,
+        })
+        .collect();
+    let at3: Vec<u8> = net.deliveries(3).iter().map(|(_, p)| p[0]).collect();
+    assert!(accepted.len() > old.len(), "{accepted:?} {old:?}");
+    for m in accepted.into_iter().filter(|m| !old.contains(m)) {
+        assert!(
+            at3.contains(&m),
+            "node 3 never delivered node 1's message {m}: {at3:?}"
+        );
+    }
+}

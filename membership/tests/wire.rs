@@ -147,6 +147,16 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             epoch: 4,
             proposal: Box::new(proposal()),
         },
+        Body::Lease {
+            group: g,
+            epoch: 4,
+            sent: 123_456_789,
+        },
+        Body::LeaseGrant {
+            group: g,
+            epoch: 4,
+            sent: 123_456_789,
+        },
     ];
     bodies
         .into_iter()
@@ -235,7 +245,7 @@ proptest! {
 
     #[test]
     fn mutated_frames_never_panic(
-        kind in 0usize..16,
+        kind in 0usize..64,
         flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..8),
         cut in any::<usize>(),
     ) {

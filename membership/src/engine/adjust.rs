@@ -32,6 +32,7 @@ impl<P: Payload> Engine<P> {
         target: Target,
     ) -> Result<Vec<AdjustRequest>, Error> {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         let gids: Vec<GroupId> = match scope {
             Scope::Group(group) => vec![group],
             Scope::All => self.groups.keys().copied().collect(),
@@ -158,7 +159,12 @@ impl<P: Payload> Engine<P> {
         let Some(g) = self.groups.get(&gid) else {
             return;
         };
-        if !g.is_member() || !g.is_sequencer() || g.cap != u64::MAX || g.leaving.is_some() {
+        if !g.is_member()
+            || !g.is_sequencer()
+            || g.cap != u64::MAX
+            || g.leaving.is_some()
+            || !g.seq.as_ref().is_some_and(|s| s.leased(self.now))
+        {
             // Not ordering now; the requester re-sends to whoever is.
             return;
         }
@@ -237,6 +243,7 @@ impl<P: Payload> Engine<P> {
         payloads: Vec<P>,
     ) -> Result<Multicast<Vec<P>>, Error> {
         self.now = self.now.max(now);
+        self.ctx.now = self.now;
         let me = self.ctx.me;
         let inc = self.ctx.inc;
         let window = self.cfg.window;

@@ -1691,6 +1691,8 @@ fn kind<P>(m: &Message<P>) -> &'static str {
         Body::Accept { .. } => "Accept",
         Body::Accepted { .. } => "Accepted",
         Body::Decided { .. } => "Decided",
+        Body::Lease { .. } => "Lease",
+        Body::LeaseGrant { .. } => "LeaseGrant",
     }
 }
 

@@ -2158,11 +2158,15 @@ impl<P: Payload> Engine<P> {
             return;
         };
         let epoch = p.epoch;
-        let responders: Vec<NodeId> = p
+        // Each member that promised, with what it reported it delivered.
+        let responders: Vec<(NodeId, &[SenderNext])> = p
             .promises
             .iter()
-            .filter(|(_, _, s)| s.as_ref().is_some_and(|s| s.view.id.epoch() + 1 == epoch))
-            .map(|(n, _, _)| *n)
+            .filter_map(|(n, _, s)| {
+                s.as_ref()
+                    .filter(|s| s.view.id.epoch() + 1 == epoch)
+                    .map(|s| (*n, s.delivered.as_slice()))
+            })
             .collect();
         let Some(g) = self.groups.get(&gid) else {
             return;
@@ -2208,7 +2212,7 @@ impl<P: Payload> Engine<P> {
         let mut new_members = Vec::new();
         let mut new_incs = Vec::new();
         for (m, inc) in members.iter().zip(incs.iter()) {
-            if responders.contains(m) && self.peer_inc(*m) == *inc {
+            if responders.iter().any(|(n, _)| n == m) && self.peer_inc(*m) == *inc {
                 new_members.push(*m);
                 new_incs.push(*inc);
             }
@@ -2222,6 +2226,28 @@ impl<P: Payload> Engine<P> {
         // still frozen, started it again every tick for ever: the leaver
         // believed it was a member for ever and nobody could rejoin, base
         // seeds 7481, 10848, 25643 and more.)
+        //
+        // A sender's messages that every member of the new view delivered
+        // already (members cut off together delivered them beyond an
+        // earlier primary's cut, and the member that still lacked them is
+        // not in the new view) are not ordered again: each member would skip
+        // them as duplicates, and nobody would deliver their positions. The
+        // new epoch resumes such a stream after the lowest mark reported.
+        let reports: Vec<&[SenderNext]> = new_members
+            .iter()
+            .filter_map(|m| responders.iter().find(|(n, _)| n == m).map(|(_, d)| *d))
+            .collect();
+        if let Some((first, rest)) = reports.split_first() {
+            for s in first.iter() {
+                let all = rest
+                    .iter()
+                    .map(|d| delivered_of(d, s.node, s.incarnation))
+                    .fold(s.next, u64::min);
+                if all >= next_of(&next, s.node, s.incarnation) {
+                    crate::group::set_next(&mut next, s.node, s.incarnation, all + 1);
+                }
+            }
+        }
         let proposal = Proposal {
             view: View {
                 group: gid,
@@ -2327,6 +2353,7 @@ impl<P: Payload> Engine<P> {
             state = Some(MemberState {
                 view: g.view.clone(),
                 ready: g.ready,
+                delivered: g.delivered_hi.clone(),
             });
         }
         self.ctx.send(

@@ -833,6 +833,7 @@ impl<P: Payload> Group<P> {
                     }
                     if !was_coordinator && self.coordinator() == Some(ctx.me) {
                         self.take_over(pos);
+                        self.skip_delivered_alone(ctx.me);
                     }
                 }
                 Slot::Version(change) => {
@@ -891,6 +892,34 @@ impl<P: Payload> Group<P> {
             lease_next: Time(0),
             lease_since: Time(0),
         });
+    }
+
+    /// A member that took the sequencer role over at a Leave and is alone
+    /// in its view: what it delivered itself of any sender's stream is not
+    /// ordered again. It is every member of the view, so nobody would
+    /// deliver those positions (the leaver, which admitted their
+    /// re-sending sender and still lacked them, left before ordering them:
+    /// seed 36636). Payloads skipped this way are dropped when nothing older
+    /// in their ring was ordered; otherwise with the next release.
+    pub fn skip_delivered_alone(&mut self, me: NodeId) {
+        let Some(seq) = self.seq.as_mut() else { return };
+        if seq.view.members.as_slice() != [me] {
+            return;
+        }
+        for d in &self.delivered_hi {
+            let from = next_of(&seq.next, d.node, d.incarnation);
+            if d.next < from {
+                continue;
+            }
+            set_next(&mut seq.next, d.node, d.incarnation, d.next + 1);
+            // The member-side record too: a later flush or sequencer starts
+            // from it, and the skipped payloads may be gone.
+            set_next(&mut self.next, d.node, d.incarnation, d.next + 1);
+            skip_unordered(&mut self.senders, d.node, d.incarnation, from, d.next + 1);
+            if d.node == me {
+                self.my_ordered = self.my_ordered.max(d.next);
+            }
+        }
     }
 
     /// Sequencer: order whatever of `sender`'s messages is next and held.

@@ -137,6 +137,11 @@ pub struct MemberState {
     pub view: View,
     /// Highest position up to which it holds every order entry and payload.
     pub ready: u64,
+    /// Per sender, the highest sender sequence it delivered (its
+    /// `delivered_hi`, earlier views and stints included): the new epoch
+    /// does not order again what every member of the new view delivered
+    /// (nobody would deliver its position).
+    pub delivered: Vec<SenderNext>,
 }
 
 /// Message bodies.

@@ -145,32 +145,50 @@ impl Net {
     fn run(&mut self, ms: u64) {
         let end = self.now + ms * MS;
         while self.now < end {
-            self.now += MS / 10;
-            while let Some((&(t, c), _)) = self.queue.iter().next() {
-                if t > self.now {
-                    break;
-                }
-                let (from, to, msg) = self.queue.remove(&(t, c)).unwrap();
-                let (f, d) = ((from.0 - 1) as usize, (to.0 - 1) as usize);
-                let link_cut = self
-                    .cut
-                    .iter()
-                    .any(|&(a, b)| (a, b) == (from.0, to.0) || (b, a) == (from.0, to.0));
-                if self.side[f] != self.side[d] || self.deaf[d] || link_cut {
-                    continue;
-                }
-                if let Some(e) = self.engines[d].as_mut() {
-                    e.handle_message(Time(self.now), from, msg);
-                }
-                self.drain(d);
+            self.step();
+        }
+    }
+
+    /// Advance time by 0.1 ms until `done` holds (at most `ms` milliseconds);
+    /// whether it holds.
+    fn run_until(&mut self, ms: u64, done: impl Fn(&mut Net) -> bool) -> bool {
+        let end = self.now + ms * MS;
+        while self.now < end {
+            self.step();
+            if done(self) {
+                return true;
             }
-            if self.now.is_multiple_of(MS) {
-                for i in 0..self.engines.len() {
-                    if let Some(e) = self.engines[i].as_mut() {
-                        e.tick(Time(self.now));
-                    }
-                    self.drain(i);
+        }
+        false
+    }
+
+    /// One 0.1 ms step: deliver what is due, tick every node on each ms.
+    fn step(&mut self) {
+        self.now += MS / 10;
+        while let Some((&(t, c), _)) = self.queue.iter().next() {
+            if t > self.now {
+                break;
+            }
+            let (from, to, msg) = self.queue.remove(&(t, c)).unwrap();
+            let (f, d) = ((from.0 - 1) as usize, (to.0 - 1) as usize);
+            let link_cut = self
+                .cut
+                .iter()
+                .any(|&(a, b)| (a, b) == (from.0, to.0) || (b, a) == (from.0, to.0));
+            if self.side[f] != self.side[d] || self.deaf[d] || link_cut {
+                continue;
+            }
+            if let Some(e) = self.engines[d].as_mut() {
+                e.handle_message(Time(self.now), from, msg);
+            }
+            self.drain(d);
+        }
+        if self.now.is_multiple_of(MS) {
+            for i in 0..self.engines.len() {
+                if let Some(e) = self.engines[i].as_mut() {
+                    e.tick(Time(self.now));
                 }
+                self.drain(i);
             }
         }
     }
@@ -1533,6 +1551,111 @@ fn a_message_both_cut_off_members_delivered_is_not_ordered_again_at_their_merge(
             .count();
         assert_eq!(minority, 1, "node {n}");
     }
+}
+
+/// Members 1 and 2, cut off together, deliver node 2's message in their
+/// old view (Agreed); the primary (node 3 alone) never ordered it. Returns
+/// once they have reported Partitioned.
+fn deliver_beyond_the_primary_cut(net: &mut Net, g: GroupId) {
+    net.form(g, &[1, 2, 3]);
+    net.run(20);
+    net.side = vec![0, 0, 1, 1, 1];
+    assert!(matches!(
+        net.send(2, g, b"minority"),
+        Multicast::Sent { .. }
+    ));
+    net.run(200);
+    for n in [1, 2] {
+        assert!(net.logs[(n - 1) as usize].contains(&Ev::Partitioned));
+        let got: Vec<Vec<u8>> = net.deliveries(n).into_iter().map(|d| d.1).collect();
+        assert!(got.contains(&b"minority".to_vec()), "node {n}: {got:?}");
+    }
+    assert_eq!(net.engine(3).view(g).unwrap().members, vec![NodeId(3)]);
+}
+
+/// Node `n` delivered exactly one message since its last view, `after`, at
+/// the position right after the view's, and `minority` once in all.
+fn assert_no_hole_after_last_view(net: &Net, n: u32) {
+    let (at, after) = since_last_view(net, n);
+    let seqs: Vec<u64> = after.iter().map(|d| d.0).collect();
+    assert_eq!(
+        seqs,
+        vec![at + 1],
+        "node {n}: {after:?} after position {at}"
+    );
+    assert_eq!(after[0].1, b"after".to_vec());
+    let minority = net
+        .deliveries(n)
+        .into_iter()
+        .filter(|d| d.1 == b"minority")
+        .count();
+    assert_eq!(minority, 1, "node {n}");
+}
+
+/// Base total-order seeds 51542, 59692, 66912 ("skipped seq N, which nobody
+/// delivered"): nodes 1 and 2 delivered node 2's message beyond the
+/// primary's cut; the primary's sole member, node 3, admits both again and
+/// (rightly: it lacks the message) orders node 2's stream from it. Node 3
+/// crashes before it has the re-sent copy, and the flush to `[1, 2]`
+/// ordered it again where both skip it as a duplicate. Now each promise
+/// carries the member's delivered marks, and the new epoch resumes every
+/// stream after what every member of the new view delivered.
+#[test]
+fn a_flush_does_not_order_again_what_every_member_of_the_new_view_delivered() {
+    let mut net = Net::new(5, DeliveryMode::Agreed);
+    let g = group();
+    deliver_beyond_the_primary_cut(&mut net, g);
+    net.side = vec![1, 0, 1, 1, 1];
+    assert!(
+        net.run_until(300, |n| n.engine(1).is_member(g)),
+        "n1 did not merge"
+    );
+    net.run(10);
+    net.side = vec![1, 1, 1, 1, 1];
+    assert!(
+        net.run_until(300, |n| n.engine(2).is_member(g)),
+        "n2 did not merge"
+    );
+    // Node 2 re-sends its message now; node 3 never gets it.
+    net.crash(3);
+    net.run(300);
+    for n in [1, 2] {
+        let view = net.engine(n).view(g).expect("a member").clone();
+        assert_eq!(view.members, vec![NodeId(1), NodeId(2)], "node {n}");
+    }
+    assert!(matches!(net.send(2, g, b"after"), Multicast::Sent { .. }));
+    net.run(50);
+    for n in [1, 2] {
+        assert_no_hole_after_last_view(&net, n);
+    }
+}
+
+/// Base total-order seed 36636: as above, but node 3, the sequencer that
+/// admitted node 2 and still lacked its message, leaves before ordering the
+/// re-sent copy. Node 2 takes the sequencer role over alone, and ordered its
+/// own message again where it skips it. A sequencer alone in its view after
+/// a Leave does not order again what it delivered itself.
+#[test]
+fn a_sequencer_left_alone_does_not_order_again_what_it_delivered() {
+    let mut net = Net::new(5, DeliveryMode::Agreed);
+    let g = group();
+    deliver_beyond_the_primary_cut(&mut net, g);
+    // Node 1 stays cut off; node 2 merges.
+    net.side = vec![0, 1, 1, 1, 1];
+    assert!(
+        net.run_until(300, |n| n.engine(2).is_member(g)),
+        "n2 did not merge"
+    );
+    // Node 2 re-sends its message now; node 3 leaves before it arrives.
+    let now = Time(net.now);
+    net.engine(3).leave(now, g).unwrap();
+    net.drain(2);
+    net.run(100);
+    assert!(!net.engine(3).is_member(g));
+    assert_eq!(net.engine(2).view(g).unwrap().members, vec![NodeId(2)]);
+    assert!(matches!(net.send(2, g, b"after"), Multicast::Sent { .. }));
+    net.run(50);
+    assert_no_hole_after_last_view(&net, 2);
 }
 
 /// Upgrade-family seeds 3021, 3133, 3539, 4104, 4945, 7211: the coordinator

@@ -124,6 +124,11 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             state: Some(Box::new(MemberState {
                 view: view(),
                 ready: 41,
+                delivered: vec![SenderNext {
+                    node: NodeId(2),
+                    incarnation: 1,
+                    next: 7,
+                }],
             })),
         },
         Body::Reject {

@@ -21,6 +21,7 @@ use crate::types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
     Stats, Time, VersionRange, View, ViewId,
 };
+use crate::vecmap::VecMap;
 
 /// What the Engine asks its caller to do.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,9 +188,9 @@ pub struct Engine<P: Payload> {
     now: Time,
     ctx: Ctx<P>,
     peers: Vec<Peer>,
-    groups: BTreeMap<GroupId, Group<P>>,
+    groups: VecMap<GroupId, Group<P>>,
     acceptors: BTreeMap<GroupId, Acceptor>,
-    proposers: BTreeMap<GroupId, Proposer>,
+    proposers: VecMap<GroupId, Proposer>,
     joiners: BTreeMap<GroupId, Joiner>,
     /// Own last sender sequence of groups this node left: a later join with
     /// the same incarnation continues the FIFO stream instead of reusing
@@ -339,9 +340,9 @@ impl<P: Payload> Engine<P> {
             },
             cfg,
             peers,
-            groups: BTreeMap::new(),
+            groups: VecMap::new(),
             acceptors: BTreeMap::new(),
-            proposers: BTreeMap::new(),
+            proposers: VecMap::new(),
             joiners: BTreeMap::new(),
             left_seqs: BTreeMap::new(),
             left_own: BTreeMap::new(),
@@ -1261,6 +1262,7 @@ impl<P: Payload> Engine<P> {
     }
 
     #[allow(clippy::too_many_arguments)]
+    #[inline(always)]
     fn on_data(
         &mut self,
         from: NodeId,

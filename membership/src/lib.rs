@@ -75,6 +75,7 @@ mod error;
 mod group;
 mod message;
 mod types;
+mod vecmap;
 pub mod version;
 pub mod wire;
 

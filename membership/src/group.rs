@@ -237,6 +237,11 @@ pub(crate) struct Group<P> {
     /// its own side: it asks to join again and its order records stopped.
     /// It counts as failed in that view, so the others flush it out.
     pub coord_gone: Option<(ViewId, NodeId, u64)>,
+    /// Index in `senders` of the buffer looked up last: the lookups of
+    /// consecutive messages mostly ask for the same sender. Only a hint,
+    /// checked against the node (and incarnation) before use; a node has at
+    /// most one buffer, so a hint that matches is what a scan would find.
+    pub buf_hint: usize,
 }
 
 #[inline]
@@ -272,6 +277,79 @@ pub(crate) fn set_next(next: &mut Vec<SenderNext>, node: NodeId, inc: u64, value
             next: value,
         });
     }
+}
+
+/// [`set_next`] trying `next[*hint]` first and leaving there the index of
+/// `node`'s entry (a list holds a node at most once: `set_next` adds one
+/// only when none is there).
+#[inline]
+fn set_next_at(next: &mut Vec<SenderNext>, hint: &mut usize, node: NodeId, inc: u64, value: u64) {
+    let i = match next.get(*hint) {
+        Some(s) if s.node == node => *hint,
+        _ => match next.iter().position(|s| s.node == node) {
+            Some(i) => i,
+            None => {
+                next.push(SenderNext {
+                    node,
+                    incarnation: inc,
+                    next: value,
+                });
+                *hint = next.len() - 1;
+                return;
+            }
+        },
+    };
+    *hint = i;
+    let s = &mut next[i];
+    if s.incarnation == inc {
+        s.next = s.next.max(value);
+    } else if s.incarnation < inc {
+        s.incarnation = inc;
+        s.next = value;
+    }
+}
+
+/// Record `seq` of `(sender, inc)` as delivered in a `delivered_hi` list;
+/// `false` if it was delivered already (or is of an older incarnation).
+/// Tries `delivered[*hint]` first as [`set_next_at`] does.
+#[inline]
+fn mark_delivered_at(
+    delivered: &mut Vec<SenderNext>,
+    hint: &mut usize,
+    sender: NodeId,
+    inc: u64,
+    seq: u64,
+) -> bool {
+    let i = match delivered.get(*hint) {
+        Some(s) if s.node == sender => *hint,
+        _ => match delivered.iter().position(|s| s.node == sender) {
+            Some(i) => i,
+            None => {
+                delivered.push(SenderNext {
+                    node: sender,
+                    incarnation: inc,
+                    next: seq,
+                });
+                *hint = delivered.len() - 1;
+                return true;
+            }
+        },
+    };
+    *hint = i;
+    let s = &mut delivered[i];
+    if s.incarnation == inc {
+        if seq <= s.next {
+            return false;
+        }
+        s.next = seq;
+        return true;
+    }
+    if s.incarnation > inc {
+        return false;
+    }
+    s.incarnation = inc;
+    s.next = seq;
+    true
 }
 
 /// The buffer of `(node, inc)`, trying `senders[*hint]` first and leaving
@@ -315,6 +393,20 @@ fn find_buf_mut<'a, P>(
         }
     };
     Some(&mut senders[i])
+}
+
+/// Release `sender`'s ring below the end of a run of its positions.
+#[inline]
+fn release_run<P: Payload>(
+    senders: &mut [SenderBuf<P>],
+    run: Option<(NodeId, u64, u64)>,
+    hint: &mut usize,
+) {
+    if let Some((sender, inc, below)) = run
+        && let Some(b) = find_buf_mut(senders, sender, inc, hint)
+    {
+        b.release_below(below);
+    }
 }
 
 /// A Join entry resumes `node`'s stream at `first_seq` where it stood at
@@ -374,6 +466,7 @@ impl<P: Payload> Group<P> {
             grace_until: Time(0),
             coord_heard: None,
             coord_gone: None,
+            buf_hint: usize::MAX,
         }
     }
 
@@ -416,7 +509,12 @@ impl<P: Payload> Group<P> {
 
     #[inline]
     fn buf_index(&mut self, node: NodeId, inc: u64) -> Option<usize> {
-        if let Some(i) = self.senders.iter().position(|b| b.node == node) {
+        let found = match self.senders.get(self.buf_hint) {
+            Some(b) if b.node == node => Some(self.buf_hint),
+            _ => self.senders.iter().position(|b| b.node == node),
+        };
+        if let Some(i) = found {
+            self.buf_hint = i;
             let b = &mut self.senders[i];
             if b.inc == inc {
                 return Some(i);
@@ -441,7 +539,8 @@ impl<P: Payload> Group<P> {
             base,
             msgs: VecDeque::new(),
         });
-        Some(self.senders.len() - 1)
+        self.buf_hint = self.senders.len() - 1;
+        Some(self.buf_hint)
     }
 
     pub fn payload(&self, node: NodeId, inc: u64, seq: u64) -> Option<&P> {
@@ -499,20 +598,12 @@ impl<P: Payload> Group<P> {
                     {
                         break;
                     }
-                    for i in 0..u64::from(count) {
-                        any |= self.insert_slot(
-                            pos + i,
-                            Slot::Data {
-                                sender,
-                                inc: incarnation,
-                                seq: first_seq + i,
-                            },
-                        );
-                        if sender == me {
-                            self.my_ordered = self.my_ordered.max(first_seq + i);
-                        }
+                    let count = u64::from(count);
+                    any |= self.insert_data_run(pos, sender, incarnation, first_seq, count);
+                    if sender == me && count > 0 {
+                        self.my_ordered = self.my_ordered.max(first_seq + count - 1);
                     }
-                    pos += u64::from(count);
+                    pos += count;
                 }
                 OrderEntry::Join {
                     node,
@@ -556,6 +647,39 @@ impl<P: Payload> Group<P> {
         any
     }
 
+    /// [`Group::insert_slot`] of the data positions `pos..pos + count`,
+    /// holding `sender`'s sequences `first_seq..`; `true` if any was new.
+    #[inline]
+    fn insert_data_run(
+        &mut self,
+        pos: u64,
+        sender: NodeId,
+        inc: u64,
+        first_seq: u64,
+        count: u64,
+    ) -> bool {
+        let data = |i: u64| Slot::Data {
+            sender,
+            inc,
+            seq: first_seq + i,
+        };
+        // The common case: the run extends the ring at its end, every
+        // position within reach. Then `insert_slot` would push each in turn.
+        if pos > self.delivered
+            && pos >= self.base
+            && pos - self.base == self.slots.len() as u64
+            && (pos - self.base).saturating_add(count) <= MAX_AHEAD
+        {
+            self.slots.extend((0..count).map(|i| Some(data(i))));
+            return count > 0;
+        }
+        let mut any = false;
+        for i in 0..count {
+            any |= self.insert_slot(pos + i, data(i));
+        }
+        any
+    }
+
     #[inline]
     fn insert_slot(&mut self, pos: u64, slot: Slot) -> bool {
         if pos <= self.delivered || pos < self.base || pos - self.base >= MAX_AHEAD {
@@ -578,14 +702,24 @@ impl<P: Payload> Group<P> {
     }
 
     /// Move `ready` forward over every position whose entry and payload are held.
+    #[inline]
     pub fn advance_ready(&mut self) {
         let Some(start) = self.ready.checked_add(1) else {
             return;
         };
+        // Checked here, where the caller is inlined: a member whose data
+        // arrives before its order entry (the common case) returns at once.
         if start < self.base || start - self.base >= self.slots.len() as u64 {
             return;
         }
-        let mut hint = usize::MAX;
+        self.advance_ready_from(start);
+    }
+
+    /// [`Group::advance_ready`] past the checks: `start` (= `ready + 1`) is
+    /// a position the ring holds.
+    #[inline(never)]
+    fn advance_ready_from(&mut self, start: u64) {
+        let mut hint = self.buf_hint;
         let mut ready = self.ready;
         for slot in self.slots.range((start - self.base) as usize..) {
             match slot {
@@ -603,46 +737,40 @@ impl<P: Payload> Group<P> {
             ready += 1;
         }
         self.ready = ready;
+        self.buf_hint = hint;
     }
 
     /// Drop entries and payloads every member holds and this member delivered.
+    #[inline]
     pub fn release(&mut self) {
         let upto = self.stable.min(self.delivered);
-        // `release_below` only ever raises a ring's base, so a run of one
-        // sender's positions releases once, up to the run's highest
-        // sequence: the same as one call per position.
-        let mut hint = usize::MAX;
+        if self.base > upto {
+            return;
+        }
+        // Every held entry up to `upto` goes, and the ring then starts at
+        // `upto + 1` (held or not). `release_below` only ever raises a ring's
+        // base, so a run of one sender's positions releases once, up to the
+        // run's highest sequence: the same as one call per position.
+        let held = (upto - self.base + 1).min(self.slots.len() as u64) as usize;
+        let mut hint = self.buf_hint;
         let mut run: Option<(NodeId, u64, u64)> = None;
-        while self.base <= upto {
-            match self.slots.pop_front() {
-                Some(Some(Slot::Data { sender, inc, seq })) => match &mut run {
+        for slot in self.slots.range(..held) {
+            if let Some(Slot::Data { sender, inc, seq }) = *slot {
+                match &mut run {
                     Some((n, i, below)) if *n == sender && *i == inc => {
                         *below = (*below).max(seq + 1);
                     }
                     _ => {
-                        self.release_run(run, &mut hint);
+                        release_run(&mut self.senders, run, &mut hint);
                         run = Some((sender, inc, seq + 1));
                     }
-                },
-                Some(_) => {}
-                None => {
-                    self.base = upto + 1;
-                    break;
                 }
             }
-            if self.base <= upto {
-                self.base += 1;
-            }
         }
-        self.release_run(run, &mut hint);
-    }
-
-    fn release_run(&mut self, run: Option<(NodeId, u64, u64)>, hint: &mut usize) {
-        if let Some((sender, inc, below)) = run
-            && let Some(b) = find_buf_mut(&mut self.senders, sender, inc, hint)
-        {
-            b.release_below(below);
-        }
+        release_run(&mut self.senders, run, &mut hint);
+        self.buf_hint = hint;
+        self.slots.drain(..held);
+        self.base = upto + 1;
     }
 
     /// The oldest own sender sequence this member can still send: its oldest
@@ -675,35 +803,14 @@ impl<P: Payload> Group<P> {
     /// Own messages not yet ordered.
     #[inline]
     pub fn own_unstable(&self, me: NodeId, inc: u64) -> usize {
-        self.senders
-            .iter()
-            .find(|b| b.node == me && b.inc == inc)
-            .map_or(0, |b| b.msgs.len())
+        let mut hint = self.buf_hint;
+        find_buf(&self.senders, me, inc, &mut hint).map_or(0, |b| b.msgs.len())
     }
 
     #[inline]
     fn mark_delivered(&mut self, sender: NodeId, inc: u64, seq: u64) -> bool {
-        if let Some(s) = self.delivered_hi.iter_mut().find(|s| s.node == sender) {
-            if s.incarnation == inc {
-                if seq <= s.next {
-                    return false;
-                }
-                s.next = seq;
-                return true;
-            }
-            if s.incarnation > inc {
-                return false;
-            }
-            s.incarnation = inc;
-            s.next = seq;
-            return true;
-        }
-        self.delivered_hi.push(SenderNext {
-            node: sender,
-            incarnation: inc,
-            next: seq,
-        });
-        true
+        let mut hint = usize::MAX;
+        mark_delivered_at(&mut self.delivered_hi, &mut hint, sender, inc, seq)
     }
 
     /// Whether delivery waits for the stable point to reach a view change
@@ -726,10 +833,82 @@ impl<P: Payload> Group<P> {
         self.deliver_ready(ctx)
     }
 
+    /// Deliver the data positions from `delivered + 1` on, up to the first
+    /// one that is not a data entry or may not be delivered yet: exactly what
+    /// the loop of [`Group::deliver_ready`] does with them, in one pass over
+    /// the ring with the sender lookups of the previous position remembered
+    /// (each list holds a node at most once, so a remembered index whose node
+    /// matches is the one a scan finds).
+    #[inline]
+    fn deliver_data_run(&mut self, ctx: &mut Ctx<P>) {
+        let mut limit = self.ready.min(self.cap);
+        if self.mode == DeliveryMode::Safe {
+            limit = limit.min(self.stable);
+        }
+        let Some(start) = self.delivered.checked_add(1) else {
+            return;
+        };
+        if start > limit || start < self.base {
+            return;
+        }
+        let (group, view) = (self.id, self.view.id);
+        let (mut next_hint, mut hi_hint) = (usize::MAX, usize::MAX);
+        let mut hint = self.buf_hint;
+        let mut pos = start;
+        // A counter, not `zip`/`enumerate`: this form runs fewer instructions
+        // per position (callgrind on the order bench).
+        #[allow(clippy::explicit_counter_loop)]
+        for slot in self.slots.range((start - self.base) as usize..) {
+            let Some(Slot::Data { sender, inc, seq }) = *slot else {
+                break;
+            };
+            self.delivered = pos;
+            set_next_at(&mut self.next, &mut next_hint, sender, inc, seq + 1);
+            if mark_delivered_at(&mut self.delivered_hi, &mut hi_hint, sender, inc, seq) {
+                if let Some(p) =
+                    find_buf(&self.senders, sender, inc, &mut hint).and_then(|b| b.get(seq))
+                {
+                    ctx.stats.delivered += 1;
+                    ctx.commands.push_back(Command::Deliver(Delivery {
+                        group,
+                        view,
+                        seq: pos,
+                        sender,
+                        sender_incarnation: inc,
+                        sender_seq: seq,
+                        payload: p.clone(),
+                    }));
+                }
+            } else {
+                ctx.stats.duplicates += 1;
+            }
+            if pos == limit {
+                break;
+            }
+            pos += 1;
+        }
+        self.buf_hint = hint;
+    }
+
     /// [`Group::deliver`] right after [`Group::advance_ready`].
+    #[inline]
     pub fn deliver_ready(&mut self, ctx: &mut Ctx<P>) -> bool {
+        // Nothing to deliver (the loop below would stop at its first
+        // position) and nothing to release: the common case at a member
+        // whose data arrives before its order entry, checked inline.
+        if self.delivered >= self.ready.min(self.cap) && self.base > self.stable.min(self.delivered)
+        {
+            return false;
+        }
+        self.deliver_held(ctx)
+    }
+
+    /// [`Group::deliver_ready`] past its check.
+    #[inline(never)]
+    fn deliver_held(&mut self, ctx: &mut Ctx<P>) -> bool {
         let mut hint = usize::MAX;
         loop {
+            self.deliver_data_run(ctx);
             let pos = self.delivered + 1;
             if pos > self.ready || pos > self.cap {
                 break;
@@ -934,11 +1113,7 @@ impl<P: Payload> Group<P> {
         if seq.incs[mi] != inc {
             return;
         }
-        let Some(buf) = self
-            .senders
-            .iter()
-            .find(|b| b.node == sender && b.inc == inc)
-        else {
+        let Some(buf) = find_buf(&self.senders, sender, inc, &mut self.buf_hint) else {
             return;
         };
         let mut n = next_of(&seq.next, sender, inc);
@@ -981,16 +1156,7 @@ impl<P: Payload> Group<P> {
                 count: count as u32,
             });
         }
-        for i in 0..count {
-            let _ = self.insert_slot(
-                first_pos + i,
-                Slot::Data {
-                    sender,
-                    inc,
-                    seq: start + i,
-                },
-            );
-        }
+        let _ = self.insert_data_run(first_pos, sender, inc, start, count);
         if sender == ctx.me {
             self.my_ordered = self.my_ordered.max(n - 1);
         }
@@ -1152,6 +1318,30 @@ impl<P: Payload> Group<P> {
         let own_ready = self.ready;
         let me_pos = self.coordinator();
         let Some(seq) = self.seq.as_mut() else { return };
+        if seq.welcomes.is_empty() && seq.departing.is_empty() {
+            // The common case, in one pass over the acks: raise the first
+            // entry of `from` and the first of the coordinator (as the two
+            // lookups below do), then take the minimum.
+            let (mut from_done, mut me_done) = (false, me_pos.is_none());
+            let mut min: Option<u64> = None;
+            for a in seq.acks.iter_mut() {
+                if !from_done && a.0 == from {
+                    a.1 = a.1.max(ready);
+                    from_done = true;
+                }
+                if !me_done && Some(a.0) == me_pos {
+                    a.1 = a.1.max(own_ready);
+                    me_done = true;
+                }
+                min = Some(min.map_or(a.1, |m| m.min(a.1)));
+            }
+            let min = min.unwrap_or(own_ready);
+            if min > seq.stable {
+                seq.stable = min;
+                self.stable = self.stable.max(min);
+            }
+            return;
+        }
         if let Some(a) = seq.acks.iter_mut().find(|(m, _)| *m == from) {
             a.1 = a.1.max(ready);
         }

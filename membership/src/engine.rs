@@ -1163,6 +1163,8 @@ impl<P: Payload> Engine<P> {
 
     /// Sequencer: ask every acceptor for the ordering lease of its epoch when
     /// the next request is due (every `failure_timeout / 4`).
+    #[cold]
+    #[inline(never)]
     fn request_lease(&mut self, gid: GroupId) {
         let now = self.now;
         let period = (self.cfg.failure_timeout / 4).max(1);

@@ -820,8 +820,17 @@ impl<P: Payload> Engine<P> {
                     },
                 );
             }
+        }
+        // An empty order record tells members where the order ends (a lost
+        // last record is noticed) and carries the stable point. A retired
+        // sequencer (it ordered its own Leave) keeps doing it until its Leave
+        // is stable and it goes.
+        if g.seq.is_some() && g.cap == u64::MAX {
             // Re-send welcomes not yet acknowledged (once their Join is
-            // stable).
+            // stable), as a retired sequencer too: its Leave becomes stable
+            // only with the joiner's acks. (Before, a joiner that abandoned
+            // its join after the Join was ordered, and joined again, was
+            // never welcomed: the group stood still, seed 22103.)
             let stable = g.stable;
             let welcomes: Vec<(NodeId, WelcomeInfo)> = g
                 .seq
@@ -841,12 +850,6 @@ impl<P: Payload> Engine<P> {
                     },
                 );
             }
-        }
-        // An empty order record tells members where the order ends (a lost
-        // last record is noticed) and carries the stable point. A retired
-        // sequencer (it ordered its own Leave) keeps doing it until its Leave
-        // is stable and it goes.
-        if g.seq.is_some() && g.cap == u64::MAX {
             g.publish(&mut self.ctx);
             if let Some(seq) = g.seq.as_ref() {
                 let first = seq.next_pos;
@@ -1039,7 +1042,7 @@ impl<P: Payload> Engine<P> {
                 next,
                 incarnations,
                 rejoin,
-            } => self.on_welcome(*view, position, stable, next, incarnations, rejoin),
+            } => self.on_welcome(from, *view, position, stable, next, incarnations, rejoin),
             Body::JoinRefused { group, active } => {
                 if self.groups.get(&group).is_some_and(|g| !g.is_member()) {
                     // Keep what a later join with this incarnation needs
@@ -1762,8 +1765,10 @@ impl<P: Payload> Engine<P> {
         self.after_change(gid);
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn on_welcome(
         &mut self,
+        from: NodeId,
         view: View,
         position: u64,
         _stable: u64,
@@ -1774,6 +1779,26 @@ impl<P: Payload> Engine<P> {
         let me = self.ctx.me;
         let gid = view.group;
         let Some(g) = self.groups.get_mut(&gid) else {
+            // This incarnation was admitted, but gave the join up (or left)
+            // before the Welcome came: it holds nothing of the group. Ask
+            // the sequencer to order its Leave, or it stays in the view,
+            // never acks, and the stable point never moves again (seed
+            // 87671: the group stood still, nobody else was admitted).
+            let inc = self.ctx.inc;
+            if view
+                .members
+                .iter()
+                .zip(&incs)
+                .any(|(m, i)| *m == me && *i == inc)
+            {
+                self.ctx.send(
+                    from,
+                    Body::LeaveRequest {
+                        group: gid,
+                        last_seq: 0,
+                    },
+                );
+            }
             return;
         };
         if !matches!(g.phase, Phase::Joining { .. }) {

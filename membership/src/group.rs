@@ -1237,7 +1237,11 @@ impl<P: Payload> Group<P> {
                     seq.incs.remove(i);
                 }
                 seq.view.id = seq.view.id.next_change();
-                if node == ctx.me {
+                // A joiner that never acknowledged its Welcome never
+                // installed a view here: it needs nothing up to its Leave,
+                // so it does not hold the stable point back.
+                let unwelcomed = seq.welcomes.iter().any(|(m, _)| *m == node);
+                if node == ctx.me || unwelcomed {
                     seq.acks.retain(|(m, _)| *m != node);
                 } else {
                     seq.departing.retain(|(m, _)| *m != node);

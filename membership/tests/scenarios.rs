@@ -1974,3 +1974,43 @@ fn a_cut_off_sole_sequencer_stops_ordering_before_the_primary_restarts_the_group
         );
     }
 }
+
+/// Simulator seed 87671: a node gives its join up (`leave` while joining)
+/// after the sequencer has already ordered its Join. The group counts it as
+/// a member, but it holds nothing of the group and never acks, so the stable
+/// point stood still for ever (Safe mode delivered nothing more, no view
+/// change was installed). Now the Welcome it gets is answered with a
+/// LeaveRequest, and the Leave of a joiner that never acknowledged its
+/// Welcome does not wait for its ack.
+#[test]
+fn a_joiner_that_gave_up_after_its_join_was_ordered_is_removed_again() {
+    let mut net = Net::new(3, DeliveryMode::Safe);
+    let g = group();
+    net.form(g, &[1, 2]);
+    net.join(3, g);
+    let now = Time(net.now);
+    net.engine(3).leave(now, g).unwrap();
+    net.drain(2);
+    net.run(100);
+    assert!(!net.engine(3).is_member(g));
+    assert!(
+        position_of(&net.views(1), &Reason::Join(NodeId(3))).is_some(),
+        "the sequencer never ordered the Join (the scenario did not happen)"
+    );
+    assert_eq!(
+        net.engine(1).view(g).unwrap().members,
+        vec![NodeId(1), NodeId(2)],
+        "node 3 is still counted as a member"
+    );
+    net.send(2, g, b"after");
+    net.run(50);
+    assert_eq!(
+        net.deliveries(1).last().map(|(_, p)| p.clone()),
+        Some(b"after".to_vec())
+    );
+    assert_same(&net, 1, 2);
+    // It can join again when it wants to.
+    net.join(3, g);
+    net.run(100);
+    assert!(net.engine(3).is_member(g), "node 3 was not admitted again");
+}

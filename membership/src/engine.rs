@@ -1752,6 +1752,14 @@ impl<P: Payload> Engine<P> {
         let Some(seq) = g.seq.as_mut() else { return };
         seq.reported.retain(|(n, _)| *n != from);
         seq.reported.push((from, delivered));
+        // The admitted member's silence counts from now on: an ack heard
+        // from an earlier membership (an older incarnation, or before a
+        // Leave) says nothing of this one. (Before, a stale copy of the
+        // joiner's request, arriving after its Welcome, found the ack time
+        // of its previous incarnation, so the just-welcomed member was
+        // removed and admitted again; the positions it had not yet fetched
+        // became stable without it, seed 9715.)
+        seq.acked_at.retain(|(n, _)| *n != from);
         let w = WelcomeInfo {
             view: seq.view.clone(),
             position,

@@ -11,6 +11,8 @@ use concord_membership::{
 };
 
 type P = Rc<[u8]>;
+/// A rule for lost messages: (sender, target, message).
+type LoseFn = fn(NodeId, NodeId, &Body<P>) -> bool;
 
 const MS: u64 = 1_000_000;
 
@@ -52,6 +54,8 @@ struct Net {
     /// Copies of the messages sent that match `keep` (sender, target, message).
     keep: Option<fn(NodeId, &Body<P>) -> bool>,
     kept: Vec<(NodeId, NodeId, Message<P>)>,
+    /// Messages sent that match `lose` (sender, target, message) are lost.
+    lose: Option<LoseFn>,
 }
 
 impl Net {
@@ -77,6 +81,7 @@ impl Net {
             cut: Vec::new(),
             keep: None,
             kept: Vec::new(),
+            lose: None,
         }
     }
 
@@ -109,6 +114,9 @@ impl Net {
                         0
                     };
                     if self.loss_every > 0 && self.rand().is_multiple_of(self.loss_every) {
+                        continue;
+                    }
+                    if self.lose.is_some_and(|lose| lose(from, to, &msg.body)) {
                         continue;
                     }
                     self.counter += 1;
@@ -2013,4 +2021,72 @@ fn a_joiner_that_gave_up_after_its_join_was_ordered_is_removed_again() {
     net.join(3, g);
     net.run(100);
     assert!(net.engine(3).is_member(g), "node 3 was not admitted again");
+}
+
+/// A member's silence is counted from its admission. Node 3 was a member
+/// (its acks were heard), left, restarted and joined again; a copy of its
+/// JoinRequest that is still on its way when it is welcomed, and arrives
+/// after it acknowledged, is a stale copy. Before, the sequencer measured
+/// the silence from the last ack of node 3's previous membership, so it
+/// removed the just-welcomed member and admitted it again, and the
+/// positions that member had not fetched yet became stable without it: a
+/// later flush waited for them for ever (upgrade seeds 9715, 28714).
+#[test]
+fn a_stale_join_request_of_a_just_welcomed_member_does_not_remove_it() {
+    let mut net = Net::new(3, DeliveryMode::Safe);
+    let g = group();
+    let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    net.form(g, &[1, 2, 3]);
+    net.send(3, g, b"before");
+    net.run(30);
+    let now = Time(net.now);
+    net.engine(3).leave(now, g).unwrap();
+    net.drain(2);
+    net.run(100);
+    assert!(!net.engine(3).is_member(g), "node 3 did not leave");
+    net.engines[2] = Some(Engine::new(config(NodeId(3), &nodes, 1), Time(net.now)).unwrap());
+    net.keep = Some(|to, body| to == NodeId(1) && matches!(body, Body::JoinRequest { .. }));
+    // Node 3#1's Ack messages are lost for a while (fewer than a failure
+    // timeout): it acknowledges its Welcome with its first message, and the
+    // old copy of its request arrives then.
+    net.lose = Some(|from, to, body| {
+        from == NodeId(3) && to == NodeId(1) && matches!(body, Body::Ack { .. })
+    });
+    net.join(3, g);
+    assert!(
+        net.run_until(100, |n| n.engine(3).is_member(g)),
+        "node 3#1 was not admitted"
+    );
+    let (from, _, request) = net
+        .kept
+        .first()
+        .cloned()
+        .expect("a JoinRequest went to node 1");
+    net.keep = None;
+    net.send(3, g, b"first");
+    net.run(2);
+    let leave = Reason::Leave(NodeId(3));
+    let leaves = |net: &Net| net.views(1).iter().filter(|(_, r, _)| *r == leave).count();
+    let before = leaves(&net);
+    let views_before = net.views(1).len();
+    let now = Time(net.now);
+    net.engine(1).handle_message(now, from, request);
+    net.drain(0);
+    net.run(5);
+    net.lose = None;
+    net.run(100);
+    assert_eq!(
+        leaves(&net),
+        before,
+        "the stale request removed node 3 again: {:?}",
+        &net.views(1)[views_before..]
+    );
+    assert!(net.engine(3).is_member(g));
+    net.send(2, g, b"after");
+    net.run(50);
+    assert_eq!(
+        net.deliveries(3).last().map(|(_, p)| p.clone()),
+        Some(b"after".to_vec())
+    );
+    assert_same(&net, 1, 2);
 }

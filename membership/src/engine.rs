@@ -1640,6 +1640,28 @@ impl<P: Payload> Engine<P> {
                     g.coord_gone = Some((g.view.id, from, from_inc));
                 }
             }
+            // A retired sequencer (its own Leave ordered, not yet stable)
+            // admits nobody, and nobody else sequences: a member that left
+            // on its side (it saw itself partitioned) and asks to join again
+            // never acks that Leave, which would stay unstable for ever.
+            // After a failure timeout without its acks it counts as failed
+            // here, and a flush removes it (its successor admits it again).
+            let now = self.now;
+            if let Some(seq) = g.seq.as_mut()
+                && let Some(i) = g.view.members.iter().position(|m| *m == from)
+                && g.incs.get(i) == Some(&from_inc)
+            {
+                let heard = match seq.acked_at.iter().find(|(n, _)| *n == from) {
+                    Some((_, t)) => *t,
+                    None => {
+                        seq.acked_at.push((from, now));
+                        now
+                    }
+                };
+                if now.0.saturating_sub(heard.0) > self.cfg.failure_timeout {
+                    g.coord_gone = Some((g.view.id, from, from_inc));
+                }
+            }
             return;
         }
         if g.cap != u64::MAX || g.leaving.is_some() {

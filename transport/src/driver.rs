@@ -17,8 +17,8 @@ use rkyv::util::AlignedVec;
 use crate::frame::{
     self, ARCHIVE_ALIGN, Control, FrameError, FrameKind, HEADER_LEN, HandshakeError, Header,
 };
-use crate::recv::{AssemblyPool, RecvFrame, RecvRing};
-use crate::send::{BufRef, SendBuf, SendPool};
+use crate::recv_buf::{AssemblyPool, RecvFrame, RecvRing};
+use crate::send_buf::{BufRef, SendBuf, SendPool};
 use crate::sys::{self, RawAddr};
 use crate::{ConnId, DriverConfig, Error, Event, PeerInfo, SendOutcome, Stats, VersionRange};
 

@@ -77,14 +77,14 @@ use std::time::Duration;
 
 mod driver;
 pub mod frame;
-mod recv;
-mod send;
+mod recv_buf;
+mod send_buf;
 mod sys;
 
 pub use driver::{Claim, Claimed, Driver, Unparker};
 pub use frame::{FrameError, HandshakeError};
-pub use recv::RecvFrame;
-pub use send::SendBuf;
+pub use recv_buf::RecvFrame;
+pub use send_buf::SendBuf;
 
 /// A closed range of protocol versions a node supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -7,7 +7,7 @@ use std::time::Instant;
 use io_uring::{opcode, types};
 
 use super::Driver;
-use super::conn::State;
+use super::conn::{State, WrShut};
 use super::op::{Op, os_err, ud};
 use crate::frame::Control;
 use crate::sys;
@@ -43,21 +43,34 @@ impl Driver {
         self.conn_ref(conn)?;
         let index = conn.index;
         let c = self.conns[index as usize].as_mut().expect("conn exists");
-        c.app_closed = true;
-        match c.state {
+        match &mut c.state {
             State::Open => {
                 // Without room for the Goodbye the peer still sees the EOF.
                 self.send_control(index, &Control::Goodbye { code: 0 });
                 let until = Instant::now() + self.cfg.close_linger;
                 let c = self.conns[index as usize].as_mut().expect("conn exists");
-                c.state = State::Draining;
-                c.linger_until = Some(until);
+                c.state = State::Lingering {
+                    until,
+                    wr_shut: WrShut::NotSent,
+                    peer_eof: false,
+                };
                 self.note_deadline(until);
                 self.linger_step(index);
             }
             State::Backoff { .. } => self.free_conn(index),
-            State::Draining | State::Closing => {}
-            State::Connecting | State::Handshaking { .. } => self.abort(index, Error::Closed),
+            State::Draining { app_closed } | State::Closing { app_closed, .. } => {
+                *app_closed = true
+            }
+            State::Lingering { .. } => {}
+            State::Connecting | State::Handshaking { .. } => {
+                self.abort(index, Error::Closed);
+                // abort left it Closing; no reconnect follows.
+                if let Some(c) = self.conns[index as usize].as_mut()
+                    && let State::Closing { app_closed, .. } = &mut c.state
+                {
+                    *app_closed = true;
+                }
+            }
         }
         Ok(())
     }
@@ -69,9 +82,12 @@ impl Driver {
         let Some(c) = self.conns[index as usize].as_mut() else {
             return;
         };
-        if c.state != State::Draining || c.linger_until.is_none() {
+        let State::Lingering {
+            wr_shut, peer_eof, ..
+        } = c.state
+        else {
             return;
-        }
+        };
         if !c.send.queue.is_empty() || c.send.in_flight {
             self.schedule_flush(index);
             return;
@@ -79,8 +95,10 @@ impl Driver {
         if c.zc_pending > 0 {
             return;
         }
-        if !c.wr_shut_sent {
-            c.wr_shut_sent = true;
+        if wr_shut == WrShut::NotSent {
+            if let State::Lingering { wr_shut, .. } = &mut c.state {
+                *wr_shut = WrShut::Sent;
+            }
             c.ops += 1;
             let e = opcode::Shutdown::new(types::Fd(c.fd), libc::SHUT_WR)
                 .build()
@@ -88,10 +106,13 @@ impl Driver {
             self.push_sqe(e);
             return;
         }
-        if c.wr_shut_done && c.peer_eof {
-            c.linger_until = None;
+        if wr_shut == WrShut::Done && peer_eof {
             self.set_reason(index, Error::Closed);
-            self.shutdown_socket(index);
+            // The linger is over: shut down as a drained close, which has no
+            // deadline left to forget when it finishes.
+            let c = self.conns[index as usize].as_mut().expect("conn exists");
+            c.state = State::Draining { app_closed: true };
+            self.shutdown_socket(index, false);
             // Cold path: drop the linger deadline so polls stop reading the clock.
             self.recompute_deadline();
         }
@@ -103,7 +124,7 @@ impl Driver {
         };
         c.ops -= 1;
         if res < 0 {
-            if c.state == State::Draining {
+            if matches!(c.state, State::Draining { .. } | State::Lingering { .. }) {
                 self.abort(
                     index,
                     Error::Io {
@@ -113,7 +134,9 @@ impl Driver {
                 );
             }
         } else {
-            c.wr_shut_done = true;
+            if let State::Lingering { wr_shut, .. } = &mut c.state {
+                *wr_shut = WrShut::Done;
+            }
             self.linger_step(index);
         }
         self.maybe_finish_close(index);
@@ -122,16 +145,15 @@ impl Driver {
     /// Records why the connection ends, to be reported once.
     fn set_reason(&mut self, index: u32, reason: Error) {
         let c = self.conns[index as usize].as_mut().expect("conn exists");
-        if !c.reported {
-            c.reported = true;
+        if !c.state.reason_recorded() {
             self.pending_reasons
-                .push((index, c.id, c.announced, c.addr, reason));
+                .push((index, c.id, c.state.announced(), c.addr, reason));
         }
     }
 
     pub(super) fn graceful(&mut self, index: u32, reason: Error) {
         let c = self.conns[index as usize].as_ref().expect("conn exists");
-        if c.state == State::Draining && c.linger_until.is_some() {
+        if matches!(c.state, State::Lingering { .. }) {
             // Our own close is lingering; it reports when it completes.
             return;
         }
@@ -139,13 +161,14 @@ impl Driver {
         let c = self.conns[index as usize].as_mut().expect("conn exists");
         if matches!(
             c.state,
-            State::Closing | State::Backoff { .. } | State::Draining
+            State::Closing { .. } | State::Backoff { .. } | State::Draining { .. }
         ) {
             return;
         }
-        c.state = State::Draining;
+        // Connecting, handshaking or open: close was not called.
+        c.state = State::Draining { app_closed: false };
         if c.send.queue.is_empty() && !c.send.in_flight {
-            self.shutdown_socket(index);
+            self.shutdown_socket(index, false);
         } else {
             self.schedule_flush(index);
         }
@@ -154,20 +177,21 @@ impl Driver {
     pub(super) fn abort(&mut self, index: u32, reason: Error) {
         self.set_reason(index, reason);
         let c = self.conns[index as usize].as_mut().expect("conn exists");
-        if matches!(c.state, State::Closing | State::Backoff { .. }) {
+        if matches!(c.state, State::Closing { .. } | State::Backoff { .. }) {
             return;
         }
-        c.abortive = true;
-        self.shutdown_socket(index);
+        self.shutdown_socket(index, true);
     }
 
-    pub(super) fn shutdown_socket(&mut self, index: u32) {
+    /// Shuts the socket down (`abortive`: with a reset) and moves to
+    /// `Closing` until the operations in flight complete.
+    pub(super) fn shutdown_socket(&mut self, index: u32, abortive: bool) {
         let c = self.conns[index as usize].as_mut().expect("conn exists");
-        c.state = State::Closing;
+        c.state = c.state.closing();
         if c.fd < 0 {
             return;
         }
-        if c.abortive {
+        if abortive {
             let _ = sys::set_linger_zero(c.fd);
         }
         // Wakes the armed recv (EOF) and fails a blocked send; the cancel
@@ -190,7 +214,6 @@ impl Driver {
                 self.stats.disconnects += 1;
                 let c = self.conns[index as usize].as_mut();
                 if let Some(c) = c {
-                    c.announced = false;
                     c.peer = None;
                 }
                 on_event(self, Event::Disconnected { conn, reason });
@@ -204,7 +227,14 @@ impl Driver {
         let Some(c) = self.conns[index as usize].as_mut() else {
             return;
         };
-        if c.state != State::Closing || c.ops > 0 {
+        let State::Closing {
+            app_closed,
+            linger_deadline,
+        } = c.state
+        else {
+            return;
+        };
+        if c.ops > 0 {
             return;
         }
         if let Some(mut rs) = c.recv.take() {
@@ -224,12 +254,12 @@ impl Driver {
             c.fd = -1;
         }
         c.send.reset();
-        if c.linger_until.take().is_some() {
+        if linger_deadline {
             // A close that ended in an error: forget its deadline.
             self.recompute_deadline();
         }
         let c = self.conns[index as usize].as_mut().expect("conn exists");
-        if c.target.is_some() && !c.app_closed {
+        if c.target.is_some() && !app_closed {
             self.enter_backoff(index);
         } else {
             self.free_conn(index);

@@ -54,11 +54,6 @@ impl Driver {
     pub(super) fn start_connect(&mut self, index: u32) {
         self.stats.connect_attempts += 1;
         let c = self.conns[index as usize].as_mut().expect("conn exists");
-        c.reported = false;
-        c.abortive = false;
-        c.peer_eof = false;
-        c.wr_shut_sent = false;
-        c.wr_shut_done = false;
         c.zc_pending = 0;
         let addr = c.addr;
         let fd = match sys::tcp_socket(&addr) {
@@ -126,7 +121,7 @@ impl Driver {
             .as_mut()
             .expect("op's conn exists");
         c.ops -= 1;
-        if c.state == State::Closing {
+        if matches!(c.state, State::Closing { .. }) {
             self.maybe_finish_close(index);
             return;
         }

@@ -109,7 +109,7 @@ impl Driver {
                 Ok(h) => self.on_hello(index, h, on_event),
                 Err(e) => self.handshake_failed(index, e),
             },
-            State::Open | State::Draining => match msg {
+            State::Open | State::Draining { .. } | State::Lingering { .. } => match msg {
                 Control::Ping { nonce } => {
                     if state == State::Open {
                         self.send_control(index, &Control::Pong { nonce });
@@ -157,7 +157,6 @@ impl Driver {
             build: h.build,
         };
         c.state = State::Open;
-        c.announced = true;
         c.backoff = self.cfg.connect_backoff_initial;
         c.peer = Some(peer.clone());
         let conn = c.id;

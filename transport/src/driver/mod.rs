@@ -374,7 +374,7 @@ impl Driver {
             };
             let at = match c.state {
                 State::Backoff { until: at } | State::Handshaking { deadline: at } => Some(at),
-                State::Draining => c.linger_until,
+                State::Lingering { until: at, .. } => Some(at),
                 _ => None,
             };
             if let Some(at) = at {
@@ -392,22 +392,16 @@ impl Driver {
         self.next_deadline = None;
         let mut n = 0;
         for index in 0..self.conns.len() as u32 {
-            let Some((state, linger)) = self.conns[index as usize]
-                .as_ref()
-                .map(|c| (c.state, c.linger_until))
-            else {
+            let Some(state) = self.conns[index as usize].as_ref().map(|c| c.state) else {
                 continue;
             };
             match state {
-                State::Draining => match linger {
-                    Some(at) if at <= now => {
-                        let linger = self.cfg.close_linger;
-                        self.abort(index, Error::LingerTimeout { linger });
-                        n += 1;
-                    }
-                    Some(at) => self.note_deadline(at),
-                    None => {}
-                },
+                State::Lingering { until, .. } if until <= now => {
+                    let linger = self.cfg.close_linger;
+                    self.abort(index, Error::LingerTimeout { linger });
+                    n += 1;
+                }
+                State::Lingering { until: at, .. } => self.note_deadline(at),
                 State::Backoff { until } if until <= now => {
                     self.start_connect(index);
                     n += 1;

@@ -64,7 +64,7 @@ impl Driver {
             .as_mut()
             .expect("op's conn exists");
         let receiving = c.is_receiving();
-        let lingering = c.linger_until.is_some();
+        let lingering = matches!(c.state, State::Lingering { .. });
         let rs = c.recv.as_mut().expect("armed recv has state");
         if !more_op {
             c.ops -= 1;
@@ -114,10 +114,13 @@ impl Driver {
                 }
             } else if receiving && res == 0 && lingering {
                 // The peer has read everything and closed: our close can end.
-                self.conns[index as usize]
+                if let State::Lingering { peer_eof, .. } = &mut self.conns[index as usize]
                     .as_mut()
                     .expect("op's conn exists")
-                    .peer_eof = true;
+                    .state
+                {
+                    *peer_eof = true;
+                }
                 self.linger_step(index);
             } else if receiving {
                 let reason = if res == 0 {

@@ -203,7 +203,7 @@ impl Claim<'_> {
 impl Driver {
     fn open_index(&self, conn: ConnId) -> Result<u32, Error> {
         let c = self.conn_ref(conn)?;
-        if c.app_closed {
+        if c.state.app_closed() {
             return Err(Error::Closed);
         }
         if c.state != State::Open {
@@ -454,7 +454,7 @@ impl Driver {
         if c.send.in_flight
             || c.fd < 0
             || self.shutting_down
-            || matches!(c.state, State::Closing | State::Backoff { .. })
+            || matches!(c.state, State::Closing { .. } | State::Backoff { .. })
         {
             return false;
         }
@@ -620,11 +620,11 @@ impl Driver {
         }
         if !empty {
             self.start_send(index);
-        } else if state == State::Draining {
-            if c.linger_until.is_some() {
-                self.linger_step(index);
-            } else {
-                self.shutdown_socket(index);
+        } else {
+            match state {
+                State::Lingering { .. } => self.linger_step(index),
+                State::Draining { .. } => self.shutdown_socket(index, false),
+                _ => {}
             }
         }
         if writable {

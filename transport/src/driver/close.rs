@@ -11,35 +11,35 @@ use super::conn::{State, WrShut};
 use super::op::{Op, os_err, ud};
 use crate::frame::Control;
 use crate::sys;
-use crate::{ConnId, Error, Event};
+use crate::{CloseReason, ConnId, Event, SendError};
 
 impl Driver {
     /// Closes a connection gracefully; an outgoing one stops reconnecting.
     ///
     /// From this call on the connection accepts nothing new: [`send`],
-    /// [`claim`] and [`send_buf`] return [`Error::Closed`]. Every frame
-    /// already queued (answered [`SendOutcome::Queued`]) is still sent, in
+    /// [`claim`] and [`send_buf`] return [`SendError::Closed`]. Every frame
+    /// already queued (answered [`SendOutcome::Queued`](crate::SendOutcome::Queued)) is still sent, in
     /// order, followed by a Goodbye; once the last send has completed and the
     /// kernel has released every SEND_ZC buffer, the write side is shut down
     /// (SHUTDOWN with `SHUT_WR`), and the close completes when the peer's EOF
     /// arrives, i.e. after the peer has read everything. Frames the peer
     /// sends meanwhile are still delivered. Only then does
-    /// [`Event::Disconnected`] with [`Error::Closed`] follow: after it, the
+    /// [`Event::Disconnected`] with [`CloseReason::Closed`] follow: after it, the
     /// driver may be dropped without losing any accepted frame.
     ///
-    /// If that takes longer than [`DriverConfig::close_linger`] (a peer that
+    /// If that takes longer than [`DriverConfig::close_linger`](crate::DriverConfig::close_linger) (a peer that
     /// stops reading or never closes), the connection is reset and the event
-    /// carries [`Error::LingerTimeout`] instead; a send or receive error on
+    /// carries [`CloseReason::LingerTimeout`] instead; a send or receive error on
     /// the way carries that error. A connection not yet open is dropped at
     /// once: connecting or handshaking, with [`Event::HandshakeFailed`]
-    /// (reason [`Error::Closed`]); backing off, silently.
+    /// (reason [`CloseReason::Closed`]); backing off, silently.
     ///
     /// Dropping the [`Driver`] instead is abortive: see its `Drop`.
     ///
     /// [`send`]: Driver::send
     /// [`claim`]: Driver::claim
     /// [`send_buf`]: Driver::send_buf
-    pub fn close(&mut self, conn: ConnId) -> Result<(), Error> {
+    pub fn close(&mut self, conn: ConnId) -> Result<(), SendError> {
         self.conn_ref(conn)?;
         let index = conn.index;
         let c = self.conns[index as usize].as_mut().expect("conn exists");
@@ -63,7 +63,7 @@ impl Driver {
             }
             State::Lingering { .. } => {}
             State::Connecting | State::Handshaking { .. } => {
-                self.abort(index, Error::Closed);
+                self.abort(index, CloseReason::Closed);
                 // abort left it Closing; no reconnect follows.
                 if let Some(c) = self.conns[index as usize].as_mut()
                     && let State::Closing { app_closed, .. } = &mut c.state
@@ -77,7 +77,7 @@ impl Driver {
 
     /// Advances a lingering close: flush the queue, wait for the SEND_ZC
     /// notifications, shut the write side down, wait for the peer's EOF,
-    /// then report [`Error::Closed`] and release the socket.
+    /// then report [`CloseReason::Closed`] and release the socket.
     pub(super) fn linger_step(&mut self, index: u32) {
         let Some(c) = self.conns[index as usize].as_mut() else {
             return;
@@ -107,7 +107,7 @@ impl Driver {
             return;
         }
         if wr_shut == WrShut::Done && peer_eof {
-            self.set_reason(index, Error::Closed);
+            self.set_reason(index, CloseReason::Closed);
             // The linger is over: shut down as a drained close, which has no
             // deadline left to forget when it finishes.
             let c = self.conns[index as usize].as_mut().expect("conn exists");
@@ -127,7 +127,7 @@ impl Driver {
             if matches!(c.state, State::Draining { .. } | State::Lingering { .. }) {
                 self.abort(
                     index,
-                    Error::Io {
+                    CloseReason::Io {
                         op: "shutdown",
                         source: os_err(res),
                     },
@@ -143,7 +143,7 @@ impl Driver {
     }
 
     /// Records why the connection ends, to be reported once.
-    fn set_reason(&mut self, index: u32, reason: Error) {
+    fn set_reason(&mut self, index: u32, reason: CloseReason) {
         let c = self.conns[index as usize].as_mut().expect("conn exists");
         if !c.state.reason_recorded() {
             self.pending_reasons
@@ -151,7 +151,7 @@ impl Driver {
         }
     }
 
-    pub(super) fn graceful(&mut self, index: u32, reason: Error) {
+    pub(super) fn graceful(&mut self, index: u32, reason: CloseReason) {
         let c = self.conns[index as usize].as_ref().expect("conn exists");
         if matches!(c.state, State::Lingering { .. }) {
             // Our own close is lingering; it reports when it completes.
@@ -174,7 +174,7 @@ impl Driver {
         }
     }
 
-    pub(super) fn abort(&mut self, index: u32, reason: Error) {
+    pub(super) fn abort(&mut self, index: u32, reason: CloseReason) {
         self.set_reason(index, reason);
         let c = self.conns[index as usize].as_mut().expect("conn exists");
         if matches!(c.state, State::Closing { .. } | State::Backoff { .. }) {

@@ -9,7 +9,7 @@ use super::Driver;
 use super::recv::RecvState;
 use super::send::SendState;
 use crate::sys::RawAddr;
-use crate::{ConnId, Error, PeerInfo};
+use crate::{ConnId, PeerInfo, SendError};
 
 /// Where a connection is in its life. Each phase carries what only it
 /// needs, so a flag of one phase cannot be set in another.
@@ -189,10 +189,10 @@ impl Driver {
         self.free_conns.push(index);
     }
 
-    pub(super) fn conn_ref(&self, conn: ConnId) -> Result<&Conn, Error> {
+    pub(super) fn conn_ref(&self, conn: ConnId) -> Result<&Conn, SendError> {
         match self.conns.get(conn.index as usize) {
             Some(Some(c)) if c.id == conn => Ok(c),
-            _ => Err(Error::UnknownConn { conn }),
+            _ => Err(SendError::UnknownConn { conn }),
         }
     }
 }

@@ -10,13 +10,13 @@ use super::Driver;
 use super::conn::{Listener, State};
 use super::op::{Op, os_err, ud};
 use crate::sys;
-use crate::{ConnId, Error};
+use crate::{ConnId, SetupError};
 
 impl Driver {
     /// Listens on `addr` (port 0 picks one) and returns the bound address.
-    pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, Error> {
+    pub fn listen(&mut self, addr: SocketAddr) -> Result<SocketAddr, SetupError> {
         let (fd, bound) =
-            sys::listen(addr, self.cfg.listen_backlog).map_err(|source| Error::Io {
+            sys::listen(addr, self.cfg.listen_backlog).map_err(|source| SetupError::Io {
                 op: "listen",
                 source,
             })?;
@@ -38,9 +38,9 @@ impl Driver {
 
     /// Starts connecting to `addr` and returns at once. The driver retries
     /// with exponential backoff until the handshake completes
-    /// ([`Event::Connected`]), and reconnects the same way whenever the
+    /// ([`Event::Connected`](crate::Event::Connected)), and reconnects the same way whenever the
     /// connection breaks, until [`close`](Driver::close).
-    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, Error> {
+    pub fn connect(&mut self, addr: SocketAddr) -> Result<ConnId, SetupError> {
         let raw = Box::new(sys::to_raw(addr));
         let index = self.alloc_conn(addr, Some(raw));
         self.start_connect(index);

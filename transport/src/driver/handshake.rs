@@ -12,7 +12,7 @@ use super::recv::RecvState;
 use crate::frame::{self, Control, HEADER_LEN, HandshakeError};
 use crate::recv_buf::RecvRing;
 use crate::sys;
-use crate::{Error, Event, PeerInfo, VersionRange};
+use crate::{CloseReason, Event, PeerInfo, VersionRange};
 
 impl Driver {
     /// The socket is connected (either way): set it up and say Hello.
@@ -22,7 +22,7 @@ impl Driver {
         let Some(bgid) = self.bgids.pop() else {
             self.abort(
                 index,
-                Error::Config {
+                CloseReason::Config {
                     what: "more than 65535 live connections",
                 },
             );
@@ -61,7 +61,7 @@ impl Driver {
         if let Err(source) = reg {
             self.abort(
                 index,
-                Error::Io {
+                CloseReason::Io {
                     op: "register provided buffer ring",
                     source,
                 },
@@ -116,9 +116,15 @@ impl Driver {
                     }
                 }
                 Control::Pong { .. } => {}
-                Control::Goodbye { code } => self.graceful(index, Error::PeerGoodbye { code }),
-                Control::Hello(_) => self.abort(index, Error::UnexpectedControl { got: "Hello" }),
-                Control::Reject(_) => self.abort(index, Error::UnexpectedControl { got: "Reject" }),
+                Control::Goodbye { code } => {
+                    self.graceful(index, CloseReason::PeerGoodbye { code })
+                }
+                Control::Hello(_) => {
+                    self.abort(index, CloseReason::UnexpectedControl { got: "Hello" })
+                }
+                Control::Reject(_) => {
+                    self.abort(index, CloseReason::UnexpectedControl { got: "Reject" })
+                }
             },
             _ => {}
         }
@@ -190,9 +196,9 @@ impl Driver {
                     protocol_max: self.cfg.protocol.max,
                 });
                 self.send_control(index, &reject);
-                self.graceful(index, Error::Handshake(e));
+                self.graceful(index, CloseReason::Handshake(e));
             }
-            None => self.abort(index, Error::Handshake(e)),
+            None => self.abort(index, CloseReason::Handshake(e)),
         }
     }
 }

@@ -20,7 +20,7 @@ use crate::frame::{ARCHIVE_ALIGN, HandshakeError};
 use crate::recv_buf::AssemblyPool;
 use crate::send_buf::{BufRef, SendPool};
 use crate::sys;
-use crate::{ConnId, DriverConfig, Error, Event, PeerInfo, Stats};
+use crate::{CloseReason, ConnId, DriverConfig, Event, PeerInfo, SetupError, Stats};
 
 mod close;
 mod conn;
@@ -96,7 +96,7 @@ pub struct Driver {
     ops: u64,
     next_deadline: Option<Instant>,
     /// Closes decided but not yet reported to the application.
-    pending_reasons: Vec<(u32, ConnId, bool, SocketAddr, Error)>,
+    pending_reasons: Vec<(u32, ConnId, bool, SocketAddr, CloseReason)>,
     shutting_down: bool,
     stats: Stats,
     _not_send: PhantomData<*const ()>,
@@ -116,20 +116,20 @@ impl std::fmt::Debug for Driver {
 impl Driver {
     /// Creates the ring (`COOP_TASKRUN | TASKRUN_FLAG`), the wake-up eventfd
     /// and the send pool.
-    pub fn new(cfg: DriverConfig) -> Result<Driver, Error> {
+    pub fn new(cfg: DriverConfig) -> Result<Driver, SetupError> {
         cfg.validate()?;
         let ring = IoUring::builder()
             .setup_coop_taskrun()
             .setup_taskrun_flag()
             .setup_cqsize(cfg.ring_entries * 4)
             .build(cfg.ring_entries)
-            .map_err(|source| Error::RingSetup { source })?;
+            .map_err(|source| SetupError::RingSetup { source })?;
         if !ring.params().is_feature_ext_arg() {
-            return Err(Error::Unsupported {
+            return Err(SetupError::Unsupported {
                 what: "EXT_ARG (timed waits)",
             });
         }
-        let efd = sys::eventfd().map_err(|source| Error::Io {
+        let efd = sys::eventfd().map_err(|source| SetupError::Io {
             op: "eventfd",
             source,
         })?;
@@ -398,7 +398,7 @@ impl Driver {
             match state {
                 State::Lingering { until, .. } if until <= now => {
                     let linger = self.cfg.close_linger;
-                    self.abort(index, Error::LingerTimeout { linger });
+                    self.abort(index, CloseReason::LingerTimeout { linger });
                     n += 1;
                 }
                 State::Lingering { until: at, .. } => self.note_deadline(at),
@@ -423,7 +423,7 @@ impl Driver {
     /// Blocks in the kernel until a completion arrives, an [`Unparker`]
     /// fires, the timeout passes, or the driver's next timer (reconnect,
     /// handshake deadline) is due. Queued sends are submitted first.
-    pub fn park(&mut self, timeout: Option<Duration>) -> Result<(), Error> {
+    pub fn park(&mut self, timeout: Option<Duration>) -> Result<(), SetupError> {
         self.flush_sends();
         let timeout = match (timeout, self.next_deadline) {
             (t, None) => t,
@@ -467,7 +467,7 @@ impl Driver {
             {
                 Ok(())
             }
-            Err(source) => Err(Error::Io {
+            Err(source) => Err(SetupError::Io {
                 op: "io_uring_enter (park)",
                 source,
             }),

@@ -3,7 +3,7 @@
 
 use io_uring::{IoUring, opcode};
 
-use crate::Error;
+use crate::SetupError;
 use crate::recv_buf::RecvRing;
 
 /// `IOU_PBUF_RING_INC` (kernel 6.12+): the kernel consumes a provided buffer
@@ -12,16 +12,16 @@ use crate::recv_buf::RecvRing;
 pub(super) const IOU_PBUF_RING_INC: u16 = 2;
 
 /// Creates a throwaway ring and checks the operations we rely on.
-pub(crate) fn probe_ring() -> Result<(), Error> {
+pub(crate) fn probe_ring() -> Result<(), SetupError> {
     let ring: IoUring = IoUring::builder()
         .setup_coop_taskrun()
         .setup_taskrun_flag()
         .build(8)
-        .map_err(|source| Error::RingSetup { source })?;
+        .map_err(|source| SetupError::RingSetup { source })?;
     let mut probe = io_uring::Probe::new();
     ring.submitter()
         .register_probe(&mut probe)
-        .map_err(|source| Error::Io {
+        .map_err(|source| SetupError::Io {
             op: "io_uring probe",
             source,
         })?;
@@ -37,11 +37,11 @@ pub(crate) fn probe_ring() -> Result<(), Error> {
         (opcode::Read::CODE, "READ"),
     ] {
         if !probe.is_supported(code) {
-            return Err(Error::Unsupported { what });
+            return Err(SetupError::Unsupported { what });
         }
     }
     if !ring.params().is_feature_ext_arg() {
-        return Err(Error::Unsupported {
+        return Err(SetupError::Unsupported {
             what: "EXT_ARG (timed waits)",
         });
     }
@@ -58,7 +58,7 @@ pub(crate) fn probe_ring() -> Result<(), Error> {
             let _ = ring.submitter().unregister_buf_ring(0);
             Ok(())
         }
-        Err(_) => Err(Error::Unsupported {
+        Err(_) => Err(SetupError::Unsupported {
             what: "provided buffer rings (IOU_PBUF_RING_INC)",
         }),
     }

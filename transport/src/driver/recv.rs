@@ -11,7 +11,7 @@ use super::conn::State;
 use super::op::{Op, os_err, ud};
 use crate::frame::{self, Control, FrameError, FrameKind, HEADER_LEN, HandshakeError, Header};
 use crate::recv_buf::{RecvFrame, RecvRing};
-use crate::{Error, Event};
+use crate::{CloseReason, Event};
 
 pub(super) struct Assembly {
     pub(super) slot: u32,
@@ -124,9 +124,9 @@ impl Driver {
                 self.linger_step(index);
             } else if receiving {
                 let reason = if res == 0 {
-                    Error::PeerClosed
+                    CloseReason::PeerClosed
                 } else {
-                    Error::Io {
+                    CloseReason::Io {
                         op: "recv",
                         source: os_err(res),
                     }
@@ -219,7 +219,7 @@ impl Driver {
                     if matches!(c.state, State::Handshaking { .. }) {
                         self.handshake_failed(index, HandshakeError::Frame(e));
                     } else {
-                        self.abort(index, Error::Frame(e));
+                        self.abort(index, CloseReason::Frame(e));
                     }
                 }
             }

@@ -13,7 +13,7 @@ use super::conn::State;
 use super::op::{Op, os_err, ud};
 use crate::frame::{self, Control, FrameKind, HEADER_LEN};
 use crate::send_buf::{BufRef, SendBuf};
-use crate::{ConnId, Error, Event, SendOutcome};
+use crate::{CloseReason, ConnId, Event, SendError, SendOutcome};
 
 /// A staging chunk: raw memory the kernel reads during a send while we
 /// append further frames after it (disjoint ranges).
@@ -201,13 +201,13 @@ impl Claim<'_> {
 }
 
 impl Driver {
-    fn open_index(&self, conn: ConnId) -> Result<u32, Error> {
+    fn open_index(&self, conn: ConnId) -> Result<u32, SendError> {
         let c = self.conn_ref(conn)?;
         if c.state.app_closed() {
-            return Err(Error::Closed);
+            return Err(SendError::Closed);
         }
         if c.state != State::Open {
-            return Err(Error::NotConnected { conn });
+            return Err(SendError::NotConnected { conn });
         }
         Ok(conn.index)
     }
@@ -317,7 +317,7 @@ impl Driver {
     /// Queues one payload frame (copied once into the staging chunk, or into
     /// a pooled buffer when larger than a chunk). Sent on the next poll,
     /// batched with the connection's other queued frames.
-    pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<SendOutcome, Error> {
+    pub fn send(&mut self, conn: ConnId, payload: &[u8]) -> Result<SendOutcome, SendError> {
         let index = self.open_index(conn)?;
         self.check_len(payload.len())?;
         let flen = HEADER_LEN + payload.len();
@@ -344,24 +344,24 @@ impl Driver {
         Ok(SendOutcome::Queued)
     }
 
-    fn check_len(&self, len: usize) -> Result<(), Error> {
+    fn check_len(&self, len: usize) -> Result<(), SendError> {
         let max = self.cfg.max_frame_len as usize;
         if len > max {
-            return Err(Error::FrameTooLarge { len, max });
+            return Err(SendError::FrameTooLarge { len, max });
         }
         Ok(())
     }
 
     /// Reserves room for a `len`-byte payload in the connection's staging
     /// chunk, to be written in place (no copy). `len` plus the 16-byte header
-    /// must fit a chunk ([`DriverConfig::send_chunk_size`]); larger payloads
+    /// must fit a chunk ([`DriverConfig::send_chunk_size`](crate::DriverConfig::send_chunk_size)); larger payloads
     /// go through [`alloc_buf`](Driver::alloc_buf).
-    pub fn claim(&mut self, conn: ConnId, len: usize) -> Result<Claimed<'_>, Error> {
+    pub fn claim(&mut self, conn: ConnId, len: usize) -> Result<Claimed<'_>, SendError> {
         let index = self.open_index(conn)?;
         self.check_len(len)?;
         let max = self.cfg.send_chunk_size - HEADER_LEN;
         if len > max {
-            return Err(Error::FrameTooLarge { len, max });
+            return Err(SendError::FrameTooLarge { len, max });
         }
         match self.reserve(index, HEADER_LEN + len) {
             Some((chunk, off, extend)) => Ok(Claimed::Claim(Claim {
@@ -380,7 +380,7 @@ impl Driver {
     }
 
     /// A pooled buffer for a `len`-byte payload, or `None` when the pool is at
-    /// [`DriverConfig::send_pool_bytes`] (back-pressure: wait for sends to
+    /// [`DriverConfig::send_pool_bytes`](crate::DriverConfig::send_pool_bytes) (back-pressure: wait for sends to
     /// complete) or `len` exceeds the maximum frame.
     pub fn alloc_buf(&mut self, len: usize) -> Option<SendBuf> {
         let (buf, fresh) = SendBuf::new(&self.send_pool, len)?;
@@ -392,7 +392,7 @@ impl Driver {
 
     /// Queues `buf` on one connection. Call it for each peer: one buffer, N
     /// sends. The first call writes the header and freezes the buffer.
-    pub fn send_buf(&mut self, conn: ConnId, buf: &SendBuf) -> Result<SendOutcome, Error> {
+    pub fn send_buf(&mut self, conn: ConnId, buf: &SendBuf) -> Result<SendOutcome, SendError> {
         let index = self.open_index(conn)?;
         let s = &self.conns[index as usize]
             .as_ref()
@@ -570,7 +570,7 @@ impl Driver {
         if res < 0 {
             self.abort(
                 index,
-                Error::Io {
+                CloseReason::Io {
                     op: "send",
                     source: os_err(res),
                 },

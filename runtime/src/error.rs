@@ -98,10 +98,15 @@ pub enum Error {
         source: Box<dyn std::error::Error + Send + Sync>,
     },
 
-    /// A transport operation (listen, connect, send, ...) failed. Whether it is
-    /// worth retrying is [`concord_transport::Error::is_retryable`].
+    /// Setting the transport up (creating a driver, listen, connect, park)
+    /// failed.
     #[error("transport: {0}")]
-    Transport(#[from] concord_transport::Error),
+    Transport(#[from] concord_transport::SetupError),
+
+    /// A transport send (or close) was refused. Whether it is worth retrying
+    /// is [`concord_transport::SendError::is_retryable`].
+    #[error("transport: {0}")]
+    TransportSend(#[from] concord_transport::SendError),
 
     /// The reactor's `poll` or `park` failed; the shard stopped.
     #[error("reactor of shard {shard} failed: {source}")]

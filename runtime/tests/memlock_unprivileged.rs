@@ -4,9 +4,18 @@
 //! Own harness: the parent re-runs this binary as user `nobody` (which drops every
 //! capability) under `ulimit -l 64`, and the child builds a runtime and reports
 //! the error it got. The parent checks the child's verdict and output.
+//!
+//! `nobody` may not be able to reach the checkout (a clone in root's home is
+//! mode 700), so the parent runs a copy of the binary from a directory of its
+//! own under the temp dir, readable and executable by everyone, and removes it
+//! afterwards.
 
+use std::fs::{self, DirBuilder, Permissions};
+use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
 use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode};
+use std::time::{SystemTime, UNIX_EPOCH};
 
 use concord_runtime::{Error, Runtime};
 
@@ -49,6 +58,45 @@ fn child() -> ExitCode {
     }
 }
 
+/// A directory holding a copy of this test binary that any user can execute;
+/// removed with its contents on drop.
+struct ExeCopy {
+    dir: PathBuf,
+    exe: PathBuf,
+}
+
+impl ExeCopy {
+    fn new(original: &Path) -> ExeCopy {
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let dir =
+            std::env::temp_dir().join(format!("concord-memlock-{}-{nanos}", std::process::id()));
+        DirBuilder::new()
+            .mode(0o700)
+            .create(&dir)
+            .unwrap_or_else(|e| panic!("create {}: {e}", dir.display()));
+        let copy = ExeCopy {
+            exe: dir.join("memlock_unprivileged"),
+            dir,
+        };
+        fs::copy(original, &copy.exe)
+            .unwrap_or_else(|e| panic!("copy the test binary to {}: {e}", copy.exe.display()));
+        fs::set_permissions(&copy.exe, Permissions::from_mode(0o755)).expect("chmod the copy");
+        // Traversable (not listable) by others once the copy is in place.
+        fs::set_permissions(&copy.dir, Permissions::from_mode(0o711)).expect("chmod the dir");
+        copy
+    }
+}
+
+impl Drop for ExeCopy {
+    fn drop(&mut self) {
+        if let Err(e) = fs::remove_dir_all(&self.dir) {
+            eprintln!("could not remove {}: {e}", self.dir.display());
+        }
+    }
+}
+
 fn main() -> ExitCode {
     if std::env::var_os(CHILD_ENV).is_some() {
         return child();
@@ -69,15 +117,18 @@ fn main() -> ExitCode {
         return ExitCode::SUCCESS;
     }
     let exe = std::env::current_exe().expect("test binary path");
+    let copy = ExeCopy::new(&exe);
     let out = Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -l 64 && exec "$0""#)
-        .arg(&exe)
+        .arg(&copy.exe)
+        .current_dir(&copy.dir)
         .env(CHILD_ENV, "1")
         .uid(65534)
         .gid(65534)
         .output()
         .expect("spawn child");
+    drop(copy);
     let stdout = String::from_utf8_lossy(&out.stdout);
     let stderr = String::from_utf8_lossy(&out.stderr);
     let ok = out.status.success()

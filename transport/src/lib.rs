@@ -35,13 +35,13 @@
 //!   its frames (its ring runs dry): memory stays bounded both ways.
 //! - **Bad input** (wrong magic, wire version, length, checksum, or a control
 //!   archive failing bytecheck validation) closes only that connection with a
-//!   typed [`Error`], logged at `warn`. Nothing the network sends can panic
+//!   typed [`CloseReason`], logged at `warn`. Nothing the network sends can panic
 //!   the driver.
 //! - **Close** ([`Driver::close`]) is graceful: sends are refused from the
-//!   call on ([`Error::Closed`]), everything already queued is flushed (SEND_ZC
+//!   call on ([`SendError::Closed`]), everything already queued is flushed (SEND_ZC
 //!   buffers until their notification), the write side is shut down, and
 //!   `Disconnected { reason: Closed }` comes once the peer has read it all and
-//!   closed, or [`Error::LingerTimeout`] after [`DriverConfig::close_linger`].
+//!   closed, or [`CloseReason::LingerTimeout`] after [`DriverConfig::close_linger`].
 //!   Dropping the driver is abortive (connections are reset).
 //!
 //! # Example
@@ -68,23 +68,24 @@
 //!         }
 //!     });
 //! }
-//! # Ok::<(), concord_transport::Error>(())
+//! # Ok::<(), Box<dyn std::error::Error>>(())
 //! ```
 
-use std::io;
 use std::net::SocketAddr;
 use std::time::Duration;
 
 mod driver;
+mod error;
 pub mod frame;
-mod recv;
-mod send;
+mod recv_buf;
+mod send_buf;
 mod sys;
 
 pub use driver::{Claim, Claimed, Driver, Unparker};
+pub use error::{CloseReason, SendError, SetupError};
 pub use frame::{FrameError, HandshakeError};
-pub use recv::RecvFrame;
-pub use send::SendBuf;
+pub use recv_buf::RecvFrame;
+pub use send_buf::SendBuf;
 
 /// A closed range of protocol versions a node supports.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -172,13 +173,13 @@ pub enum Event {
     /// A connection that had reported `Connected` is gone. Outgoing
     /// connections then reconnect with backoff (same `ConnId`) unless closed
     /// with [`Driver::close`]. For a `close`d connection this comes only once
-    /// the close completed (reason [`Error::Closed`]) or failed (any other
-    /// reason, e.g. [`Error::LingerTimeout`]).
+    /// the close completed (reason [`CloseReason::Closed`]) or failed (any
+    /// other reason, e.g. [`CloseReason::LingerTimeout`]).
     Disconnected {
         /// The connection.
         conn: ConnId,
         /// Why.
-        reason: Error,
+        reason: CloseReason,
     },
     /// A connection failed before its handshake completed (garbage, wrong
     /// cluster, no common version, timeout). Outgoing connections retry.
@@ -188,121 +189,13 @@ pub enum Event {
         /// The peer's address.
         addr: SocketAddr,
         /// Why.
-        reason: Error,
+        reason: CloseReason,
     },
     /// A connection that answered `BackPressured` has room again.
     Writable {
         /// The connection.
         conn: ConnId,
     },
-}
-
-/// Everything that can go wrong, with fields to match on.
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    /// Creating the io_uring failed.
-    #[error(
-        "io_uring setup failed: {source} (is io_uring enabled? check /proc/sys/kernel/io_uring_disabled)"
-    )]
-    RingSetup {
-        /// The OS error.
-        source: io::Error,
-    },
-    /// A required io_uring operation or feature is missing.
-    #[error("io_uring {what} is not supported by this kernel (need Linux 6.12 or later)")]
-    Unsupported {
-        /// The missing operation or feature.
-        what: &'static str,
-    },
-    /// RLIMIT_MEMLOCK is below what the configuration needs.
-    #[error(
-        "memlock limit {limit} bytes is below the {needed} bytes needed; \
-         run `ulimit -l unlimited` (or set LimitMEMLOCK= for the service) or shrink the config"
-    )]
-    MemLock {
-        /// Bytes needed.
-        needed: u64,
-        /// Current soft limit.
-        limit: u64,
-    },
-    /// A configuration value is out of range.
-    #[error("invalid config: {what}")]
-    Config {
-        /// Which value and why.
-        what: &'static str,
-    },
-    /// An OS call failed.
-    #[error("{op} failed: {source}")]
-    Io {
-        /// What we were doing.
-        op: &'static str,
-        /// The OS error.
-        source: io::Error,
-    },
-    /// The peer sent a bad frame; its connection was closed.
-    #[error("bad frame: {0}")]
-    Frame(#[from] FrameError),
-    /// The handshake failed.
-    #[error("handshake: {0}")]
-    Handshake(#[from] HandshakeError),
-    /// A valid control message that makes no sense in this state.
-    #[error("unexpected control message {got} after the handshake")]
-    UnexpectedControl {
-        /// Which message.
-        got: &'static str,
-    },
-    /// The peer closed the connection (EOF).
-    #[error("peer closed the connection")]
-    PeerClosed,
-    /// The peer said goodbye.
-    #[error("peer said goodbye (code {code})")]
-    PeerGoodbye {
-        /// The peer's code.
-        code: u32,
-    },
-    /// We closed it ([`Driver::close`]): the reason of its
-    /// [`Event::Disconnected`] once every queued frame reached the peer, and
-    /// what sending on it returns from the `close` call on.
-    #[error("closed locally")]
-    Closed,
-    /// A [`Driver::close`] did not complete within
-    /// [`DriverConfig::close_linger`] (the peer stopped reading or never
-    /// closed its side); the connection was reset and frames still queued
-    /// may be lost.
-    #[error("close did not complete within the linger time of {linger:?}; connection reset")]
-    LingerTimeout {
-        /// The configured linger time.
-        linger: Duration,
-    },
-    /// No such connection (closed and forgotten, or another driver's id).
-    #[error("unknown connection {conn}")]
-    UnknownConn {
-        /// The id.
-        conn: ConnId,
-    },
-    /// The connection exists but is not open (connecting, handshaking,
-    /// closing or backing off before a reconnect). Retry after `Connected`.
-    #[error("connection {conn} is not open")]
-    NotConnected {
-        /// The id.
-        conn: ConnId,
-    },
-    /// The payload is larger than the configured maximum frame.
-    #[error("payload of {len} bytes exceeds the maximum frame payload of {max}")]
-    FrameTooLarge {
-        /// Payload length.
-        len: usize,
-        /// Maximum.
-        max: usize,
-    },
-}
-
-impl Error {
-    /// Whether retrying later can succeed (the connection may come back), as
-    /// opposed to a setup or programming error.
-    pub fn is_retryable(&self) -> bool {
-        matches!(self, Error::NotConnected { .. })
-    }
 }
 
 /// Driver settings. `Default` suits a small cluster on one host.
@@ -364,7 +257,7 @@ pub struct DriverConfig {
     pub listen_backlog: i32,
     /// How long a [`Driver::close`] may take to flush the queue and see the
     /// peer close before the connection is reset and reported with
-    /// [`Error::LingerTimeout`].
+    /// [`CloseReason::LingerTimeout`].
     pub close_linger: Duration,
 }
 
@@ -397,8 +290,8 @@ impl Default for DriverConfig {
 
 impl DriverConfig {
     /// Checks ranges; [`Driver::new`] calls it.
-    pub fn validate(&self) -> Result<(), Error> {
-        let bad = |what| Err(Error::Config { what });
+    pub fn validate(&self) -> Result<(), SetupError> {
+        let bad = |what| Err(SetupError::Config { what });
         if self.protocol.min > self.protocol.max {
             return bad("protocol.min > protocol.max");
         }
@@ -505,16 +398,16 @@ pub struct Stats {
 
 /// Checks that io_uring works with the operations the driver uses and that
 /// the memlock limit suffices; the error says how to fix what is missing.
-pub fn check_environment(cfg: &DriverConfig) -> Result<(), Error> {
+pub fn check_environment(cfg: &DriverConfig) -> Result<(), SetupError> {
     cfg.validate()?;
     driver::probe_ring()?;
-    let limit = sys::memlock_limit().map_err(|source| Error::Io {
+    let limit = sys::memlock_limit().map_err(|source| SetupError::Io {
         op: "getrlimit",
         source,
     })?;
     let needed = cfg.memlock_needed();
     if limit != libc::RLIM_INFINITY && limit < needed {
-        return Err(Error::MemLock { needed, limit });
+        return Err(SetupError::MemLock { needed, limit });
     }
     Ok(())
 }

@@ -10,7 +10,9 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use concord_transport::frame::{self, Control, FrameKind};
-use concord_transport::{ConnId, Driver, DriverConfig, Error, Event, SendOutcome};
+use concord_transport::{
+    CloseReason, ConnId, Driver, DriverConfig, Event, SendError, SendOutcome, SetupError,
+};
 
 fn check(p: &[u8]) -> u32 {
     let seq = u32::from_le_bytes(p[..4].try_into().unwrap());
@@ -21,7 +23,7 @@ fn check(p: &[u8]) -> u32 {
 }
 
 /// Polls `client` until `conn` is reported disconnected; returns the reason.
-fn disconnect_reason(client: &mut Driver, conn: ConnId) -> Error {
+fn disconnect_reason(client: &mut Driver, conn: ConnId) -> CloseReason {
     let mut reason = None;
     pump(&mut [client], "close event", |_, _, ev| match ev {
         Event::Disconnected { conn: c, reason: r } => {
@@ -113,7 +115,7 @@ fn close_delivers_every_queued_frame_before_reporting() {
     let reader = std::thread::spawn(move || read_to_end(raw));
     let reason = Some(disconnect_reason(&mut client, conn));
     assert!(
-        matches!(reason, Some(Error::Closed)),
+        matches!(reason, Some(CloseReason::Closed)),
         "graceful close reports Closed: {reason:?}"
     );
     let zc = client.stats().zc_sends;
@@ -172,7 +174,7 @@ fn close_between_drivers_delivers_everything_then_both_sides_report() {
         },
     );
     assert!(
-        matches!(client_reason, Some(Error::Closed)),
+        matches!(client_reason, Some(CloseReason::Closed)),
         "{client_reason:?}"
     );
     drop(client);
@@ -196,7 +198,7 @@ fn close_between_drivers_delivers_everything_then_both_sides_report() {
     }
     assert_eq!(got, (0..sent).collect::<Vec<_>>(), "no loss, no reordering");
     assert!(
-        matches!(server_reason, Some(Error::PeerGoodbye { code: 0 })),
+        matches!(server_reason, Some(CloseReason::PeerGoodbye { code: 0 })),
         "{server_reason:?}"
     );
 }
@@ -212,18 +214,18 @@ fn send_after_close_is_refused_with_closed() {
     let buf = client.alloc_buf(16).unwrap();
     client.close(c).unwrap();
     assert!(
-        matches!(client.send(c, b"after"), Err(Error::Closed)),
+        matches!(client.send(c, b"after"), Err(SendError::Closed)),
         "send after close"
     );
     assert!(
-        matches!(client.claim(c, 8), Err(Error::Closed)),
+        matches!(client.claim(c, 8), Err(SendError::Closed)),
         "claim after close"
     );
     assert!(
-        matches!(client.send_buf(c, &buf), Err(Error::Closed)),
+        matches!(client.send_buf(c, &buf), Err(SendError::Closed)),
         "send_buf after close"
     );
-    assert!(!Error::Closed.is_retryable());
+    assert!(!SendError::Closed.is_retryable());
     let (mut frames, mut client_done, mut server_done) = (0, false, false);
     pump(
         &mut [&mut server, &mut client],
@@ -235,14 +237,17 @@ fn send_after_close_is_refused_with_closed() {
                     frames += 1;
                 }
                 (0, Event::Disconnected { reason, .. }) => {
-                    assert!(matches!(reason, Error::PeerGoodbye { .. }), "{reason:?}");
+                    assert!(
+                        matches!(reason, CloseReason::PeerGoodbye { .. }),
+                        "{reason:?}"
+                    );
                     server_done = true;
                 }
                 (1, Event::Disconnected { conn, reason }) => {
-                    assert!(matches!(reason, Error::Closed), "{reason:?}");
+                    assert!(matches!(reason, CloseReason::Closed), "{reason:?}");
                     assert!(matches!(
                         d.send(conn, b"x"),
-                        Err(Error::Closed | Error::UnknownConn { .. })
+                        Err(SendError::Closed | SendError::UnknownConn { .. })
                     ));
                     client_done = true;
                 }
@@ -272,12 +277,12 @@ fn close_to_a_peer_that_never_reads_ends_with_linger_timeout() {
     client.close(conn).unwrap();
     let reason = Some(disconnect_reason(&mut client, conn));
     assert!(
-        matches!(reason, Some(Error::LingerTimeout { linger }) if linger == Duration::from_millis(100)),
+        matches!(reason, Some(CloseReason::LingerTimeout { linger }) if linger == Duration::from_millis(100)),
         "{reason:?}"
     );
     assert!(matches!(
         client.send(conn, b"x"),
-        Err(Error::Closed | Error::UnknownConn { .. })
+        Err(SendError::Closed | SendError::UnknownConn { .. })
     ));
     drop(raw);
 }
@@ -290,6 +295,6 @@ fn zero_close_linger_is_refused() {
     };
     assert!(matches!(
         Driver::new(cfg),
-        Err(Error::Config { what }) if what.contains("close_linger")
+        Err(SetupError::Config { what }) if what.contains("close_linger")
     ));
 }

@@ -214,7 +214,7 @@ fn environment_check_passes_here() {
     };
     assert!(matches!(
         Driver::new(bad),
-        Err(concord_transport::Error::Config { .. })
+        Err(concord_transport::SetupError::Config { .. })
     ));
 }
 

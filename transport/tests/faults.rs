@@ -9,7 +9,9 @@ use std::time::Instant;
 
 use common::*;
 use concord_transport::frame::{self, Control, FrameError, FrameKind, HEADER_LEN, Hello};
-use concord_transport::{ConnId, Driver, Error, Event, HandshakeError, SendOutcome};
+use concord_transport::{
+    CloseReason, ConnId, Driver, Event, HandshakeError, SendError, SendOutcome,
+};
 
 /// Server with one well-behaved Driver client connected.
 fn server_with_good_client() -> (Driver, Driver, SocketAddr, ConnId, ConnId) {
@@ -69,7 +71,7 @@ fn expect_closed_with(
     client: &mut Driver,
     raw_conn: Option<ConnId>,
     what: &str,
-    check: impl Fn(&Error) -> bool,
+    check: impl Fn(&CloseReason) -> bool,
 ) {
     pump(&mut [server, client], what, |i, _, ev| match (i, ev) {
         (0, Event::Disconnected { conn, reason }) => {
@@ -116,7 +118,7 @@ fn each_bad_frame_closes_only_its_connection() {
     init_tracing();
     let (mut server, mut client, addr, s, c) = server_with_good_client();
     let good = frame::encode_frame(FrameKind::Payload, b"0123456789abcdef");
-    type Case = (&'static str, Vec<u8>, fn(&Error) -> bool);
+    type Case = (&'static str, Vec<u8>, fn(&CloseReason) -> bool);
     let cases: Vec<Case> = vec![
         (
             "bad magic",
@@ -125,7 +127,7 @@ fn each_bad_frame_closes_only_its_connection() {
                 f[1] ^= 0xff;
                 f
             },
-            |e| matches!(e, Error::Frame(FrameError::BadMagic { .. })),
+            |e| matches!(e, CloseReason::Frame(FrameError::BadMagic { .. })),
         ),
         (
             "bad wire version",
@@ -134,7 +136,7 @@ fn each_bad_frame_closes_only_its_connection() {
                 f[4] = 200;
                 f
             },
-            |e| matches!(e, Error::Frame(FrameError::BadVersion { found: 200 })),
+            |e| matches!(e, CloseReason::Frame(FrameError::BadVersion { found: 200 })),
         ),
         (
             "bad kind",
@@ -143,7 +145,7 @@ fn each_bad_frame_closes_only_its_connection() {
                 f[5] = 9;
                 f
             },
-            |e| matches!(e, Error::Frame(FrameError::BadKind { found: 9 })),
+            |e| matches!(e, CloseReason::Frame(FrameError::BadKind { found: 9 })),
         ),
         (
             "oversized length",
@@ -152,7 +154,12 @@ fn each_bad_frame_closes_only_its_connection() {
                 f[8..12].copy_from_slice(&u32::MAX.to_le_bytes());
                 f
             },
-            |e| matches!(e, Error::Frame(FrameError::BadLength { len: u32::MAX, .. })),
+            |e| {
+                matches!(
+                    e,
+                    CloseReason::Frame(FrameError::BadLength { len: u32::MAX, .. })
+                )
+            },
         ),
         (
             "bad checksum",
@@ -161,15 +168,15 @@ fn each_bad_frame_closes_only_its_connection() {
                 f[HEADER_LEN + 3] ^= 1;
                 f
             },
-            |e| matches!(e, Error::Frame(FrameError::BadChecksum { .. })),
+            |e| matches!(e, CloseReason::Frame(FrameError::BadChecksum { .. })),
         ),
         (
             "archive failing validation",
             frame::encode_frame(FrameKind::Control, &[0xAB; 48]),
-            |e| matches!(e, Error::Frame(FrameError::BadArchive { .. })),
+            |e| matches!(e, CloseReason::Frame(FrameError::BadArchive { .. })),
         ),
         ("hello after the handshake", hello(5), |e| {
-            matches!(e, Error::UnexpectedControl { got: "Hello" })
+            matches!(e, CloseReason::UnexpectedControl { got: "Hello" })
         }),
     ];
     let bad_before = server.stats().bad_frames;
@@ -206,7 +213,7 @@ fn each_bad_frame_closes_only_its_connection() {
 fn garbage_handshakes_fail_with_typed_errors() {
     init_tracing();
     let (mut server, mut client, addr, s, c) = server_with_good_client();
-    type Case = (&'static str, Vec<u8>, fn(&Error) -> bool);
+    type Case = (&'static str, Vec<u8>, fn(&CloseReason) -> bool);
     let cases: Vec<Case> = vec![
         (
             "random bytes",
@@ -214,7 +221,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             |e| {
                 matches!(
                     e,
-                    Error::Handshake(HandshakeError::Frame(FrameError::BadMagic { .. }))
+                    CloseReason::Handshake(HandshakeError::Frame(FrameError::BadMagic { .. }))
                 )
             },
         ),
@@ -224,7 +231,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             |e| {
                 matches!(
                     e,
-                    Error::Handshake(HandshakeError::NotHello { got: "payload" })
+                    CloseReason::Handshake(HandshakeError::NotHello { got: "payload" })
                 )
             },
         ),
@@ -234,7 +241,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             |e| {
                 matches!(
                     e,
-                    Error::Handshake(HandshakeError::NotHello { got: "Ping" })
+                    CloseReason::Handshake(HandshakeError::NotHello { got: "Ping" })
                 )
             },
         ),
@@ -244,7 +251,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             |e| {
                 matches!(
                     e,
-                    Error::Handshake(HandshakeError::Frame(FrameError::BadArchive { .. }))
+                    CloseReason::Handshake(HandshakeError::Frame(FrameError::BadArchive { .. }))
                 )
             },
         ),
@@ -260,7 +267,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             |e| {
                 matches!(
                     e,
-                    Error::Handshake(HandshakeError::ClusterMismatch { ours: 7, theirs: 8 })
+                    CloseReason::Handshake(HandshakeError::ClusterMismatch { ours: 7, theirs: 8 })
                 )
             },
         ),
@@ -273,7 +280,12 @@ fn garbage_handshakes_fail_with_typed_errors() {
                 protocol_max: 9,
                 build: String::new(),
             })),
-            |e| matches!(e, Error::Handshake(HandshakeError::NoCommonVersion { .. })),
+            |e| {
+                matches!(
+                    e,
+                    CloseReason::Handshake(HandshakeError::NoCommonVersion { .. })
+                )
+            },
         ),
     ];
     for (what, bytes, check) in cases {
@@ -320,8 +332,8 @@ fn handshake_refuses_other_cluster_and_disjoint_versions() {
         assert!(
             matches!(
                 r,
-                Error::Handshake(HandshakeError::NoCommonVersion { .. })
-                    | Error::Handshake(HandshakeError::Rejected { code: 2, .. })
+                CloseReason::Handshake(HandshakeError::NoCommonVersion { .. })
+                    | CloseReason::Handshake(HandshakeError::Rejected { code: 2, .. })
             ),
             "{r:?}"
         );
@@ -423,7 +435,7 @@ fn reconnects_after_the_peer_restarts() {
     });
     assert!(matches!(
         client.send(conn, b"x"),
-        Err(Error::NotConnected { .. })
+        Err(SendError::NotConnected { .. })
     ));
     // Let a few connect attempts fail against the closed port.
     let t = Instant::now();

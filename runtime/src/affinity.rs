@@ -48,6 +48,10 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
 /// The CPU that stands for core `wanted` here: the `wanted % n`-th (ascending)
 /// of the `n` CPUs the calling thread may run on. Core 0 is the first allowed
 /// CPU, core 1 the second; with a single allowed CPU every core maps onto it.
+///
+/// A thread starts with the mask of the thread that spawned it, so call this
+/// on threads spawned by one that is not pinned (or before pinning it): the
+/// mask is then the process's.
 pub fn cpu_for(wanted: usize) -> io::Result<usize> {
     let cpus = current_cpus()?;
     if cpus.is_empty() {

@@ -1,4 +1,9 @@
 //! CPU affinity of threads (`sched_getaffinity` / `sched_setaffinity`).
+//!
+//! The runtime pins each shard to one CPU with [`pin_current_thread`]. Benches,
+//! tests and examples that want "core 0" and "core 1" use [`pin_to`], which maps
+//! a wanted core onto the CPUs the process may use, so the same code runs on a
+//! machine with fewer cores or a narrower affinity mask.
 
 use std::io;
 use std::mem;
@@ -40,6 +45,30 @@ pub fn pin_current_thread(cpu: usize) -> io::Result<()> {
     Ok(())
 }
 
+/// The CPU that stands for core `wanted` here: the `wanted % n`-th (ascending)
+/// of the `n` CPUs the calling thread may run on. Core 0 is the first allowed
+/// CPU, core 1 the second; with a single allowed CPU every core maps onto it.
+///
+/// A thread starts with the mask of the thread that spawned it, so call this
+/// on threads spawned by one that is not pinned (or before pinning it): the
+/// mask is then the process's.
+pub fn cpu_for(wanted: usize) -> io::Result<usize> {
+    let cpus = current_cpus()?;
+    if cpus.is_empty() {
+        return Err(io::Error::other(
+            "the affinity mask of this thread is empty",
+        ));
+    }
+    Ok(cpus[wanted % cpus.len()])
+}
+
+/// Pins the calling thread to [`cpu_for`]`(wanted)`; returns that CPU.
+pub fn pin_to(wanted: usize) -> io::Result<usize> {
+    let cpu = cpu_for(wanted)?;
+    pin_current_thread(cpu)?;
+    Ok(cpu)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +84,23 @@ mod tests {
         })
         .join()
         .unwrap();
+    }
+
+    #[test]
+    fn wanted_cores_map_onto_the_allowed_cpus() {
+        let cpus = current_cpus().unwrap();
+        for wanted in 0..2 * cpus.len() + 1 {
+            assert_eq!(cpu_for(wanted).unwrap(), cpus[wanted % cpus.len()]);
+        }
+        let want = 1;
+        let got = std::thread::spawn(move || {
+            let cpu = pin_to(want).unwrap();
+            assert_eq!(current_cpus().unwrap(), vec![cpu]);
+            cpu
+        })
+        .join()
+        .unwrap();
+        assert_eq!(got, cpus[want % cpus.len()]);
     }
 
     #[test]

@@ -102,8 +102,17 @@
 //! the shards (or the process holds CAP_IPC_LOCK). Failures are
 //! [`Error::IoUringUnavailable`] and [`Error::MemLockLimit`], whose messages say
 //! how to fix them; `concord doctor` prints the full report.
+//!
+//! # Measurement tools
+//!
+//! Two modules serve the benches, tests and examples that measure the runtime
+//! and the transport rather than the runtime itself: [`alloc`], a counting
+//! global allocator that proves a hot path allocates nothing, and
+//! [`affinity::pin_to`], which pins a thread to a wanted core mapped onto the
+//! CPUs the process may use. They live here because both need `unsafe`.
 
 pub mod affinity;
+pub mod alloc;
 mod channel;
 mod driver;
 pub mod env;

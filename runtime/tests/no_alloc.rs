@@ -4,57 +4,20 @@
 //!
 //! Own binary so that the counting allocator sees only these tests, which take
 //! a lock so that they never run (and allocate) at the same time. Only the
-//! runtime's shard threads are counted (each task marks its thread when it
-//! starts): the test harness's own thread allocates when it prints that a
-//! test has run for over 60 seconds, which happens on a loaded machine while
-//! one test waits for the other's lock.
+//! runtime's shard threads are counted (each task marks its thread with
+//! `alloc::track_current_thread` when it starts): the test harness's own
+//! thread allocates when it prints that a test has run for over 60 seconds,
+//! which happens on a loaded machine while one test waits for the other's
+//! lock.
+//!
+//! The counting allocator's own tests live here too, since this binary
+//! installs it; they count per thread, so they do not disturb the others.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
-
+use concord_runtime::alloc::{self, AllocSnapshot, CountingAlloc};
 use concord_runtime::{IdleStrategy, Runtime, channel};
 
-struct Counting;
-
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
-
-thread_local! {
-    /// Set on the shard threads the tests run on; allocations elsewhere are
-    /// not the runtime's.
-    static COUNTED: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
-}
-
-fn count() {
-    if COUNTED.try_with(|c| c.get()).unwrap_or(false) {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-    }
-}
-
-/// Counts the allocations of the calling (shard) thread from now on.
-fn count_this_thread() {
-    COUNTED.with(|c| c.set(true));
-}
-
-// SAFETY: forwards every call to `System` unchanged; only counts.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.alloc(layout) }
-    }
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as our caller's.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count();
-        // SAFETY: same contract as our caller's.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: CountingAlloc = CountingAlloc;
 
 static SERIAL: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
@@ -73,7 +36,7 @@ fn round_trips_allocate_nothing(idle: IdleStrategy) {
     let (to_a, mut a_in) = channel::<u64>(4);
     let b = rt
         .spawn_on(1, move || async move {
-            count_this_thread();
+            alloc::track_current_thread();
             while let Some(v) = b_in.recv().await {
                 assert!(to_a.try_send(v).is_sent());
             }
@@ -81,17 +44,17 @@ fn round_trips_allocate_nothing(idle: IdleStrategy) {
         .unwrap();
     let a = rt
         .spawn_on(0, move || async move {
-            count_this_thread();
+            alloc::track_current_thread();
             for i in 0..200 {
                 assert!(to_b.try_send(i).is_sent());
                 a_in.recv().await;
             }
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = alloc::tracked_allocs();
             for i in 0..2_000 {
                 assert!(to_b.try_send(i).is_sent());
                 a_in.recv().await;
             }
-            ALLOCS.load(Ordering::SeqCst) - before
+            alloc::tracked_allocs() - before
         })
         .unwrap();
     let allocs = a.join().unwrap();
@@ -123,7 +86,7 @@ fn steady_state_back_pressured_sends_allocate_nothing() {
     let (tx, mut rx) = channel::<u64>(1);
     let consumer = rt
         .spawn_on(1, move || async move {
-            count_this_thread();
+            alloc::track_current_thread();
             let mut n = 0u64;
             while rx.recv().await.is_some() {
                 n += 1;
@@ -133,15 +96,15 @@ fn steady_state_back_pressured_sends_allocate_nothing() {
         .unwrap();
     let producer = rt
         .spawn_on(0, move || async move {
-            count_this_thread();
+            alloc::track_current_thread();
             for i in 0..500 {
                 tx.send(i).await.unwrap();
             }
-            let before = ALLOCS.load(Ordering::SeqCst);
+            let before = alloc::tracked_allocs();
             for i in 0..5_000 {
                 tx.send(i).await.unwrap();
             }
-            ALLOCS.load(Ordering::SeqCst) - before
+            alloc::tracked_allocs() - before
         })
         .unwrap();
     let allocs = producer.join().unwrap();
@@ -151,4 +114,70 @@ fn steady_state_back_pressured_sends_allocate_nothing() {
         allocs, 0,
         "{allocs} allocations in 5000 sends through a 1-slot channel"
     );
+}
+
+#[test]
+fn allocation_inside_window_is_counted() {
+    assert!(alloc::is_installed(), "this binary installs CountingAlloc");
+    let global_before = alloc::snapshot();
+    let before = alloc::thread_allocs();
+    let v: Vec<u8> = std::hint::black_box(Vec::with_capacity(100));
+    let after = alloc::thread_allocs();
+    let global = alloc::snapshot().since(&global_before);
+    drop(v);
+    assert_eq!(after - before, 1);
+    // Other test threads may allocate concurrently: at least ours is there.
+    assert!(global.allocs >= 1);
+    assert!(global.bytes >= 100);
+}
+
+#[test]
+fn nothing_counted_outside_allocations() {
+    let mut buf = [0u8; 256];
+    let before = alloc::thread_allocs();
+    for (i, b) in buf.iter_mut().enumerate() {
+        *b = (i as u8).wrapping_mul(31);
+    }
+    let sum: u64 = std::hint::black_box(&buf)
+        .iter()
+        .map(|&b| u64::from(b))
+        .sum();
+    let after = alloc::thread_allocs();
+    assert!(sum > 0);
+    assert_eq!(after, before, "no heap use in this window");
+}
+
+#[test]
+fn realloc_counts_and_since_diffs() {
+    let before = alloc::thread_allocs();
+    let mut v: Vec<u64> = Vec::with_capacity(1);
+    v.push(1);
+    v.reserve_exact(1000);
+    let n = alloc::thread_allocs() - before;
+    assert_eq!(n, 2, "one alloc plus one realloc");
+    let a = alloc::snapshot();
+    let b = AllocSnapshot {
+        allocs: a.allocs + 4,
+        ..a
+    };
+    assert_eq!(b.since(&a).allocs, 4);
+    drop(v);
+}
+
+#[test]
+fn only_tracked_threads_count_in_tracked_allocs() {
+    // The shard tests track their threads: hold `SERIAL` so that none runs now.
+    let _serial = serial();
+    let (untracked, tracked) = std::thread::spawn(|| {
+        let before = alloc::tracked_allocs();
+        drop(std::hint::black_box(vec![0u8; 32]));
+        let untracked = alloc::tracked_allocs() - before;
+        alloc::track_current_thread();
+        let before = alloc::tracked_allocs();
+        drop(std::hint::black_box(vec![0u8; 32]));
+        (untracked, alloc::tracked_allocs() - before)
+    })
+    .join()
+    .unwrap();
+    assert_eq!((untracked, tracked), (0, 1));
 }

@@ -4,18 +4,25 @@
 //! building its own [`Driver`] (it is `!Send`, one per shard) and polling it
 //! the way a runtime shard does: ping-pong busy-polls; streaming parks when a
 //! poll finds nothing to do, by default ([`StreamIdle`]). Ping-pong goes through
-//! [`crate::pingpong::measure_round_trips`], so its latencies and allocation
+//! [`crate::harness::round_trip::measure_round_trips`], so its latencies and allocation
 //! counts mean exactly what the baselines' do; the echo server replies from
 //! inside the poll callback with [`Driver::send`]. The stream sender writes
 //! frames in place with [`Driver::claim`] (the zero-copy path) and the receiver
 //! checks every sequence number on the borrowed [`RecvFrame`](concord_transport::RecvFrame).
 //!
-//! [`Unavailable`] remains for builds where concord's case cannot run; the
-//! binaries report it as "unavailable" with null ratios, never made-up numbers.
+//! [`Unavailable`](crate::harness::status::Unavailable) remains for builds where
+//! concord's case cannot run; the binaries report it as "unavailable" with null
+//! ratios, never made-up numbers.
 
-use crate::pingpong::{self, CaseResult, STALL_TIMEOUT, Status, expect_seq, seq_of};
-use crate::stream::StreamResult;
+use crate::harness::STALL_TIMEOUT;
+use crate::harness::alloc_window::AllocWindow;
+use crate::harness::pair::run_pair;
+use crate::harness::result::{CaseResult, StreamResult};
+use crate::harness::round_trip::measure_round_trips;
+use crate::harness::seq::{expect_seq, seq_of, stamp};
+use crate::harness::size::{STD_BUF, check_pingpong_size, check_stream_size};
 use anyhow::{Context as _, anyhow, bail};
+use concord_runtime::alloc::AllocSnapshot;
 use concord_transport::{Claimed, ConnId, Driver, DriverConfig, Event, SendBuf, SendOutcome};
 use std::net::SocketAddr;
 use std::sync::mpsc;
@@ -23,24 +30,6 @@ use std::time::{Duration, Instant};
 
 /// Name of concord's case in tables, JSON and `--cases`.
 pub const NAME: &str = "concord";
-
-/// concord's case cannot run in this build, and why.
-#[derive(Debug, Clone, thiserror::Error)]
-#[error("concord case unavailable: {reason}")]
-pub struct Unavailable {
-    /// What is missing.
-    pub reason: &'static str,
-}
-
-/// `unavailable` when the error chain holds [`Unavailable`], else `failed`.
-#[must_use]
-pub fn status_of(e: &anyhow::Error) -> Status {
-    if e.chain().any(|c| c.is::<Unavailable>()) {
-        Status::Unavailable
-    } else {
-        Status::Failed
-    }
-}
 
 const CLUSTER: u64 = 0xbe_4c;
 const SERVER_NODE: u64 = 1;
@@ -67,8 +56,7 @@ pub enum StreamIdle {
     /// socket and staging buffers to cover a wake-up (docs/DESIGN.md, 3).
     #[default]
     Park,
-    /// Spin 50 us on empty polls, then park (the previous
-    /// default; the runtime's `SpinThenPark`).
+    /// Spin 50 us on empty polls, then park (the runtime's `SpinThenPark`).
     SpinThenPark,
     /// Never park (the runtime's `BusySpin`): only for cores nobody else wants.
     Spin,
@@ -200,9 +188,9 @@ fn close(d: &mut Driver, conn: ConnId) -> anyhow::Result<()> {
 
 /// Ping-pong over concord's transport.
 pub fn pingpong(size: usize, warmup: u64, iters: u64) -> anyhow::Result<CaseResult> {
-    pingpong::check_size(size)?;
+    check_pingpong_size(size)?;
     let (tx, rx) = mpsc::channel();
-    let pair = pingpong::run_pair(
+    let pair = run_pair(
         move || echo_server(&tx, size),
         move || {
             let (mut d, conn) = connect(&rx)?;
@@ -210,9 +198,8 @@ pub fn pingpong(size: usize, warmup: u64, iters: u64) -> anyhow::Result<CaseResu
             for (i, b) in out.iter_mut().enumerate().skip(8) {
                 *b = i as u8;
             }
-            let m = pingpong::measure_round_trips(warmup, iters, |seq| {
-                round_trip(&mut d, conn, &mut out, seq)
-            })?;
+            let m =
+                measure_round_trips(warmup, iters, |seq| round_trip(&mut d, conn, &mut out, seq))?;
             let straddled = d.stats().straddled_frames;
             close(&mut d, conn)?;
             Ok((m, straddled))
@@ -238,7 +225,7 @@ pub fn pingpong(size: usize, warmup: u64, iters: u64) -> anyhow::Result<CaseResu
 /// Sends message `seq` and spins until its echo is back.
 #[inline]
 fn round_trip(d: &mut Driver, conn: ConnId, out: &mut [u8], seq: u64) -> anyhow::Result<()> {
-    pingpong::stamp(out, seq);
+    stamp(out, seq);
     let mut idle = Idle::default();
     loop {
         match d.send(conn, out)? {
@@ -346,14 +333,20 @@ fn echo_server(tx: &mpsc::Sender<SocketAddr>, size: usize) -> anyhow::Result<(u6
 /// and sequence of every frame and answers the end marker with the count it
 /// received, which the sender compares with what it sent.
 pub fn stream(size: usize, duration: Duration, idle: StreamIdle) -> anyhow::Result<StreamResult> {
-    crate::stream::check_size(size)?;
+    check_stream_size(size)?;
     let (tx, rx) = mpsc::channel();
-    let pair = pingpong::run_pair(
+    let pair = run_pair(
         move || stream_receiver(&tx, size, idle),
         move || stream_sender(&rx, size, duration, idle),
     )?;
     let (received, elapsed, rx_straddled) = pair.server;
-    let (sent, acked, tx_straddled) = pair.client;
+    let SenderEnd {
+        sent,
+        acked,
+        straddled: tx_straddled,
+        allocs,
+        steady_messages,
+    } = pair.client;
     if received != sent || acked != sent {
         bail!("sent {sent} messages, {received} arrived, receiver acknowledged {acked}");
     }
@@ -361,6 +354,8 @@ pub fn stream(size: usize, duration: Duration, idle: StreamIdle) -> anyhow::Resu
         messages: received,
         payload_bytes: received * size as u64,
         elapsed,
+        allocs,
+        steady_messages,
         pinned: pair.pinned,
         straddled_frames: Some(rx_straddled + tx_straddled),
     })
@@ -368,20 +363,33 @@ pub fn stream(size: usize, duration: Duration, idle: StreamIdle) -> anyhow::Resu
 
 /// Frame bytes the sender queues between polls: the same 64 KiB the std
 /// baseline's `BufWriter` gathers per syscall, so both batch alike.
-const SEND_BATCH_BYTES: usize = crate::stream::STD_BUF;
+const SEND_BATCH_BYTES: usize = STD_BUF;
 
 /// Messages queued between polls for `size`-byte payloads (at least one).
 fn send_batch(size: usize) -> u64 {
     (SEND_BATCH_BYTES / (size + concord_transport::frame::HEADER_LEN)).max(1) as u64
 }
 
-/// Returns (messages sent, count the receiver acknowledged, straddled frames).
+/// What the stream sender reports when its stream is done.
+struct SenderEnd {
+    /// Messages sent.
+    sent: u64,
+    /// The count the receiver acknowledged.
+    acked: u64,
+    /// Frames that straddled the sender's receive buffers.
+    straddled: u64,
+    /// Allocator diff over the steady part of the stream, if counting.
+    allocs: Option<AllocSnapshot>,
+    /// Messages sent in that part.
+    steady_messages: u64,
+}
+
 fn stream_sender(
     rx: &mpsc::Receiver<SocketAddr>,
     size: usize,
     duration: Duration,
     how: StreamIdle,
-) -> anyhow::Result<(u64, u64, u64)> {
+) -> anyhow::Result<SenderEnd> {
     let (mut d, conn) = connect(rx)?;
     let max = d.config().max_frame_len as usize;
     if size > max {
@@ -395,6 +403,7 @@ fn stream_sender(
     let mut gone = false;
     let mut idle = Idle::default();
     let batch = send_batch(size);
+    let mut window = AllocWindow::new(duration);
     let start = Instant::now();
     loop {
         let queued = if large {
@@ -402,7 +411,7 @@ fn stream_sender(
         } else {
             match d.claim(conn, size).context("claiming send space")? {
                 Claimed::Claim(mut c) => {
-                    pingpong::stamp(c.payload_mut(), sent);
+                    stamp(c.payload_mut(), sent);
                     c.commit();
                     true
                 }
@@ -413,7 +422,9 @@ fn stream_sender(
             sent += 1;
             if sent.is_multiple_of(batch) {
                 let work = d.poll(&mut |_, ev| gone |= matches!(ev, Event::Disconnected { .. }));
-                if start.elapsed() >= duration {
+                let elapsed = start.elapsed();
+                window.at_clock_check(elapsed, sent);
+                if elapsed >= duration {
                     break;
                 }
                 idle.after_poll(work.max(1), "streaming")?;
@@ -426,6 +437,7 @@ fn stream_sender(
             bail!("receiver disconnected after {sent} messages");
         }
     }
+    let (allocs, steady_messages) = window.close(sent);
     // End marker: an empty frame (data frames are at least 8 bytes).
     loop {
         match d.send(conn, &[]).context("sending end marker")? {
@@ -459,7 +471,13 @@ fn stream_sender(
     let acked = acked.unwrap_or_else(|| Err(anyhow!("no acknowledgement")))?;
     let straddled = d.stats().straddled_frames;
     close(&mut d, conn)?;
-    Ok((sent, acked, straddled))
+    Ok(SenderEnd {
+        sent,
+        acked,
+        straddled,
+        allocs,
+        steady_messages,
+    })
 }
 
 /// Offers message `seq` through a pooled [`SendBuf`]. `Ok(false)` is
@@ -481,7 +499,7 @@ fn offer_pooled(
             let payload = b
                 .payload_mut()
                 .ok_or_else(|| anyhow!("a fresh pooled buffer is already frozen"))?;
-            pingpong::stamp(payload, seq);
+            stamp(payload, seq);
             b
         }
     };
@@ -572,17 +590,6 @@ fn stream_receiver(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use anyhow::Context as _;
-
-    #[test]
-    fn unavailable_is_recognised_through_context() {
-        let e = anyhow::Error::new(Unavailable { reason: "test" }).context("size 64");
-        assert_eq!(status_of(&e), Status::Unavailable);
-        let e = Err::<(), _>(anyhow::anyhow!("socket closed"))
-            .context("x")
-            .unwrap_err();
-        assert_eq!(status_of(&e), Status::Failed);
-    }
 
     #[test]
     fn concord_pingpong_runs_and_counts() {
@@ -600,6 +607,10 @@ mod tests {
             let r = stream(size, Duration::from_millis(30), StreamIdle::Park).unwrap();
             assert!(r.messages >= send_batch(size), "{size}: {}", r.messages);
             assert_eq!(r.payload_bytes, r.messages * size as u64);
+            assert!(
+                r.allocs.is_some(),
+                "lib tests install the counting allocator"
+            );
         }
         // The other idle strategies deliver everything too.
         for idle in [StreamIdle::SpinThenPark, StreamIdle::Spin] {

@@ -130,13 +130,13 @@ mod tests {
     #[test]
     fn recording_does_not_allocate() {
         let mut h = LatencyHistogram::new().unwrap();
-        let before = crate::alloc::thread_allocs();
+        let before = concord_runtime::alloc::thread_allocs();
         for i in 0..10_000u64 {
             h.record(Duration::from_nanos(
                 i.wrapping_mul(7919) % MAX_TRACKABLE_NS,
             ));
         }
-        assert_eq!(crate::alloc::thread_allocs(), before);
+        assert_eq!(concord_runtime::alloc::thread_allocs(), before);
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The glommio baseline: the same ping-pong on two glommio executors.
+//! The glommio baseline: the same ping-pong on two glommio executors. Built
+//! only with the bench crate's `glommio` feature.
 //!
 //! glommio 0.9 registers `io_memory` with io_uring, which counts against
 //! RLIMIT_MEMLOCK. Its default (10 MiB) alone exceeds the 8 MiB default limit on
@@ -6,16 +7,25 @@
 //! for 256 KiB. If the executor still cannot start, glommio's error (with the
 //! limit it saw) is returned as the case's failure; the other cases still run.
 
-use crate::alloc;
-use crate::pin::{self, CLIENT_CORE, SERVER_CORE};
-use crate::pingpong::{CaseResult, Measured, STALL_TIMEOUT, check_size, expect_seq, stamp};
-use crate::summary::LatencyHistogram;
+use crate::harness::STALL_TIMEOUT;
+use crate::harness::pair::{CLIENT_CORE, SERVER_CORE};
+use crate::harness::result::CaseResult;
+use crate::harness::round_trip::Measured;
+use crate::harness::seq::{expect_seq, stamp};
+use crate::harness::size::check_pingpong_size;
+use crate::harness::summary::LatencyHistogram;
 use anyhow::{Context as _, anyhow, bail};
+use concord_runtime::{affinity, alloc};
 use futures_lite::{AsyncReadExt as _, AsyncWriteExt as _};
 use glommio::net::TcpStream;
 use glommio::{LocalExecutorBuilder, Placement};
 use std::net::{Shutdown, SocketAddr};
 use std::time::{Duration, Instant};
+
+/// Name of the glommio case with glommio's defaults (park when idle).
+pub const NAME: &str = "glommio";
+/// Name of the glommio case with [`SPIN_BEFORE_PARK`].
+pub const NAME_SPIN: &str = "glommio-spin";
 
 /// io_uring-registered memory per executor (see the module docs).
 pub const IO_MEMORY: usize = 256 * 1024;
@@ -46,14 +56,21 @@ async fn read_msg(s: &mut TcpStream, buf: &mut [u8]) -> anyhow::Result<bool> {
     Ok(true)
 }
 
-fn builder(core: usize, name: &str, spin: Option<Duration>) -> LocalExecutorBuilder {
-    let b = LocalExecutorBuilder::new(Placement::Fixed(pin::core_for(core)))
+/// An executor pinned to core `core`, mapped onto this process's CPUs as the
+/// other cases' threads are.
+fn builder(
+    core: usize,
+    name: &str,
+    spin: Option<Duration>,
+) -> anyhow::Result<LocalExecutorBuilder> {
+    let cpu = affinity::cpu_for(core).context("reading this process's CPUs")?;
+    let b = LocalExecutorBuilder::new(Placement::Fixed(cpu))
         .name(name)
         .io_memory(IO_MEMORY);
-    match spin {
+    Ok(match spin {
         Some(d) => b.spin_before_park(d),
         None => b,
-    }
+    })
 }
 
 /// Ping-pong between two glommio executors pinned like the other cases.
@@ -64,9 +81,13 @@ pub fn pingpong(
     iters: u64,
     spin: Option<Duration>,
 ) -> anyhow::Result<CaseResult> {
-    check_size(size)?;
+    check_pingpong_size(size)?;
+    // Both placements first: a failure after the server started would leave it
+    // in accept().
+    let server_builder = builder(SERVER_CORE, "glommio-server", spin)?;
+    let client_builder = builder(CLIENT_CORE, "glommio-client", spin)?;
     let (addr_tx, addr_rx) = std::sync::mpsc::channel::<SocketAddr>();
-    let server = builder(SERVER_CORE, "glommio-server", spin)
+    let server = server_builder
         .spawn(move || async move {
             let listener = glommio::net::TcpListener::bind("127.0.0.1:0").map_err(gerr)?;
             addr_tx
@@ -102,7 +123,7 @@ pub fn pingpong(
         return Err(e.context(memlock_hint()));
     };
 
-    let client = builder(CLIENT_CORE, "glommio-client", spin)
+    let client = client_builder
         .spawn(move || async move {
             let mut s = TcpStream::connect(addr).await.map_err(gerr)?;
             s.set_nodelay(true).map_err(gerr)?;
@@ -170,7 +191,7 @@ pub fn pingpong(
 }
 
 fn memlock_hint() -> String {
-    let limit = crate::report::Machine::collect()
+    let limit = crate::harness::report::Machine::collect()
         .memlock
         .unwrap_or_else(|| "unknown".into());
     format!(

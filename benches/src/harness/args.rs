@@ -1,57 +1,39 @@
-//! Command-line arguments shared by the harness binaries.
+//! Command-line arguments every harness binary takes; each binary adds its
+//! own (`pingpong::PingpongArgs`, `stream::StreamArgs`) and nothing else, so
+//! a flag a binary does not use is an error (clap: exit status 2).
 
+use crate::harness::rounds::DEFAULT_ROUNDS;
 use clap::Args;
 use serde::Serialize;
 use std::path::PathBuf;
-use std::time::Duration;
 
 /// Options every harness binary accepts.
 #[derive(Debug, Clone, Args, Serialize)]
-pub struct BenchArgs {
+pub struct CommonArgs {
     /// Write the results as JSON to this file (the table is always printed).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
     /// Short run for CI: every case, a few thousand iterations / a fraction of a second.
     #[arg(long)]
     pub quick: bool,
-    /// Measured round trips per case and size (after warm-up).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
-    pub iterations: Option<u64>,
-    /// Warm-up round trips per case and size (not measured).
-    #[arg(long, value_name = "N")]
-    pub warmup: Option<u64>,
-    /// Seconds per case and size for streaming benches.
-    #[arg(long, value_name = "SECS", value_parser = parse_seconds)]
-    pub seconds: Option<f64>,
     /// Message sizes, comma separated; accepts suffixes k/KiB and m/MiB (64,4k).
     #[arg(long, value_name = "SIZES", value_delimiter = ',', value_parser = parse_size)]
     pub sizes: Vec<usize>,
     /// Cases to run, comma separated (default: all).
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     pub cases: Vec<String>,
+    /// Rounds: every case runs once per round, the cases of a round one after
+    /// the other (A B C A B C ...); figures are medians over the rounds.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_ROUNDS,
+          value_parser = clap::value_parser!(u32).range(1..))]
+    pub rounds: u32,
 }
 
-impl BenchArgs {
-    /// `--iterations`, else the default for a full or a quick run.
+impl CommonArgs {
+    /// `quick`'s value if `--quick`, else `full`'s.
     #[must_use]
-    pub fn iterations_or(&self, full: u64, quick: u64) -> u64 {
-        self.iterations
-            .unwrap_or(if self.quick { quick } else { full })
-    }
-
-    /// `--warmup`, else the default for a full or a quick run.
-    #[must_use]
-    pub fn warmup_or(&self, full: u64, quick: u64) -> u64 {
-        self.warmup.unwrap_or(if self.quick { quick } else { full })
-    }
-
-    /// `--seconds`, else the default for a full or a quick run.
-    #[must_use]
-    pub fn duration_or(&self, full: f64, quick: f64) -> Duration {
-        Duration::from_secs_f64(
-            self.seconds
-                .unwrap_or(if self.quick { quick } else { full }),
-        )
+    pub fn pick<T>(&self, full: T, quick: T) -> T {
+        if self.quick { quick } else { full }
     }
 
     /// `--sizes`, else `default`.
@@ -64,13 +46,25 @@ impl BenchArgs {
         }
     }
 
-    /// The selected cases, in the order of `known`; an unknown name is an error
-    /// that lists the valid ones.
-    pub fn selected_cases(&self, known: &[&'static str]) -> anyhow::Result<Vec<&'static str>> {
+    /// The selected cases, in the order of `known`. A name in `needs_feature`
+    /// (case, cargo feature) is an error that says which feature to build
+    /// with; any other unknown name is an error that lists the valid ones.
+    pub fn selected_cases(
+        &self,
+        known: &[&'static str],
+        needs_feature: &[(&str, &str)],
+    ) -> anyhow::Result<Vec<&'static str>> {
         for c in &self.cases {
-            if !known.contains(&c.as_str()) {
-                anyhow::bail!("unknown case {c:?}; known cases: {}", known.join(","));
+            if known.contains(&c.as_str()) {
+                continue;
             }
+            if let Some((_, feature)) = needs_feature.iter().find(|(n, _)| n == c) {
+                anyhow::bail!(
+                    "case {c:?} is not in this build; build with `--features {feature}` \
+                     (cargo build --release -p concord-bench --features {feature})"
+                );
+            }
+            anyhow::bail!("unknown case {c:?}; known cases: {}", known.join(","));
         }
         Ok(known
             .iter()
@@ -110,7 +104,8 @@ pub fn parse_size(s: &str) -> Result<usize, String> {
     Ok(bytes)
 }
 
-fn parse_seconds(s: &str) -> Result<f64, String> {
+/// Parses a number of seconds in (0, 3600].
+pub fn parse_seconds(s: &str) -> Result<f64, String> {
     let v: f64 = s
         .trim()
         .parse()
@@ -129,7 +124,7 @@ mod tests {
     #[derive(Parser)]
     struct Cli {
         #[command(flatten)]
-        args: BenchArgs,
+        args: CommonArgs,
     }
 
     #[test]
@@ -147,6 +142,14 @@ mod tests {
     }
 
     #[test]
+    fn seconds_are_bounded() {
+        assert_eq!(parse_seconds("0.5"), Ok(0.5));
+        assert!(parse_seconds("-1").is_err());
+        assert!(parse_seconds("NaN").is_err());
+        assert!(parse_seconds("3601").is_err());
+    }
+
+    #[test]
     fn cli_parses_and_selects() {
         let cli = Cli::try_parse_from([
             "x",
@@ -157,28 +160,45 @@ mod tests {
             "blocking,floor",
             "--json",
             "o.json",
+            "--rounds",
+            "5",
         ])
         .unwrap();
         let a = cli.args;
         assert!(a.quick);
+        assert_eq!(a.rounds, 5);
         assert_eq!(a.sizes_or(&[1]), vec![64, 4096]);
-        assert_eq!(a.iterations_or(50_000, 2_000), 2_000);
+        assert_eq!(a.pick(50_000, 2_000), 2_000);
         // Order follows the known list, not the command line.
         assert_eq!(
-            a.selected_cases(&["concord", "floor", "blocking"]).unwrap(),
+            a.selected_cases(&["concord", "floor", "blocking"], &[])
+                .unwrap(),
             vec!["floor", "blocking"]
         );
-        assert!(a.selected_cases(&["concord"]).is_err());
+        assert!(a.selected_cases(&["concord"], &[]).is_err());
+    }
+
+    #[test]
+    fn a_case_behind_a_feature_names_the_feature() {
+        let a = Cli::try_parse_from(["x", "--cases", "glommio"])
+            .unwrap()
+            .args;
+        let e = a
+            .selected_cases(&["floor"], &[("glommio", "glommio")])
+            .unwrap_err();
+        assert!(format!("{e}").contains("--features glommio"), "{e}");
     }
 
     #[test]
     fn cli_rejects_bad_values() {
-        assert!(Cli::try_parse_from(["x", "--iterations", "0"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--seconds", "-1"]).is_err());
-        assert!(Cli::try_parse_from(["x", "--seconds", "NaN"]).is_err());
+        assert!(Cli::try_parse_from(["x", "--rounds", "0"]).is_err());
         assert!(Cli::try_parse_from(["x", "--sizes", "64,abc"]).is_err());
         let none = Cli::try_parse_from(["x"]).unwrap().args;
+        assert_eq!(none.rounds, DEFAULT_ROUNDS);
         assert_eq!(none.sizes_or(&[64]), vec![64]);
-        assert_eq!(none.selected_cases(&["a", "b"]).unwrap(), vec!["a", "b"]);
+        assert_eq!(
+            none.selected_cases(&["a", "b"], &[]).unwrap(),
+            vec!["a", "b"]
+        );
     }
 }

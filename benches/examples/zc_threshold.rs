@@ -5,25 +5,23 @@
 //! GB/s of each and their ratio. Two threads pinned to cores 0 and 1.
 //!
 //! ```sh
-//! cargo run --release -p concord-transport --example zc_threshold
-//! cargo run --release -p concord-transport --example zc_threshold -- 0.3 3   # secs, rounds
+//! cargo run --release -p concord-bench --example zc_threshold
+//! cargo run --release -p concord-bench --example zc_threshold -- 0.3 3   # secs, rounds
 //! ```
 
 use std::net::SocketAddr;
 use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
+use concord_runtime::affinity;
 use concord_transport::{ConnId, Driver, DriverConfig, Event, SendOutcome};
 
 const SIZES: &[usize] = &[16 << 10, 64 << 10, 256 << 10, 1 << 20, 4 << 20];
 
+/// Pins the calling thread to CPU `cpu`, best effort: on a machine that
+/// refuses, the example still runs, unpinned.
 fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let _ = affinity::pin_current_thread(cpu);
 }
 
 fn cfg(node_id: u64, zc_threshold: usize) -> DriverConfig {

@@ -1,54 +1,37 @@
 //! Round-trip latency over loopback: the concord Driver against the
 //! busy-polled non-blocking std-socket floor, measured in the same run, two
 //! threads pinned to two cores. Also counts heap allocations per round trip
-//! in steady state (a counting global allocator).
+//! in steady state (`concord_runtime::alloc`, a counting global allocator).
 //!
 //! ```sh
-//! cargo run --release -p concord-transport --example rtt            # 50k round trips
-//! cargo run --release -p concord-transport --example rtt -- --quick # 5k
+//! cargo run --release -p concord-bench --example rtt            # 50k round trips
+//! cargo run --release -p concord-bench --example rtt -- --quick # 5k
 //! ```
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::io::{ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc;
 use std::time::Instant;
 
+use concord_runtime::affinity;
+use concord_runtime::alloc::{self, CountingAlloc};
 use concord_transport::{Driver, DriverConfig, Event, SendOutcome};
 use hdrhistogram::Histogram;
 
-struct Counting;
-static ALLOCS: AtomicU64 = AtomicU64::new(0);
+#[global_allocator]
+static GLOBAL: CountingAlloc = CountingAlloc;
 
-// SAFETY: forwards to the system allocator unchanged; only counts calls.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        ALLOCS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(p, l, n) }
-    }
+/// Allocations so far, on every thread.
+fn allocs_so_far() -> u64 {
+    alloc::snapshot().allocs
 }
 
-#[global_allocator]
-static GLOBAL: Counting = Counting;
-
+/// Pins the calling thread to CPU `cpu`, best effort: on a machine that
+/// refuses, the example still runs, unpinned. The exact CPU rather than
+/// `affinity::pin_to`'s mapping, because the main thread pins itself before
+/// it spawns later peers, which inherit its one-CPU mask.
 fn pin(cpu: usize) {
-    // SAFETY: cpu_set_t is plain data; sched_setaffinity reads it.
-    unsafe {
-        let mut set: libc::cpu_set_t = std::mem::zeroed();
-        libc::CPU_SET(cpu, &mut set);
-        libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set);
-    }
+    let _ = affinity::pin_current_thread(cpu);
 }
 
 struct Run {
@@ -99,7 +82,7 @@ fn floor(size: usize, n: usize, warm: usize) -> Run {
     let mut allocs = 0;
     for i in 0..n + warm {
         if i == warm {
-            allocs = ALLOCS.load(Ordering::Relaxed);
+            allocs = allocs_so_far();
         }
         let t = Instant::now();
         write_all_spin(&mut s, &msg);
@@ -108,7 +91,7 @@ fn floor(size: usize, n: usize, warm: usize) -> Run {
             hist.record(t.elapsed().as_nanos() as u64).unwrap();
         }
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs;
+    let allocs = allocs_so_far() - allocs;
     echo.join().unwrap();
     Run {
         hist,
@@ -178,7 +161,7 @@ fn concord(size: usize, n: usize, warm: usize) -> Run {
     let mut allocs = 0;
     for i in 0..n + warm {
         if i == warm {
-            allocs = ALLOCS.load(Ordering::Relaxed);
+            allocs = allocs_so_far();
         }
         let t = Instant::now();
         assert_eq!(d.send(conn, &msg).unwrap(), SendOutcome::Queued);
@@ -195,7 +178,7 @@ fn concord(size: usize, n: usize, warm: usize) -> Run {
             hist.record(t.elapsed().as_nanos() as u64).unwrap();
         }
     }
-    let allocs = ALLOCS.load(Ordering::Relaxed) - allocs;
+    let allocs = allocs_so_far() - allocs;
     let stats = d.stats();
     d.close(conn).unwrap();
     // Let the Goodbye go out before the driver drops.

@@ -38,7 +38,7 @@ fn drain_with_disk(
 /// accepted a value, and then crashed and restarted (recovered from its
 /// persisted state) refuses lower ballots and reports the accepted value to
 /// the next proposer. Without this two values could be decided for one epoch
-/// (sim seed 122: two different creations of one group).
+/// (two different creations of one group).
 #[test]
 fn restarted_acceptor_remembers_promises_and_accepted_values() {
     let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();

@@ -98,8 +98,8 @@ fn leaving_coordinator_hands_over_sequencer() {
     assert_no_flush_no_timeout(&mut net, &[1, 2, 3]);
 }
 
-/// Simulator seeds 24, 31, 63: a Safe-mode leaver waits for its Leave entry
-/// to become stable, but it is no longer a target of the order records. The
+/// A Safe-mode leaver waits for its Leave entry to become stable, but it is
+/// no longer a target of the order records. The
 /// coordinator tells it when it installs the Leave (and any member answers
 /// a retried LeaveRequest), so the leave completes in both modes, for a
 /// member and for the coordinator, without a flush or a timeout. A join
@@ -149,11 +149,11 @@ fn a_graceful_leave_completes_in_both_modes_for_member_and_coordinator() {
     }
 }
 
-/// Simulator seed 184: a leaver that misses a message ordered before its
-/// Leave fetches it by NACK. The stable point (and so every member's
-/// release of entries and payloads) waits for the leaver up to its own
-/// Leave; before, the leaver stopped counting when its Leave was ordered,
-/// everyone released the message, and the leaver waited for it for ever.
+/// A leaver that misses a message ordered before its Leave fetches it by
+/// NACK. The stable point (and so every member's release of entries and
+/// payloads) waits for the leaver up to its own Leave: were it to stop
+/// counting when its Leave is ordered, everyone would release the message,
+/// and the leaver would wait for it for ever.
 #[test]
 fn a_leaver_still_gets_what_was_ordered_before_its_leave() {
     for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
@@ -181,8 +181,8 @@ fn a_leaver_still_gets_what_was_ordered_before_its_leave() {
     }
 }
 
-/// Simulator seed 970: a leaving coordinator's last order record (its own
-/// Leave) is lost on the way to one member. Until its Leave is stable it
+/// A leaving coordinator's last order record (its own Leave) is lost on the
+/// way to one member. Until its Leave is stable it
 /// keeps sending the empty order record that says where the order ends, so
 /// that member NACKs the Leave, acks it, and everyone installs it.
 #[test]
@@ -216,14 +216,14 @@ fn a_leaving_coordinator_whose_last_record_is_lost_still_completes() {
     }
 }
 
-/// Simulator seeds 7481, 10848, 25643 and more: a coordinator leaves while
-/// the only other member of its view is gone (crashed here). Its Leave is
-/// never stable, so it flushes; no member of the view at the cut (after its
-/// own Leave) answers, and the flush must still decide, with no member, so
-/// that the leave ends and a restarted node can restart the group. Before,
-/// the leader dropped the flush and started it again every tick for ever: it
-/// believed it was a member for ever, and the restarted node was never
-/// admitted (it asked the leaver, which orders nothing more).
+/// A coordinator leaves while the only other member of its view is gone
+/// (crashed here). Its Leave is never stable, so it flushes; no member of
+/// the view at the cut (after its own Leave) answers, and the flush must
+/// still decide, with no member, so that the leave ends and a restarted node
+/// can restart the group. A leader that dropped such a flush would start it
+/// again every tick for ever, believe it is a member for ever, and the
+/// restarted node would never be admitted (it asks the leaver, which orders
+/// nothing more).
 #[test]
 fn a_leaving_coordinator_whose_last_peer_is_gone_ends_its_leave() {
     let mut net = Setup::new(3).start();
@@ -268,13 +268,13 @@ fn a_leaving_coordinator_whose_last_peer_is_gone_ends_its_leave() {
     assert_eq!(net.deliveries(2).last().unwrap().1, b"after".to_vec());
 }
 
-/// Simulator seed 87671: a node gives its join up (`leave` while joining)
-/// after the sequencer has already ordered its Join. The group counts it as
-/// a member, but it holds nothing of the group and never acks, so the stable
-/// point stood still for ever (Safe mode delivered nothing more, no view
-/// change was installed). Now the Welcome it gets is answered with a
-/// LeaveRequest, and the Leave of a joiner that never acknowledged its
-/// Welcome does not wait for its ack.
+/// A node gives its join up (`leave` while joining) after the sequencer has
+/// already ordered its Join. The group counts it as a member, but it holds
+/// nothing of the group and never acks, so the stable point would stand
+/// still for ever (Safe mode delivering nothing more, no view change
+/// installed). The Welcome it gets is answered with a LeaveRequest, and the
+/// Leave of a joiner that never acknowledged its Welcome does not wait for
+/// its ack.
 #[test]
 fn a_joiner_that_gave_up_after_its_join_was_ordered_is_removed_again() {
     let mut net = Setup::new(3).mode(DeliveryMode::Safe).start();
@@ -308,12 +308,12 @@ fn a_joiner_that_gave_up_after_its_join_was_ordered_is_removed_again() {
     assert!(net.engine(3).is_member(g), "node 3 was not admitted again");
 }
 
-/// Upgrade-family seed 5666: a node restarts (a new incarnation) and joins
-/// again while a Welcome for its previous incarnation is still on its way.
-/// That Welcome admits the old incarnation, not the new one (the members
-/// count the old one): installing it gave the new incarnation a view and
-/// position the group never gave it, and a later flush in that group never
-/// ended. A joiner installs only a Welcome that names its own incarnation.
+/// A node restarts (a new incarnation) and joins again while a Welcome for
+/// its previous incarnation is still on its way. That Welcome admits the old
+/// incarnation, not the new one (the members count the old one): installing
+/// it would give the new incarnation a view and position the group never
+/// gave it, and a later flush in that group would never end. A joiner
+/// installs only a Welcome that names its own incarnation.
 #[test]
 fn a_welcome_for_an_earlier_incarnation_is_not_installed() {
     let mut net = Setup::new(3).start();
@@ -364,11 +364,11 @@ fn a_welcome_for_an_earlier_incarnation_is_not_installed() {
 /// A member's silence is counted from its admission. Node 3 was a member
 /// (its acks were heard), left, restarted and joined again; a copy of its
 /// JoinRequest that is still on its way when it is welcomed, and arrives
-/// after it acknowledged, is a stale copy. Before, the sequencer measured
-/// the silence from the last ack of node 3's previous membership, so it
-/// removed the just-welcomed member and admitted it again, and the
-/// positions that member had not fetched yet became stable without it: a
-/// later flush waited for them for ever (upgrade seeds 9715, 28714).
+/// after it acknowledged, is a stale copy. Measured from the last ack of
+/// node 3's previous membership, the silence would remove the just-welcomed
+/// member and admit it again, and the positions that member had not fetched
+/// yet would become stable without it: a later flush would wait for them
+/// for ever.
 #[test]
 fn a_stale_join_request_of_a_just_welcomed_member_does_not_remove_it() {
     let mut net = Setup::new(3).mode(DeliveryMode::Safe).start();

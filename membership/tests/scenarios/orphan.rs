@@ -7,8 +7,7 @@ use super::*;
 /// FIFO stream resumes where it can: messages a member delivered and
 /// released before the split cannot be sent again, so the sequencer orders
 /// it from the first one it still holds (`JoinRequest::next_seq`) instead of
-/// waiting for ever for a sequence number the group's older record names
-/// (sim seeds 15, 19, 62).
+/// waiting for ever for a sequence number the group's older record names.
 #[test]
 fn orphan_restart_resumes_every_members_stream() {
     let mut net = Setup::new(3).start();
@@ -78,8 +77,8 @@ fn orphan_restart_resumes_every_members_stream() {
 /// group restarts as an orphan from its last decided epoch, whose record of
 /// the member's stream is older than the messages it delivered since. Its
 /// sender sequence continues (no reuse), and the sequencer orders it from
-/// there instead of waiting for a number it will never send again (sim seed
-/// 62: back-pressure for ever).
+/// there instead of waiting for a number it will never send again (which
+/// back-pressures it for ever).
 #[test]
 fn rejoin_after_leave_continues_the_stream_past_the_decided_record() {
     let mut net = Setup::new(3).start();
@@ -129,8 +128,8 @@ fn rejoin_after_leave_continues_the_stream_past_the_decided_record() {
 /// after the heal finds the group empty (the other side flushed it out and
 /// then left): it restarts the group alone. Its own messages that nobody
 /// ordered are ordered by its own retransmission tick, and it delivers them
-/// without waiting for a peer's ack that a sole member never gets (sim seed
-/// 65: back-pressure for ever).
+/// without waiting for a peer's ack that a sole member never gets (which
+/// back-pressures it for ever).
 #[test]
 fn sole_restarter_orders_and_delivers_its_held_messages() {
     let mut net = Setup::new(3).mode(DeliveryMode::Safe).start();
@@ -166,7 +165,7 @@ fn sole_restarter_orders_and_delivers_its_held_messages() {
 /// sender joins again its stream resumes at the Join's `first_seq`; the
 /// payloads below it will never be ordered, so receivers move their ring
 /// there instead of refusing the sender's new messages as out of range for
-/// ever (sim seeds 1399 and 346).
+/// ever.
 #[test]
 fn a_stream_resumed_far_ahead_is_accepted_by_every_member() {
     let mut net = Setup::new(3).start();
@@ -228,13 +227,13 @@ fn a_stream_resumed_far_ahead_is_accepted_by_every_member() {
     }
 }
 
-/// Simulator seeds 35193, 62350: a sequencer cut off alone delivers its own
-/// messages in its old view; the primary flushes it out and then loses its
-/// last member, so after the heal the cut-off node restarts the group as an
-/// orphan, after the last decided cut. The restarted group never orders the
-/// messages the restarter already delivered beyond that cut (it would skip
-/// them), so they must leave its send window. Before, they stayed in it for
-/// ever, and with a full window every multicast was back-pressured.
+/// A sequencer cut off alone delivers its own messages in its old view; the
+/// primary flushes it out and then loses its last member, so after the heal
+/// the cut-off node restarts the group as an orphan, after the last decided
+/// cut. The restarted group never orders the messages the restarter already
+/// delivered beyond that cut (it would skip them), so they must leave its
+/// send window: kept there, they stay for ever, and with a full window every
+/// multicast is back-pressured.
 #[test]
 fn an_orphan_restarter_frees_the_window_of_what_it_delivered_beyond_the_cut() {
     // Node 1's window holds exactly what it sends while cut off.
@@ -292,10 +291,10 @@ fn an_orphan_restarter_frees_the_window_of_what_it_delivered_beyond_the_cut() {
 /// The sequencer orders only under a lease that a majority of acceptors
 /// granted, and an acceptor that granted it promises no later epoch before
 /// it ran out: so the old sequencer stops ordering before the restart is
-/// decided, and no second history goes on beside the restarted one (sim
-/// seeds 816, 36652: a joiner was welcomed by both, or a sole member went on
-/// delivering in a history the primary had replaced). After the heal its
-/// messages held meanwhile are delivered in the restarted group.
+/// decided, and no second history goes on beside the restarted one (a
+/// joiner welcomed by both, or a sole member delivering on in a history the
+/// primary replaced). After the heal its messages held meanwhile are
+/// delivered in the restarted group.
 #[test]
 fn a_cut_off_sole_sequencer_stops_ordering_before_the_primary_restarts_the_group() {
     let mut net = Setup::new(3).start();

@@ -57,8 +57,8 @@ fn heal_then_minority_rejoins_primary() {
     assert!(!net.deliveries(3).iter().any(|(_, p)| p == b"during"));
 }
 
-/// Simulator seeds 218 and 456: a sequencer cut off alone orders its own
-/// Leave. It must not install the view without itself, which the primary
+/// A sequencer cut off alone orders its own Leave. It must not install the
+/// view without itself, which the primary
 /// never installs (the primary flushes it out instead): a view change waits
 /// until every member holds the entry, in Agreed mode too. Cut off, it
 /// reports Partitioned and, as the application asked to leave, does not
@@ -114,8 +114,8 @@ fn a_cut_off_leaving_sequencer_installs_no_view_of_its_own() {
     assert!(p > p2);
 }
 
-/// Simulator seeds 4, 124, 192: a node admitted again after a partition
-/// still suspects the peers it could not hear while it was cut off. Those
+/// A node admitted again after a partition still suspects the peers it
+/// could not hear while it was cut off. Those
 /// suspicions are older than its admission and must not make it report
 /// Partitioned (or start a flush) right after its Merged view.
 #[test]
@@ -152,9 +152,10 @@ fn a_merged_member_ignores_suspicions_from_before_its_readmission() {
 
 /// A node that saw itself partitioned while the others still count it as a
 /// member (it could not hear them; they heard it) asks to join again. The
-/// coordinator removes it and admits it again, ordered back to back. Before,
-/// it ignored a join request from a member: the node stayed out for ever,
-/// and in Safe mode the stable point waited for its acks for ever.
+/// coordinator removes it and admits it again, ordered back to back. A
+/// coordinator that ignored a join request from a member would leave the
+/// node out for ever, and in Safe mode the stable point would wait for its
+/// acks for ever.
 #[test]
 fn a_member_that_saw_itself_partitioned_is_removed_and_admitted_again() {
     let mut net = Setup::new(5).mode(DeliveryMode::Safe).start();
@@ -191,14 +192,13 @@ fn a_member_that_saw_itself_partitioned_is_removed_and_admitted_again() {
     }
 }
 
-/// Upgrade-family seeds 3021, 3133, 3539, 4104, 4945, 7211: the coordinator
-/// sees itself partitioned (it cannot hear the others; they hear it) and
-/// asks to join again, while the others still count it as their member and
-/// sequencer. Only the sequencer admits joiners, so before, nobody admitted
-/// it, nobody sequenced, and the group stood still for ever. Now a member
-/// whose coordinator asks to join, and whose order records stopped for a
-/// failure timeout, counts it as failed: the others flush it out and admit
-/// it again.
+/// The coordinator sees itself partitioned (it cannot hear the others; they
+/// hear it) and asks to join again, while the others still count it as
+/// their member and sequencer. Only the sequencer admits joiners, so nobody
+/// would admit it, nobody would sequence, and the group would stand still
+/// for ever. A member whose coordinator asks to join, and whose order
+/// records stopped for a failure timeout, counts it as failed: the others
+/// flush it out and admit it again.
 #[test]
 fn a_coordinator_that_saw_itself_partitioned_is_flushed_out_and_admitted_again() {
     for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
@@ -244,9 +244,8 @@ fn a_coordinator_that_saw_itself_partitioned_is_flushed_out_and_admitted_again()
     }
 }
 
-/// Simulator seeds 15259, 52238, 58800, 67634, 85094, 90655 (base) and
-/// 7256, 21971, 42393 (upgrade): a member installs a decided epoch, then
-/// sees itself partitioned (so it is joining again), and only then gets a
+/// A member installs a decided epoch, then sees itself partitioned (so it
+/// is joining again), and only then gets a
 /// delayed copy of that same decision. It must not install the view again
 /// (nor go back to it after a later fast-path view): a (re)joiner installs a
 /// decision only for a view above the last one it installed.

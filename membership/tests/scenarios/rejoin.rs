@@ -4,9 +4,7 @@ use super::*;
 /// message), reports Partitioned, and while it is still trying to rejoin the
 /// application leaves the group; after the heal it joins again with the same
 /// incarnation. The accepted message is not lost: the new join sends it
-/// again, every member delivers it once, before the sender's later messages
-/// (sim upgrade-family seeds 348, 619, 838, 1459: "never delivered nX's
-/// message").
+/// again, every member delivers it once, before the sender's later messages.
 #[test]
 fn a_message_sent_before_a_leave_while_cut_off_is_delivered_after_the_next_join() {
     for mode in [DeliveryMode::Agreed, DeliveryMode::Safe] {
@@ -53,11 +51,10 @@ fn a_message_sent_before_a_leave_while_cut_off_is_delivered_after_the_next_join(
 /// again with the same incarnation, and node 2 (which still holds its
 /// message) merges last. Whoever restarts the group, node 1 must not deliver
 /// the message a second time: what it delivered of every sender survives the
-/// leave (sim seeds 8651, 12010 and 11 more). If node 1 restarts the group
-/// itself, it continues after what it delivered, as a rejoining member does,
-/// not from the older decided cut (which reused positions and ordered the
-/// message again, where every member skipped it: seeds 2669, 12781, 29029,
-/// 38554).
+/// leave. If node 1 restarts the group itself, it continues after what it
+/// delivered, as a rejoining member does, not from the older decided cut
+/// (which would reuse positions and order the message again, where every
+/// member skips it).
 #[test]
 fn a_member_that_leaves_while_rejoining_and_joins_again_delivers_nothing_twice() {
     for node_1_restarts in [true, false] {
@@ -162,11 +159,11 @@ fn since_last_view(net: &Net, node: u32) -> (u64, Vec<(u64, Vec<u8>)>) {
 /// deliver n2's message the primary never orders; the primary (n3) flushes
 /// them out and then leaves. After the heal n1 restarts the group from the
 /// decided value it hears of in the `NoGroup` replies (its cut and sender
-/// progress, not only its view: positions go on from the cut, sim seed
-/// 4420), and n2 merges. n2 re-sends its message, but both members of the
-/// new view delivered it already, so the sequencer (alone in its view) does
-/// not order it again: a position nobody delivers would be a hole in the
-/// total order (sim seeds 1869, 17106).
+/// progress, not only its view: positions go on from the cut), and n2
+/// merges. n2 re-sends its message, but both members of the new view
+/// delivered it already, so the sequencer (alone in its view) does not
+/// order it again: a position nobody delivers would be a hole in the total
+/// order.
 #[test]
 fn a_message_both_cut_off_members_delivered_is_not_ordered_again_at_their_merge() {
     let mut net = Setup::new(5).start();
@@ -270,14 +267,13 @@ fn assert_no_hole_after_last_view(net: &Net, n: u32) {
     assert_eq!(minority, 1, "node {n}");
 }
 
-/// Base total-order seeds 51542, 59692, 66912 ("skipped seq N, which nobody
-/// delivered"): nodes 1 and 2 delivered node 2's message beyond the
-/// primary's cut; the primary's sole member, node 3, admits both again and
-/// (rightly: it lacks the message) orders node 2's stream from it. Node 3
-/// crashes before it has the re-sent copy, and the flush to `[1, 2]`
-/// ordered it again where both skip it as a duplicate. Now each promise
-/// carries the member's delivered marks, and the new epoch resumes every
-/// stream after what every member of the new view delivered.
+/// Nodes 1 and 2 delivered node 2's message beyond the primary's cut; the
+/// primary's sole member, node 3, admits both again and (rightly: it lacks
+/// the message) orders node 2's stream from it. Node 3 crashes before it
+/// has the re-sent copy, and a flush to `[1, 2]` that ordered it again would
+/// leave a position both skip as a duplicate (a hole nobody delivers). Each
+/// promise carries the member's delivered marks, and the new epoch resumes
+/// every stream after what every member of the new view delivered.
 #[test]
 fn a_flush_does_not_order_again_what_every_member_of_the_new_view_delivered() {
     let mut net = Setup::new(5).start();
@@ -308,11 +304,11 @@ fn a_flush_does_not_order_again_what_every_member_of_the_new_view_delivered() {
     }
 }
 
-/// Base total-order seed 36636: as above, but node 3, the sequencer that
-/// admitted node 2 and still lacked its message, leaves before ordering the
-/// re-sent copy. Node 2 takes the sequencer role over alone, and ordered its
-/// own message again where it skips it. A sequencer alone in its view after
-/// a Leave does not order again what it delivered itself.
+/// As above, but node 3, the sequencer that admitted node 2 and still
+/// lacked its message, leaves before ordering the re-sent copy. Node 2
+/// takes the sequencer role over alone; ordering its own message again
+/// would leave a position it skips. A sequencer alone in its view after a
+/// Leave does not order again what it delivered itself.
 #[test]
 fn a_sequencer_left_alone_does_not_order_again_what_it_delivered() {
     let mut net = Setup::new(5).start();

@@ -1,26 +1,24 @@
 //! Adjust-version (issue 4): one named test per claim group and per error.
 //! docs/CLAIMS.md maps each of the 31 claims to these tests.
 //!
-//! Driven by a small deterministic in-test network: fixed latency of one
-//! 0.1 ms step, every message routed through the wire codec (so the v2
-//! `DataBatch` frame and the new control messages are exercised on the
-//! wire), crash/restart with the node's persisted acceptor state, one-way
-//! "hold" of adjust-version requests to stage races.
+//! Driven by the in-test network of `net/mod.rs` with a window of 256 and
+//! every message routed through the wire codec (so the v2 `DataBatch` frame
+//! and the new control messages are exercised on the wire): fixed latency of
+//! one 0.1 ms step, crash/restart with the node's persisted acceptor state,
+//! adjust-version requests held back to stage races.
+
+#[allow(dead_code)]
+mod net;
 
 use std::collections::BTreeMap;
 use std::rc::Rc;
 
 use concord_membership::version::{self, VersionChange};
 use concord_membership::{
-    Body, Command, Config, DeliveryMode, DurableState, Engine, Error, GroupId, Message, Multicast,
-    NodeId, ProtocolVersion, Reason, Scope, Target, Time, VersionError, VersionEvent, VersionRange,
-    View, wire,
+    Body, Config, Engine, Error, GroupId, Message, Multicast, NodeId, ProtocolVersion, Reason,
+    Scope, Target, Time, VersionError, VersionEvent, VersionRange, View, wire,
 };
-
-type P = Rc<[u8]>;
-
-const STEP: u64 = 100_000; // 0.1 ms: one network hop
-const MS: u64 = 1_000_000;
+use net::{Ev, Net, P, STEP, Setup};
 
 fn range(min: u16, max: u16) -> VersionRange {
     VersionRange {
@@ -29,188 +27,33 @@ fn range(min: u16, max: u16) -> VersionRange {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum Ev {
-    Deliver {
-        seq: u64,
-        view: u64,
-        payload: Vec<u8>,
-        at: u64,
-    },
-    View {
-        view: View,
-        reason: Reason,
-        position: u64,
-    },
-    Partitioned,
-    Refused {
-        active: ProtocolVersion,
-    },
+/// `n` nodes, each with its own range.
+fn cluster(ranges: &[VersionRange]) -> Net {
+    Setup::new(ranges.len() as u32)
+        .window(256)
+        .ranges(ranges)
+        .through_wire()
+        .start()
 }
 
-struct Net {
-    now: u64,
-    nodes: Vec<NodeId>,
-    engines: Vec<Option<Engine<P>>>,
-    incs: Vec<u64>,
-    disks: Vec<Option<DurableState>>,
-    queue: BTreeMap<(u64, u64), (NodeId, NodeId, Vec<u8>)>,
-    counter: u64,
-    side: Vec<u8>,
-    hold_adjust: bool,
-    held: Vec<(NodeId, NodeId, Vec<u8>)>,
-    logs: Vec<Vec<Ev>>,
-    events: Vec<Vec<VersionEvent>>,
+/// Holds back adjust-version requests.
+fn adjust_requests(_: NodeId, _: NodeId, body: &Body<P>) -> bool {
+    matches!(body, Body::AdjustRequest { .. })
 }
 
-fn config(node: NodeId, nodes: &[NodeId], inc: u64, r: VersionRange) -> Config {
-    let mut c = Config::new(node, nodes.to_vec());
-    c.incarnation = inc;
-    c.protocol = r;
-    c.heartbeat_interval = 2 * MS;
-    c.failure_timeout = 20 * MS;
-    c.window = 256;
-    c.batch = 16;
-    c
-}
-
+/// What only these tests do with the network.
 impl Net {
-    /// `n` nodes, each with its own range.
-    fn new(ranges: &[VersionRange]) -> Net {
-        let n = ranges.len();
-        let nodes: Vec<NodeId> = (1..=n as u32).map(NodeId).collect();
-        let engines = nodes
-            .iter()
-            .zip(ranges)
-            .map(|(id, r)| Some(Engine::new(config(*id, &nodes, 0, *r), Time(0)).unwrap()))
-            .collect();
-        Net {
-            now: 0,
-            nodes,
-            engines,
-            incs: vec![0; n],
-            disks: vec![None; n],
-            queue: BTreeMap::new(),
-            counter: 0,
-            side: vec![0; n],
-            hold_adjust: false,
-            held: Vec::new(),
-            logs: vec![Vec::new(); n],
-            events: vec![Vec::new(); n],
-        }
+    /// A multicast the Engine accepts.
+    fn send_ok(&mut self, node: u32, group: GroupId, bytes: &[u8]) {
+        assert!(matches!(
+            self.send(node, group, bytes),
+            Multicast::Sent { .. }
+        ));
     }
 
-    fn engine(&mut self, node: u32) -> &mut Engine<P> {
-        self.engines[(node - 1) as usize].as_mut().unwrap()
-    }
-
-    fn drain(&mut self, i: usize) {
-        loop {
-            let Some(e) = self.engines[i].as_mut() else {
-                return;
-            };
-            while let Some(ev) = e.poll_version_event() {
-                self.events[i].push(ev);
-            }
-            let Some(cmd) = e.poll_command() else { return };
-            let from = NodeId(i as u32 + 1);
-            match cmd {
-                Command::Send { to, msg } => {
-                    let mut bytes = Vec::new();
-                    wire::encode(&msg, &mut bytes).unwrap();
-                    if self.hold_adjust && matches!(msg.body, Body::AdjustRequest { .. }) {
-                        self.held.push((from, to, bytes));
-                        continue;
-                    }
-                    self.counter += 1;
-                    self.queue
-                        .insert((self.now + STEP, self.counter), (from, to, bytes));
-                }
-                Command::Deliver(d) => self.logs[i].push(Ev::Deliver {
-                    seq: d.seq,
-                    view: d.view.0,
-                    payload: d.payload.to_vec(),
-                    at: self.now,
-                }),
-                Command::ViewChange {
-                    view,
-                    reason,
-                    position,
-                } => self.logs[i].push(Ev::View {
-                    view,
-                    reason,
-                    position,
-                }),
-                Command::Partitioned { .. } => self.logs[i].push(Ev::Partitioned),
-                Command::JoinRefused { active, .. } => self.logs[i].push(Ev::Refused { active }),
-                Command::Persist(state) => self.disks[i] = Some(state),
-                Command::WakeAt(_) => {}
-            }
-        }
-    }
-
-    /// One step: deliver what is due, tick every millisecond.
-    fn step(&mut self) {
-        self.now += STEP;
-        while let Some((&(t, c), _)) = self.queue.iter().next() {
-            if t > self.now {
-                break;
-            }
-            let (from, to, bytes) = self.queue.remove(&(t, c)).unwrap();
-            let (f, d) = ((from.0 - 1) as usize, (to.0 - 1) as usize);
-            if self.side[f] != self.side[d] {
-                continue;
-            }
-            let msg: Message<P> = wire::decode(&bytes).unwrap().map_payload(Rc::from);
-            if let Some(e) = self.engines[d].as_mut() {
-                e.handle_message(Time(self.now), from, msg);
-            }
-            self.drain(d);
-        }
-        if self.now.is_multiple_of(MS) {
-            for i in 0..self.engines.len() {
-                if let Some(e) = self.engines[i].as_mut() {
-                    e.tick(Time(self.now));
-                }
-                self.drain(i);
-            }
-        }
-    }
-
-    fn run(&mut self, ms: u64) {
-        for _ in 0..ms * (MS / STEP) {
-            self.step();
-        }
-    }
-
-    fn release_held(&mut self) {
-        self.hold_adjust = false;
-        for (from, to, bytes) in std::mem::take(&mut self.held) {
-            self.counter += 1;
-            self.queue
-                .insert((self.now + STEP, self.counter), (from, to, bytes));
-        }
-    }
-
-    fn join(&mut self, node: u32, group: GroupId) {
-        let now = Time(self.now);
-        self.engine(node)
-            .join(now, group, DeliveryMode::Agreed)
-            .unwrap();
-        self.drain((node - 1) as usize);
-    }
-
-    fn send(&mut self, node: u32, group: GroupId, bytes: &[u8]) {
-        let now = Time(self.now);
-        let r = self
-            .engine(node)
-            .multicast(now, group, bytes.into())
-            .unwrap();
-        assert!(matches!(r, Multicast::Sent { .. }));
-        self.drain((node - 1) as usize);
-    }
-
-    fn form(&mut self, group: GroupId, nodes: &[u32]) {
+    /// Join every node of `nodes` in turn; each is a member before the next
+    /// joins.
+    fn form_each(&mut self, group: GroupId, nodes: &[u32]) {
         for n in nodes {
             self.join(*n, group);
             self.run(30);
@@ -223,25 +66,6 @@ impl Net {
         let r = self.engine(node).adjust_version(now, scope, target);
         self.drain((node - 1) as usize);
         r.map(|v| v.len())
-    }
-
-    fn crash(&mut self, node: u32) {
-        self.engines[(node - 1) as usize] = None;
-    }
-
-    /// Start `node` again as a new release: a higher incarnation, range `r`,
-    /// its persisted acceptor state.
-    fn restart(&mut self, node: u32, r: VersionRange) {
-        let i = (node - 1) as usize;
-        self.incs[i] += 1;
-        let cfg = config(NodeId(node), &self.nodes, self.incs[i], r);
-        let now = Time(self.now);
-        let e = match self.disks[i].clone() {
-            Some(d) => Engine::recover(cfg, now, d).unwrap(),
-            None => Engine::new(cfg, now).unwrap(),
-        };
-        self.engines[i] = Some(e);
-        self.drain(i);
     }
 
     /// Rolling-upgrade step for one node: ordered leave of every group,
@@ -260,7 +84,7 @@ impl Net {
         assert!(!self.engine(node).has_groups(), "node {node} left");
         self.crash(node);
         self.run(2);
-        self.restart(node, r);
+        self.recover(node, r);
         self.run(5);
         for g in groups {
             self.join(node, *g);
@@ -271,36 +95,12 @@ impl Net {
         }
     }
 
-    fn views(&self, node: u32) -> Vec<(View, Reason, u64)> {
-        self.logs[(node - 1) as usize]
-            .iter()
-            .filter_map(|e| match e {
-                Ev::View {
-                    view,
-                    reason,
-                    position,
-                } => Some((view.clone(), reason.clone(), *position)),
-                _ => None,
-            })
-            .collect()
-    }
-
     fn switches(&self, node: u32, group: GroupId) -> Vec<(u64, ProtocolVersion, ProtocolVersion)> {
         self.views(node)
             .into_iter()
             .filter(|(v, _, _)| v.group == group)
             .filter_map(|(_, r, p)| match r {
                 Reason::AdjustVersion { from, to } => Some((p, from, to)),
-                _ => None,
-            })
-            .collect()
-    }
-
-    fn delivered(&self, node: u32) -> Vec<(u64, Vec<u8>)> {
-        self.logs[(node - 1) as usize]
-            .iter()
-            .filter_map(|e| match e {
-                Ev::Deliver { seq, payload, .. } => Some((*seq, payload.clone())),
                 _ => None,
             })
             .collect()
@@ -320,10 +120,10 @@ fn g2() -> GroupId {
 
 /// Three "old release" nodes (max version 1) with a v1 group.
 fn old_cluster(groups: &[GroupId]) -> Net {
-    let mut net = Net::new(&[range(1, 1); 3]);
+    let mut net = cluster(&[range(1, 1); 3]);
     net.run(5);
     for g in groups {
-        net.form(*g, &[1, 2, 3]);
+        net.form_each(*g, &[1, 2, 3]);
     }
     net
 }
@@ -357,7 +157,7 @@ fn rolling_upgrade_keeps_group_active_then_adjust_switches_it() {
     for n in 1..=3u32 {
         for m in (1..=3).filter(|m| *m != n) {
             sent += 1;
-            net.send(m, g, format!("before-{n}-{sent}").as_bytes());
+            net.send_ok(m, g, format!("before-{n}-{sent}").as_bytes());
         }
         net.upgrade(n, range(1, 2), &[g]);
         // The group stayed active: the others were members all along.
@@ -388,10 +188,10 @@ fn rolling_upgrade_keeps_group_active_then_adjust_switches_it() {
     }
     no_flush_anywhere(&mut net);
     // Traffic continues after the switch.
-    net.send(3, g, b"after");
+    net.send_ok(3, g, b"after");
     net.run(10);
     for n in 1..=3 {
-        assert!(net.delivered(n).iter().any(|(_, p)| p == b"after"));
+        assert!(net.deliveries(n).iter().any(|(_, p)| p == b"after"));
     }
 }
 
@@ -473,7 +273,7 @@ fn adjust_is_an_ordered_membership_change_at_one_position() {
     upgrade_all(&mut net, &[g]);
     // Messages in flight on both sides of the request.
     for i in 0..20u32 {
-        net.send(1 + i % 3, g, format!("x{i}").as_bytes());
+        net.send_ok(1 + i % 3, g, format!("x{i}").as_bytes());
         if i == 10 {
             assert_eq!(
                 net.adjust(3, Scope::Group(g), Target::Exact(ProtocolVersion(2))),
@@ -518,10 +318,10 @@ fn adjust_is_an_ordered_membership_change_at_one_position() {
         assert_eq!((ev.position, ev.requester, ev.request), (p, NodeId(3), 1));
         assert_eq!(ev.outcome, Ok((ProtocolVersion(1), ProtocolVersion(2))));
     }
-    let a = net.delivered(1);
+    let a = net.deliveries(1);
     assert_eq!(a.len(), 20);
     for n in 2..=3 {
-        assert_eq!(net.delivered(n), a, "same order at node {n}");
+        assert_eq!(net.deliveries(n), a, "same order at node {n}");
     }
     no_flush_anywhere(&mut net);
 }
@@ -580,7 +380,7 @@ fn multicast_batch_needs_version_2_and_works_for_every_member_after_the_switch()
         net.drain((n - 1) as usize);
     }
     net.run(10);
-    let a = net.delivered(1);
+    let a = net.deliveries(1);
     let batched: Vec<&(u64, Vec<u8>)> = a.iter().filter(|(_, p)| p.starts_with(b"b-")).collect();
     assert_eq!(batched.len(), 15, "each payload delivered on its own");
     for n in 1..=3u32 {
@@ -594,7 +394,7 @@ fn multicast_batch_needs_version_2_and_works_for_every_member_after_the_switch()
             mine,
             batch(n, "b").iter().map(|p| p.to_vec()).collect::<Vec<_>>()
         );
-        assert_eq!(net.delivered(n), a, "same order at node {n}");
+        assert_eq!(net.deliveries(n), a, "same order at node {n}");
     }
     // The function's own bad inputs are typed errors.
     let now = Time(net.now);
@@ -642,9 +442,9 @@ fn adjust_refused_while_a_node_is_not_active_names_it() {
 #[test]
 fn adjust_refused_when_the_group_lacks_a_configured_node_names_it() {
     let g = g1();
-    let mut net = Net::new(&[range(1, 1), range(1, 1), range(1, 1)]);
+    let mut net = cluster(&[range(1, 1), range(1, 1), range(1, 1)]);
     net.run(5);
-    net.form(g, &[1, 2]); // node 3 is up but not a member
+    net.form_each(g, &[1, 2]); // node 3 is up but not a member
     net.run(5);
     assert_eq!(
         net.adjust(1, Scope::Group(g), Target::Exact(ProtocolVersion(1))),
@@ -727,7 +527,7 @@ fn race_join_of_an_old_release_fails_the_request_at_every_member() {
     let g = g1();
     let mut net = old_cluster(&[g]);
     upgrade_all(&mut net, &[g]);
-    net.hold_adjust = true;
+    net.hold = Some(adjust_requests);
     assert_eq!(
         net.adjust(2, Scope::Group(g), Target::Exact(ProtocolVersion(2))),
         Ok(1)
@@ -755,7 +555,7 @@ fn race_crash_fails_the_request_at_every_survivor() {
     let g = g1();
     let mut net = old_cluster(&[g]);
     upgrade_all(&mut net, &[g]);
-    net.hold_adjust = true;
+    net.hold = Some(adjust_requests);
     assert_eq!(
         net.adjust(2, Scope::Group(g), Target::Exact(ProtocolVersion(2))),
         Ok(1)
@@ -780,7 +580,7 @@ fn race_partition_fails_the_request_at_every_member_of_the_primary() {
     let g = g1();
     let mut net = old_cluster(&[g]);
     upgrade_all(&mut net, &[g]);
-    net.hold_adjust = true;
+    net.hold = Some(adjust_requests);
     assert_eq!(
         net.adjust(2, Scope::Group(g), Target::Exact(ProtocolVersion(2))),
         Ok(1)
@@ -824,9 +624,9 @@ fn join_refused_when_the_active_version_is_outside_the_range_and_wider_ranges_jo
     let g = g1();
     // An old release (max 1) and new ones: the group is created at 1, and the
     // new releases join it and speak version 1.
-    let mut net = Net::new(&[range(1, 1), range(1, 2), range(1, 2)]);
+    let mut net = cluster(&[range(1, 1), range(1, 2), range(1, 2)]);
     net.run(5);
-    net.form(g, &[1, 2, 3]);
+    net.form_each(g, &[1, 2, 3]);
     for n in 1..=3 {
         assert_eq!(net.protocol(n, g), ProtocolVersion(1));
     }
@@ -839,7 +639,7 @@ fn join_refused_when_the_active_version_is_outside_the_range_and_wider_ranges_jo
     net.drain(2);
     net.run(10);
     net.crash(3);
-    net.restart(3, range(1, 1));
+    net.recover(3, range(1, 1));
     net.run(5);
     net.join(3, g);
     net.run(30);
@@ -885,7 +685,7 @@ fn switch_adds_no_ordering_step_to_messages_ordered_after_it() {
     for i in 0..200u32 {
         let p = format!("m{i:04}").into_bytes();
         sent_at.insert(p.clone(), net.now);
-        net.send(2, g, &p);
+        net.send_ok(2, g, &p);
         if i == 100 {
             assert_eq!(net.adjust(2, Scope::Group(g), Target::HighestCommon), Ok(1));
         }

@@ -10,7 +10,7 @@
 //! The payload is never part of the archive, so the node can hand the
 //! application a borrowed slice of its receive buffer (no copy). The header is
 //! small; [`decode`] copies it into an aligned buffer before checked access,
-//! because TCP places a frame at any offset (see ARCHITECTURE.md) and rkyv's
+//! because TCP places a frame at any offset of a receive buffer and rkyv's
 //! validation needs the archive aligned. Every input is validated by bytecheck:
 //! `decode` returns [`WireError`] for anything malformed and never panics.
 

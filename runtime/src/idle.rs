@@ -1,7 +1,7 @@
 //! What a shard does when a turn of its duty loop found no work.
 //!
-//! On this machine waking a parked thread costs tens of microseconds (see
-//! ARCHITECTURE.md, "Measured on these machines"), so parking too early puts that
+//! On this machine waking a parked thread costs tens of microseconds (15-25 us
+//! measured, docs/DESIGN.md section 2.5), so parking too early puts that
 //! cost on the next message; spinning too long starves the other threads sharing
 //! the core (three spinners on two cores took p99 into milliseconds). The
 //! strategies are Aeron's names for the points on that trade-off; [`IdleStrategy::Adaptive`]

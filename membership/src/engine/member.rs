@@ -31,11 +31,14 @@ impl<P: Payload> Engine<P> {
         self.drain_loopback();
     }
 
+    /// A member's duties at a tick, in this order: failure handling, the
+    /// cumulative ack, gap NACKs, own messages the sequencer lacks, the leave
+    /// retry, then (as sequencer) NACKs to senders, Welcome re-sends and the
+    /// order heartbeat; last what waits on own messages just ordered, and
+    /// the lease. A joiner only runs its join round when one is due.
     pub(super) fn tick_group(&mut self, gid: GroupId) {
         let now = self.now;
         let hb = self.cfg.heartbeat_interval;
-        let ft = self.cfg.failure_timeout;
-        let me = self.ctx.me;
         let Some(g) = self.groups.get(&gid) else {
             return;
         };
@@ -45,8 +48,40 @@ impl<P: Payload> Engine<P> {
             }
             return;
         }
-        // Failure handling: the first member not believed failed leads the
-        // flush; the others wait their rank in failure timeouts first.
+        self.check_failures(gid);
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
+        let coord = g.coordinator();
+        let epoch = g.epoch();
+        self.refresh_ack(gid, coord, epoch);
+        self.nack_gap(gid, epoch);
+        let ordered_own = self.push_own(gid, coord);
+        self.retry_leave(gid);
+        self.nack_senders(gid, epoch);
+        self.resend_welcomes(gid);
+        self.order_heartbeat(gid, epoch);
+        if ordered_own {
+            self.after_change(gid);
+        }
+        if self
+            .groups
+            .get(&gid)
+            .is_some_and(|g| g.is_member() && g.cap == u64::MAX)
+        {
+            self.request_lease(gid);
+        }
+    }
+
+    /// Failure handling: the first member not believed failed leads the
+    /// flush; the others wait their rank in failure timeouts first.
+    fn check_failures(&mut self, gid: GroupId) {
+        let now = self.now;
+        let ft = self.cfg.failure_timeout;
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get(&gid) else {
+            return;
+        };
         let faulty = self.faulty(g);
         let frozen_long = g
             .frozen_since
@@ -85,12 +120,16 @@ impl<P: Payload> Engine<P> {
         } else if let Some(g) = self.groups.get_mut(&gid) {
             g.suspect_since = None;
         }
+    }
+
+    /// Cumulative ack refresh (lost acks, idle groups).
+    fn refresh_ack(&mut self, gid: GroupId, coord: Option<NodeId>, epoch: u32) {
+        let now = self.now;
+        let hb = self.cfg.heartbeat_interval;
+        let me = self.ctx.me;
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
-        let coord = g.coordinator();
-        let epoch = g.epoch();
-        // Cumulative ack refresh (lost acks, idle groups).
         if let Some(c) = coord
             && c != me
             && (g.ready > g.last_ack_sent || now.0.saturating_sub(g.last_ack_time.0) >= hb)
@@ -99,7 +138,15 @@ impl<P: Payload> Engine<P> {
             let ready = g.ready;
             g.ack_to(&mut self.ctx, c, gid, epoch, ready, now);
         }
-        // Gap: something known is missing and nothing moved since last tick.
+    }
+
+    /// Gap: something known is missing and nothing moved since last tick.
+    fn nack_gap(&mut self, gid: GroupId, epoch: u32) {
+        let now = self.now;
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         let target_of = |g: &Group<P>, round: usize| -> Option<NodeId> {
             let others: Vec<NodeId> = g
                 .view
@@ -148,7 +195,16 @@ impl<P: Payload> Engine<P> {
             g.nack_round = 0;
         }
         g.ready_at_check = g.ready;
-        // Own messages that the sequencer does not seem to have.
+    }
+
+    /// Own messages that the sequencer does not seem to have: the sequencer
+    /// orders them, a member sends them to it again. Returns whether this
+    /// node (the sequencer) just ordered some.
+    fn push_own(&mut self, gid: GroupId, coord: Option<NodeId>) -> bool {
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return false;
+        };
         let mut ordered_own = false;
         if g.my_ordered < g.my_seq
             && g.my_ordered == g.my_ordered_at_check
@@ -168,11 +224,20 @@ impl<P: Payload> Engine<P> {
             }
         }
         g.my_ordered_at_check = g.my_ordered;
-        // Leave retry: to every member (ourselves included, should we
-        // coordinate a new epoch now), because the coordinator may have
-        // ordered the Leave already (then any member that installed it
-        // answers with the stable point the leaver waits for), or may have
-        // left itself.
+        ordered_own
+    }
+
+    /// Leave retry: to every member (ourselves included, should we
+    /// coordinate a new epoch now), because the coordinator may have
+    /// ordered the Leave already (then any member that installed it
+    /// answers with the stable point the leaver waits for), or may have
+    /// left itself.
+    fn retry_leave(&mut self, gid: GroupId) {
+        let now = self.now;
+        let hb = self.cfg.heartbeat_interval;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         if let Some(t) = g.leaving
             && now.0.saturating_sub(t.0) >= 2 * hb
         {
@@ -188,7 +253,14 @@ impl<P: Payload> Engine<P> {
                 );
             }
         }
-        // Sequencer duties: gap NACKs to senders, periodic order heartbeat.
+    }
+
+    /// Sequencer: gap NACKs to senders whose messages it lacks.
+    fn nack_senders(&mut self, gid: GroupId, epoch: u32) {
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         if g.is_sequencer() && g.cap == u64::MAX {
             let mut nacks = Vec::new();
             if let Some(seq) = g.seq.as_ref() {
@@ -228,16 +300,16 @@ impl<P: Payload> Engine<P> {
                 );
             }
         }
-        // An empty order record tells members where the order ends (a lost
-        // last record is noticed) and carries the stable point. A retired
-        // sequencer (it ordered its own Leave) keeps doing it until its Leave
-        // is stable and it goes.
+    }
+
+    /// Sequencer (a retired one too): re-send welcomes not yet acknowledged
+    /// (once their Join is stable): its Leave becomes stable only with the
+    /// joiner's acks.
+    fn resend_welcomes(&mut self, gid: GroupId) {
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
         if g.seq.is_some() && g.cap == u64::MAX {
-            // Re-send welcomes not yet acknowledged (once their Join is
-            // stable), as a retired sequencer too: its Leave becomes stable
-            // only with the joiner's acks. (Before, a joiner that abandoned
-            // its join after the Join was ordered, and joined again, was
-            // never welcomed: the group stood still, seed 22103.)
             let stable = g.stable;
             let welcomes: Vec<(NodeId, WelcomeInfo)> = g
                 .seq
@@ -257,6 +329,19 @@ impl<P: Payload> Engine<P> {
                     },
                 );
             }
+        }
+    }
+
+    /// An empty order record tells members where the order ends (a lost
+    /// last record is noticed) and carries the stable point. A retired
+    /// sequencer (it ordered its own Leave) keeps doing it until its Leave
+    /// is stable and it goes.
+    fn order_heartbeat(&mut self, gid: GroupId, epoch: u32) {
+        let me = self.ctx.me;
+        let Some(g) = self.groups.get_mut(&gid) else {
+            return;
+        };
+        if g.seq.is_some() && g.cap == u64::MAX {
             g.publish(&mut self.ctx);
             if let Some(seq) = g.seq.as_ref() {
                 let first = seq.next_pos;
@@ -279,16 +364,6 @@ impl<P: Payload> Engine<P> {
                     }
                 }
             }
-        }
-        if ordered_own {
-            self.after_change(gid);
-        }
-        if self
-            .groups
-            .get(&gid)
-            .is_some_and(|g| g.is_member() && g.cap == u64::MAX)
-        {
-            self.request_lease(gid);
         }
     }
 

@@ -37,7 +37,7 @@ impl<P: Payload> Engine<P> {
             Scope::Group(group) => vec![group],
             Scope::All => self.groups.keys().copied().collect(),
         };
-        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        let reachable = self.detector.reachable();
         for gid in &gids {
             let Some(g) = self.groups.get(gid) else {
                 return Err(Error::NotMember { group: *gid });
@@ -125,7 +125,7 @@ impl<P: Payload> Engine<P> {
         if node == self.ctx.me {
             return Some(self.cfg.protocol);
         }
-        let p = self.peers.iter().find(|p| p.node == node)?;
+        let p = self.detector.peer(node)?;
         if p.suspected {
             return None;
         }
@@ -174,7 +174,7 @@ impl<P: Payload> Engine<P> {
         }
         let members = seq.view.members.clone();
         let from_version = seq.view.protocol;
-        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        let reachable = self.detector.reachable();
         let result = if reachable < self.majority {
             Err(VersionError::Partitioned {
                 missing: Vec::new(),

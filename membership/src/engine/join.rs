@@ -41,8 +41,8 @@ impl<P: Payload> Engine<P> {
             protocol: self.cfg.protocol.max,
         };
         let mut g = Group::new(group, mode, view, self.now);
-        g.my_seq = self.left_seqs.remove(&group).unwrap_or(0);
-        if let Some(left) = self.left_own.remove(&group) {
+        g.my_seq = self.left.seqs.remove(&group).unwrap_or(0);
+        if let Some(left) = self.left.own.remove(&group) {
             // Continue from where this incarnation's delivery stood, as a
             // rejoin does: an orphan restart by us then starts after what we
             // delivered, not from an older decided cut (which would order
@@ -79,7 +79,7 @@ impl<P: Payload> Engine<P> {
         let range = self.cfg.protocol;
         // Decide from the previous round's answers whether to create (or
         // restart) the group.
-        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        let reachable = self.detector.reachable();
         if let Some(j) = self.joiners.get_mut(&gid) {
             j.rounds += 1;
             let answered: Vec<NodeId> = std::mem::take(&mut j.no_group);
@@ -114,7 +114,7 @@ impl<P: Payload> Engine<P> {
                 }
             }
         }
-        for p in &self.peers {
+        for p in &self.detector.peers {
             self.ctx.commands.push_back(Command::Send {
                 to: p.node,
                 msg: Message {

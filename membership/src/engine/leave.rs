@@ -1,6 +1,8 @@
 //! Leaving a group: the leave request, the end of membership once the Leave
 //! is delivered, and what a later join of the same incarnation needs.
 
+use std::collections::BTreeMap;
+
 use super::Engine;
 use crate::error::Error;
 use crate::group::SenderBuf;
@@ -18,6 +20,37 @@ pub(super) struct LeftOwn<P> {
     pub(super) view: View,
     pub(super) position: u64,
     pub(super) next: Vec<SenderNext>,
+}
+
+/// What this node keeps of the groups it left.
+#[derive(Debug)]
+pub(super) struct Left<P> {
+    /// Own last sender sequence of groups this node left: a later join with
+    /// the same incarnation continues the FIFO stream instead of reusing
+    /// sequence numbers peers already delivered.
+    pub(super) seqs: BTreeMap<GroupId, u64>,
+    /// Own messages of groups this node left before the primary ordered
+    /// them (a leave while cut off or rejoining), and what it delivered of
+    /// each sender's stream: a later join with the same incarnation sends
+    /// them again, so an accepted message is not lost by leaving and
+    /// rejoining, and skips messages it delivered before it left that their
+    /// senders send again (no duplication holds per incarnation, across a
+    /// leave).
+    pub(super) own: BTreeMap<GroupId, LeftOwn<P>>,
+    /// Groups this node left as their sequencer: `(epoch, position)` of its
+    /// own Leave. A member that missed the stable point of that Leave keeps
+    /// acking its old coordinator; the answer lets it install the Leave.
+    pub(super) farewells: BTreeMap<GroupId, (u32, u64)>,
+}
+
+impl<P> Left<P> {
+    pub(super) fn new() -> Self {
+        Left {
+            seqs: BTreeMap::new(),
+            own: BTreeMap::new(),
+            farewells: BTreeMap::new(),
+        }
+    }
 }
 
 impl<P: Payload> Engine<P> {
@@ -51,7 +84,7 @@ impl<P: Payload> Engine<P> {
     /// as the coordinator of that epoch, the member still waits for the
     /// stable point of its Leave.
     pub(super) fn answer_farewell(&mut self, from: NodeId, group: GroupId, epoch: u32) {
-        if let Some(&(e, pos)) = self.farewells.get(&group)
+        if let Some(&(e, pos)) = self.left.farewells.get(&group)
             && e == epoch
         {
             self.ctx.send(
@@ -110,7 +143,7 @@ impl<P: Payload> Engine<P> {
             return;
         }
         if g.seq.is_some() {
-            self.farewells.insert(gid, (g.epoch(), g.delivered));
+            self.left.farewells.insert(gid, (g.epoch(), g.delivered));
         }
         self.forget_group(gid);
     }
@@ -127,7 +160,7 @@ impl<P: Payload> Engine<P> {
         let Some(mut g) = self.groups.remove(&gid) else {
             return;
         };
-        self.left_seqs.insert(gid, g.my_seq);
+        self.left.seqs.insert(gid, g.my_seq);
         let buf = g
             .senders
             .iter()
@@ -135,7 +168,7 @@ impl<P: Payload> Engine<P> {
             .map(|i| g.senders.swap_remove(i))
             .filter(|b| b.msgs.iter().any(Option::is_some));
         let delivered = std::mem::take(&mut g.delivered_hi);
-        self.left_own.insert(
+        self.left.own.insert(
             gid,
             LeftOwn {
                 buf,

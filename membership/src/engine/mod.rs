@@ -19,9 +19,9 @@ mod member;
 mod proposer;
 
 use acceptor::Acceptor;
-use detector::Peer;
+use detector::Detector;
 use join::Joiner;
-use leave::LeftOwn;
+use leave::Left;
 use proposer::{Kind, Proposer, Stage};
 
 use crate::durable::{DurableState, GroupAcceptor, Instance};
@@ -116,28 +116,12 @@ pub struct Engine<P: Payload> {
     majority: usize,
     now: Time,
     ctx: Ctx<P>,
-    peers: Vec<Peer>,
+    detector: Detector,
     groups: VecMap<GroupId, Group<P>>,
     acceptors: BTreeMap<GroupId, Acceptor>,
     proposers: VecMap<GroupId, Proposer>,
     joiners: BTreeMap<GroupId, Joiner>,
-    /// Own last sender sequence of groups this node left: a later join with
-    /// the same incarnation continues the FIFO stream instead of reusing
-    /// sequence numbers peers already delivered.
-    left_seqs: BTreeMap<GroupId, u64>,
-    /// Own messages of groups this node left before the primary ordered
-    /// them (a leave while cut off or rejoining), and what it delivered of
-    /// each sender's stream: a later join with the same incarnation sends
-    /// them again, so an accepted message is not lost by leaving and
-    /// rejoining, and skips messages it delivered before it left that their
-    /// senders send again (no duplication holds per incarnation, across a
-    /// leave).
-    left_own: BTreeMap<GroupId, LeftOwn<P>>,
-    /// Groups this node left as their sequencer: `(epoch, position)` of its
-    /// own Leave. A member that missed the stable point of that Leave keeps
-    /// acking its old coordinator; the answer lets it install the Leave.
-    farewells: BTreeMap<GroupId, (u32, u64)>,
-    next_heartbeat: Time,
+    left: Left<P>,
     /// This Engine promises no epoch above 1 before then: it may have granted
     /// leases in an earlier life and forgotten them (a lease and its drift
     /// margin from the start).
@@ -206,7 +190,7 @@ impl<P: Payload> Engine<P> {
         }
     }
 
-    pub(super) fn build(config: Config, now: Time) -> Result<Self, Error> {
+    fn build(config: Config, now: Time) -> Result<Self, Error> {
         if !config.nodes.contains(&config.node) {
             return Err(Error::NotConfigured { node: config.node });
         }
@@ -229,16 +213,7 @@ impl<P: Payload> Engine<P> {
         let mut nodes = config.nodes.clone();
         nodes.sort();
         nodes.dedup();
-        let peers = nodes
-            .iter()
-            .filter(|n| **n != config.node)
-            .map(|n| Peer {
-                node: *n,
-                inc: 0,
-                last_heard: now,
-                suspected: false,
-            })
-            .collect();
+        let detector = Detector::new(&nodes, config.node, now);
         let majority = nodes.len() / 2 + 1;
         let mut cfg = config;
         cfg.nodes = nodes;
@@ -261,15 +236,12 @@ impl<P: Payload> Engine<P> {
                 versions: crate::version::Versions::new(&cfg.nodes),
             },
             cfg,
-            peers,
+            detector,
             groups: VecMap::new(),
             acceptors: BTreeMap::new(),
             proposers: VecMap::new(),
             joiners: BTreeMap::new(),
-            left_seqs: BTreeMap::new(),
-            left_own: BTreeMap::new(),
-            farewells: BTreeMap::new(),
-            next_heartbeat: now,
+            left: Left::new(),
         })
     }
 
@@ -373,28 +345,8 @@ impl<P: Payload> Engine<P> {
         self.ctx.now = self.now;
         let now = self.now;
         let hb = self.cfg.heartbeat_interval;
-        if now >= self.next_heartbeat {
-            self.next_heartbeat = now.plus(hb);
-            for p in &self.peers {
-                self.ctx.commands.push_back(Command::Send {
-                    to: p.node,
-                    msg: Message {
-                        incarnation: self.ctx.inc,
-                        body: Body::Versions {
-                            range: self.cfg.protocol,
-                        },
-                    },
-                });
-            }
-        }
-        for p in &mut self.peers {
-            let dead = now.0.saturating_sub(p.last_heard.0) > self.cfg.failure_timeout;
-            if dead && !p.suspected {
-                self.ctx.stats.timeouts_fired += 1;
-            }
-            p.suspected = dead;
-        }
-        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        self.detector.tick(&mut self.ctx, &self.cfg, now);
+        let reachable = self.detector.reachable();
         let ids: Vec<GroupId> = self.groups.keys().copied().collect();
         for gid in ids {
             if reachable < self.majority
@@ -410,9 +362,9 @@ impl<P: Payload> Engine<P> {
         }
         self.version_tick();
         self.drain_loopback();
-        self.ctx
-            .commands
-            .push_back(Command::WakeAt(now.plus(hb / 2).min(self.next_heartbeat)));
+        self.ctx.commands.push_back(Command::WakeAt(
+            now.plus(hb / 2).min(self.detector.next_heartbeat),
+        ));
     }
 
     /// A message from peer `from`.
@@ -422,18 +374,10 @@ impl<P: Payload> Engine<P> {
         if from == self.ctx.me {
             return;
         }
-        let Some(peer) = self.peers.iter_mut().find(|p| p.node == from) else {
-            self.ctx.stats.stale += 1;
-            return;
-        };
-        if msg.incarnation < peer.inc {
-            // From a previous life of a restarted node.
+        if !self.detector.heard(from, msg.incarnation, self.now) {
             self.ctx.stats.stale += 1;
             return;
         }
-        peer.inc = msg.incarnation;
-        peer.last_heard = self.now;
-        peer.suspected = false;
         self.dispatch(from, msg.incarnation, msg.body);
         self.drain_loopback();
     }

@@ -475,7 +475,7 @@ fn minority_partition_stops_delivering_and_reports_it() {
     let now = Time(net.now);
     assert!(matches!(
         net.engine(3).multicast(now, g, b"x".as_slice().into()),
-        Err(concord_membership::Error::Partitioned { .. })
+        Err(concord_membership::MulticastError::Partitioned { .. })
     ));
     // Nothing multicast in the majority after the cut reached node 3.
     assert_eq!(net.deliveries(3).len(), before_3);
@@ -1086,7 +1086,7 @@ fn a_graceful_leave_completes_in_both_modes_for_member_and_coordinator() {
             net.engine(leaver).leave(now, g).unwrap();
             assert!(matches!(
                 net.engine(leaver).join(now, g, mode),
-                Err(concord_membership::Error::InProgress { .. })
+                Err(concord_membership::JoinError::InProgress { .. })
             ));
             net.drain((leaver - 1) as usize);
             net.run(50);

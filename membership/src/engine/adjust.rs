@@ -3,7 +3,7 @@
 //! hooks in `engine.rs` stay one-liners.
 
 use super::{Command, Engine};
-use crate::error::Error;
+use crate::error::{AdjustError, BatchError};
 use crate::group::Phase;
 use crate::message::{Body, Message, OrderEntry};
 use crate::types::{GroupId, Multicast, NodeId, Payload, ProtocolVersion, Time, VersionRange};
@@ -16,7 +16,7 @@ impl<P: Payload> Engine<P> {
     /// Switch the active protocol version of one group, or of every group
     /// this node is a member of, to `target`.
     ///
-    /// Checks first, and refuses with [`Error::Version`] naming the culprit:
+    /// Checks first, and refuses with [`AdjustError::Version`] naming the culprit:
     /// every configured node active, every configured node in the view (and
     /// this node in the primary component), every node capable of the target.
     /// Then it asks each group's sequencer, which checks again and orders the
@@ -30,7 +30,7 @@ impl<P: Payload> Engine<P> {
         now: Time,
         scope: Scope,
         target: Target,
-    ) -> Result<Vec<AdjustRequest>, Error> {
+    ) -> Result<Vec<AdjustRequest>, AdjustError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         let gids: Vec<GroupId> = match scope {
@@ -40,13 +40,13 @@ impl<P: Payload> Engine<P> {
         let reachable = self.detector.reachable();
         for gid in &gids {
             let Some(g) = self.groups.get(gid) else {
-                return Err(Error::NotMember { group: *gid });
+                return Err(AdjustError::NotMember { group: *gid });
             };
             match g.phase {
                 Phase::Member if reachable >= self.majority => {}
                 Phase::Joining { rejoin: false, .. } if scope == Scope::All => {}
                 Phase::Joining { rejoin: false, .. } => {
-                    return Err(Error::NotMember { group: *gid });
+                    return Err(AdjustError::NotMember { group: *gid });
                 }
                 _ => {
                     // Cut off from the primary component (or about to be).
@@ -241,22 +241,22 @@ impl<P: Payload> Engine<P> {
         now: Time,
         group: GroupId,
         payloads: Vec<P>,
-    ) -> Result<Multicast<Vec<P>>, Error> {
+    ) -> Result<Multicast<Vec<P>>, BatchError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         let me = self.ctx.me;
         let inc = self.ctx.inc;
         let window = self.cfg.window;
         let Some(g) = self.groups.get_mut(&group) else {
-            return Err(Error::NotMember { group });
+            return Err(BatchError::NotMember { group });
         };
         match g.phase {
-            Phase::Joining { rejoin: true, .. } => return Err(Error::Partitioned { group }),
-            Phase::Joining { .. } => return Err(Error::NotMember { group }),
+            Phase::Joining { rejoin: true, .. } => return Err(BatchError::Partitioned { group }),
+            Phase::Joining { .. } => return Err(BatchError::NotMember { group }),
             Phase::Member => {}
         }
         if g.leaving.is_some() {
-            return Err(Error::InProgress { group });
+            return Err(BatchError::InProgress { group });
         }
         if g.view.protocol < version::BATCH {
             return Err(VersionError::VersionTooLow {

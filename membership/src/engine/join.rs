@@ -2,7 +2,7 @@
 //! Welcome, and the rejoin after a partition.
 
 use super::{Command, Engine, Kind};
-use crate::error::Error;
+use crate::error::JoinError;
 use crate::group::{Group, Phase, WelcomeInfo, delivered_of, next_of};
 use crate::message::{Body, Message, OrderEntry, Proposal, SenderNext};
 use crate::types::{
@@ -24,14 +24,14 @@ pub(super) struct Joiner {
 impl<P: Payload> Engine<P> {
     /// Join `group` (creating it if no configured node knows it). Completes
     /// asynchronously with a [`Command::ViewChange`] that includes this node.
-    pub fn join(&mut self, now: Time, group: GroupId, mode: DeliveryMode) -> Result<(), Error> {
+    pub fn join(&mut self, now: Time, group: GroupId, mode: DeliveryMode) -> Result<(), JoinError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         if let Some(g) = self.groups.get(&group) {
             return if g.is_member() && g.leaving.is_none() {
                 Ok(())
             } else {
-                Err(Error::InProgress { group })
+                Err(JoinError::InProgress { group })
             };
         }
         let view = View {

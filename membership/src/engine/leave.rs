@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use super::Engine;
-use crate::error::Error;
+use crate::error::LeaveError;
 use crate::group::SenderBuf;
 use crate::message::{Body, SenderNext};
 use crate::types::{GroupId, NodeId, Payload, Time, View};
@@ -56,11 +56,11 @@ impl<P> Left<P> {
 impl<P: Payload> Engine<P> {
     /// Leave `group` gracefully: an ordered Leave after this member's own
     /// messages; no flush, no timeout.
-    pub fn leave(&mut self, now: Time, group: GroupId) -> Result<(), Error> {
+    pub fn leave(&mut self, now: Time, group: GroupId) -> Result<(), LeaveError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         let Some(g) = self.groups.get_mut(&group) else {
-            return Err(Error::NotMember { group });
+            return Err(LeaveError::NotMember { group });
         };
         if !g.is_member() {
             // Abandon a join in progress.
@@ -69,7 +69,7 @@ impl<P: Payload> Engine<P> {
             return Ok(());
         }
         if g.leaving.is_some() {
-            return Err(Error::InProgress { group });
+            return Err(LeaveError::InProgress { group });
         }
         g.leaving = Some(self.now);
         let last_seq = g.my_seq;

@@ -25,7 +25,7 @@ use leave::Left;
 use proposer::{Kind, Proposer, Stage};
 
 use crate::durable::{DurableState, GroupAcceptor, Instance};
-use crate::error::Error;
+use crate::error::{ConfigError, MulticastError};
 use crate::group::{Group, Phase};
 use crate::message::{Body, Message};
 use crate::types::{
@@ -132,17 +132,18 @@ impl<P: Payload> Engine<P> {
     /// A node's first start, with no persisted state. A restart must use
     /// [`Engine::recover`] with the last [`Command::Persist`] state (and a
     /// higher incarnation), or the node may break Paxos safety.
-    pub fn new(config: Config, now: Time) -> Result<Self, Error> {
+    pub fn new(config: Config, now: Time) -> Result<Self, ConfigError> {
         Self::build(config, now)
     }
 
     /// A restart: a fresh Engine (it has forgotten its groups, and must run a
     /// higher `config.incarnation` than the one that wrote `state`) that
     /// remembers its acceptor promises, accepted values and decided epochs.
-    pub fn recover(config: Config, now: Time, state: DurableState) -> Result<Self, Error> {
+    pub fn recover(config: Config, now: Time, state: DurableState) -> Result<Self, ConfigError> {
         if config.incarnation <= state.incarnation {
-            return Err(Error::InvalidConfig {
-                reason: "a recovering node needs a higher incarnation than the one that persisted",
+            return Err(ConfigError::StaleIncarnation {
+                incarnation: config.incarnation,
+                persisted: state.incarnation,
             });
         }
         let mut engine = Self::build(config, now)?;
@@ -190,22 +191,22 @@ impl<P: Payload> Engine<P> {
         }
     }
 
-    fn build(config: Config, now: Time) -> Result<Self, Error> {
+    fn build(config: Config, now: Time) -> Result<Self, ConfigError> {
         if !config.nodes.contains(&config.node) {
-            return Err(Error::NotConfigured { node: config.node });
+            return Err(ConfigError::NotConfigured { node: config.node });
         }
         if config.heartbeat_interval == 0 || config.failure_timeout <= config.heartbeat_interval {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidConfig {
                 reason: "need 0 < heartbeat_interval < failure_timeout",
             });
         }
         if config.window == 0 || config.batch == 0 {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidConfig {
                 reason: "window and batch must be at least 1",
             });
         }
         if config.protocol.min > config.protocol.max {
-            return Err(Error::InvalidConfig {
+            return Err(ConfigError::InvalidConfig {
                 reason: "protocol range min > max",
             });
         }
@@ -286,21 +287,23 @@ impl<P: Payload> Engine<P> {
         now: Time,
         group: GroupId,
         payload: P,
-    ) -> Result<Multicast<P>, Error> {
+    ) -> Result<Multicast<P>, MulticastError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         let me = self.ctx.me;
         let inc = self.ctx.inc;
         let Some(g) = self.groups.get_mut(&group) else {
-            return Err(Error::NotMember { group });
+            return Err(MulticastError::NotMember { group });
         };
         match g.phase {
-            Phase::Joining { rejoin: true, .. } => return Err(Error::Partitioned { group }),
-            Phase::Joining { .. } => return Err(Error::NotMember { group }),
+            Phase::Joining { rejoin: true, .. } => {
+                return Err(MulticastError::Partitioned { group });
+            }
+            Phase::Joining { .. } => return Err(MulticastError::NotMember { group }),
             Phase::Member => {}
         }
         if g.leaving.is_some() {
-            return Err(Error::InProgress { group });
+            return Err(MulticastError::InProgress { group });
         }
         if g.own_unstable(me, inc) >= self.cfg.window {
             self.ctx.stats.back_pressured += 1;

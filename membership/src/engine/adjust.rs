@@ -1,6 +1,5 @@
 //! The Engine side of adjust-version and of the version-gated functions
-//! (the model is in `crate::version`). A child module of the engine so the
-//! hooks in `engine.rs` stay one-liners.
+//! (the model is in `crate::version`).
 
 use super::{Command, Engine};
 use crate::error::{AdjustError, BatchError};

@@ -5,11 +5,28 @@
 //! of every group (all configured nodes vote on epoch changes, members or
 //! not), the proposers of flushes it leads, and one [`Group`] per group this
 //! node is a member of (or is joining).
+//!
+//! One file per protocol role, each an `impl Engine` block over the state
+//! it owns where the borrows allow it:
+//!
+//! - `mod.rs`: the [`Engine`] and its [`Command`]s, constructors, getters,
+//!   `multicast`, `tick`, `handle_message`, and `dispatch` (one line per
+//!   message kind);
+//! - `detector.rs`: the failure detector (peers, heartbeats, suspicion);
+//! - `acceptor.rs`: the Paxos acceptor of every group (Prepare, Accept) and
+//!   what it persists;
+//! - `proposer.rs`: the epoch change this node leads (flush, creation,
+//!   orphan restart) and the install of a decided epoch;
+//! - `join.rs`: join rounds, the admission of a joiner, the Welcome, rejoin;
+//! - `leave.rs`: leave, the end of a membership, what a left group keeps;
+//! - `member.rs`: a member's duties per drain and per tick, data and order
+//!   records, acks and NACKs, and what waits on newly ready data;
+//! - `lease.rs`: the sequencer lease;
+//! - `adjust.rs`: adjust-version and the version-gated functions.
 
 use std::collections::{BTreeMap, VecDeque};
 
 mod acceptor;
-// Adjust-version and the version-gated functions (see `crate::version`).
 mod adjust;
 mod detector;
 mod join;
@@ -109,7 +126,55 @@ impl<P> Ctx<P> {
     }
 }
 
-/// The membership and total-order protocol of one node.
+/// The membership and total-order protocol of one node: a deterministic
+/// state machine that reads no clock and does no I/O. The caller hands it
+/// events and carries out the [`Command`]s it returns.
+///
+/// # Methods
+///
+/// - **Constructors:** [`Engine::new`] (a node's first start) and
+///   [`Engine::recover`] (a restart: the last [`Command::Persist`] state and
+///   a higher `Config::incarnation`). Both refuse with a [`ConfigError`].
+/// - **Getters:** [`Engine::node`], [`Engine::stats`], [`Engine::view`],
+///   [`Engine::is_member`], [`Engine::has_groups`],
+///   [`Engine::durable_state`].
+/// - **Inputs:** [`Engine::handle_message`] (a message from a peer),
+///   [`Engine::tick`] (time passed), and the application's calls
+///   [`Engine::join`], [`Engine::leave`], [`Engine::multicast`],
+///   [`Engine::multicast_batch`], [`Engine::adjust_version`] and
+///   [`Engine::shutdown`]. A call returns at once; what it starts completes
+///   through later commands (a join with a [`Command::ViewChange`] that
+///   includes this node). Each call refuses with an error type of its own
+///   ([`crate::JoinError`], [`crate::LeaveError`], [`crate::MulticastError`],
+///   [`crate::BatchError`], [`crate::AdjustError`]); a full sender window is
+///   an outcome, [`Multicast::BackPressured`], not an error.
+/// - **Outputs:** [`Engine::poll_command`] (send, deliver, report a view
+///   change or a partition, persist, wake up) and
+///   [`Engine::poll_version_event`] (the ordered outcome of each
+///   adjust-version request, at every member).
+///
+/// # Driving it
+///
+/// 1. After construction and after every input, drain
+///    [`Engine::poll_command`] until it returns `None`, carrying out the
+///    commands in order. When the queue runs dry the Engine first sends what
+///    it batched (order records, acknowledgements), so a drain stopped early
+///    holds them back. Write a [`Command::Persist`] to stable storage before
+///    carrying out any command after it.
+/// 2. Call [`Engine::tick`] once the time of the latest [`Command::WakeAt`]
+///    is reached; each tick asks for the next (at most half a heartbeat
+///    interval later, and the first comes from the constructor).
+/// 3. Hand every message a peer sent to this node to
+///    [`Engine::handle_message`] (messages to itself never leave the Engine).
+/// 4. Drain [`Engine::poll_version_event`] whenever convenient, if the
+///    application uses adjust-version.
+///
+/// Every input takes `now`: nanoseconds (the unit of every duration in
+/// [`Config`]) on one monotonic clock of the caller's, the same for every
+/// call to this Engine. A `now` earlier than one given before is taken as
+/// the latest given: the Engine's time never goes back. Nodes' clocks need not agree, but the sequencer lease
+/// assumes their rates differ by less than `Config::lease_drift` over a
+/// lease.
 #[derive(Debug)]
 pub struct Engine<P: Payload> {
     cfg: Config,

@@ -314,11 +314,7 @@ impl<P: Payload> Engine<P> {
         seq.reported.push((from, delivered));
         // The admitted member's silence counts from now on: an ack heard
         // from an earlier membership (an older incarnation, or before a
-        // Leave) says nothing of this one. (Before, a stale copy of the
-        // joiner's request, arriving after its Welcome, found the ack time
-        // of its previous incarnation, so the just-welcomed member was
-        // removed and admitted again; the positions it had not yet fetched
-        // became stable without it, seed 9715.)
+        // Leave) says nothing of this one.
         seq.acked_at.retain(|(n, _)| *n != from);
         let w = WelcomeInfo {
             view: seq.view.clone(),
@@ -350,8 +346,7 @@ impl<P: Payload> Engine<P> {
             // This incarnation was admitted, but gave the join up (or left)
             // before the Welcome came: it holds nothing of the group. Ask
             // the sequencer to order its Leave, or it stays in the view,
-            // never acks, and the stable point never moves again (seed
-            // 87671: the group stood still, nobody else was admitted).
+            // never acks, and the stable point never moves again.
             let inc = self.ctx.inc;
             if view
                 .members

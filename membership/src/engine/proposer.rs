@@ -304,9 +304,7 @@ impl<P: Payload> Engine<P> {
                 if any_member {
                     // The group has live members: join it instead, and give
                     // them time to finish their own flush before trying
-                    // again (before, joiners restarted every join round and
-                    // their ballots preempted the members' flush for ever:
-                    // seed 2507).
+                    // again (our higher ballots would preempt it).
                     self.proposers.remove(&gid);
                     if let Some(j) = self.joiners.get_mut(&gid) {
                         j.no_restart_until = self.now.plus(2 * self.cfg.failure_timeout);
@@ -421,10 +419,7 @@ impl<P: Payload> Engine<P> {
         // (crashed, restarted, or cut off and rejoining). The epoch is still
         // decided, with no member: the leader is excluded like everyone and
         // its leave ends, and the next joiner restarts the group from this
-        // decision as an orphan. (Before, the leader dropped the flush and,
-        // still frozen, started it again every tick for ever: the leaver
-        // believed it was a member for ever and nobody could rejoin, base
-        // seeds 7481, 10848, 25643 and more.)
+        // decision as an orphan.
         //
         // A sender's messages that every member of the new view delivered
         // already (members cut off together delivered them beyond an
@@ -586,7 +581,7 @@ impl<P: Payload> Engine<P> {
                         // Own messages below that point are never ordered
                         // here (we delivered them in the replaced history,
                         // where the primary never had them): drop them, or
-                        // they fill the window for ever (seeds 35193, 62350).
+                        // they fill the window for ever.
                         g.release_own_below(me, inc, own_next);
                     }
                     g.my_ordered_at_check = g.my_ordered;

@@ -5,7 +5,7 @@
 //!
 //! | operation | error |
 //! |---|---|
-//! | [`Engine::new`](crate::Engine::new), [`Engine::recover`](crate::Engine::recover) | [`ConfigError`] |
+//! | [`Engine::new`](crate::Engine::new), [`recover`](crate::Engine::recover) | [`ConfigError`] |
 //! | [`Engine::join`](crate::Engine::join) | [`JoinError`] |
 //! | [`Engine::leave`](crate::Engine::leave) | [`LeaveError`] |
 //! | [`Engine::multicast`](crate::Engine::multicast) | [`MulticastError`] |

@@ -172,9 +172,9 @@ impl<P> Ctx<P> {
 /// Every input takes `now`: nanoseconds (the unit of every duration in
 /// [`Config`]) on one monotonic clock of the caller's, the same for every
 /// call to this Engine. A `now` earlier than one given before is taken as
-/// the latest given: the Engine's time never goes back. Nodes' clocks need not agree, but the sequencer lease
-/// assumes their rates differ by less than `Config::lease_drift` over a
-/// lease.
+/// the latest given: the Engine's time never goes back. Nodes' clocks need
+/// not agree, but the sequencer lease assumes their rates differ by less
+/// than `Config::lease_drift` over a lease.
 #[derive(Debug)]
 pub struct Engine<P: Payload> {
     cfg: Config,

@@ -10,10 +10,14 @@ use crate::types::{
     ViewId,
 };
 
+/// A join of one group in progress (a first join or a rejoin).
 #[derive(Debug, Default)]
 pub(super) struct Joiner {
+    /// The nodes that answered this round's request with `NoGroup`.
     pub(super) no_group: Vec<NodeId>,
+    /// The last decision of the group heard of, with its epoch.
     pub(super) known: Option<(u32, Proposal)>,
+    /// Join rounds run.
     pub(super) rounds: u32,
     /// A promise showed a live member (which flushes the group and then
     /// admits us): no restart proposal before then, or our higher ballots

@@ -6,6 +6,7 @@ use crate::group::{PendingInstall, Phase, Slot, delivered_of, next_of};
 use crate::message::{Ballot, Body, MemberState, Proposal, SenderNext};
 use crate::types::{GroupId, NodeId, Payload, Reason, Time, View, ViewId};
 
+/// What an epoch change is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Kind {
     /// A member replaces the previous epoch (crash, partition, stall).
@@ -16,17 +17,23 @@ pub(super) enum Kind {
     Orphan,
 }
 
+/// Where a proposer stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Stage {
+    /// Phase 1: Prepare sent, promises being collected.
     Prepare,
+    /// A flush leader fetching the positions up to `cut` from `best`.
     Fetch { cut: u64, best: NodeId },
+    /// Phase 2: Accept sent, acceptances being collected.
     Accept,
+    /// Preempted or timed out: a new round starts at `until`.
     Backoff { until: Time },
 }
 
 /// A promise received: who, what it had accepted, its member state.
 pub(super) type PromiseFrom = (NodeId, Option<(Ballot, Proposal)>, Option<MemberState>);
 
+/// The epoch change this node leads for one group.
 #[derive(Debug)]
 pub(super) struct Proposer {
     pub(super) epoch: u32,

@@ -6,9 +6,11 @@
 //! "Engine" pattern): no sockets, no clock, no threads. Events go in — a
 //! message from a peer ([`Engine::handle_message`]), the passage of time
 //! ([`Engine::tick`]), an application multicast, a join or leave request —
-//! and commands come out of [`Engine::poll_command`]: send these bytes to that
-//! peer, deliver this to the application, a view changed, wake me at time T.
-//! The deterministic simulator and the real node run exactly this code.
+//! and commands come out of [`Engine::poll_command`]: send this message to
+//! that peer, deliver this to the application, a view changed, persist this
+//! acceptor state, wake me at time T. The deterministic simulator and the
+//! real node run exactly this code. [`Engine`]'s own page lists its methods
+//! by class and the order in which a caller drives it.
 //!
 //! ```text
 //!        handle_message(now, from, msg)   tick(now)   join/leave/multicast
@@ -18,12 +20,14 @@
 //!                  |  Engine (one per node)                      |
 //!                  |   failure detector (heartbeats, per node)   |
 //!                  |   acceptor (epoch decisions, per group)     |
+//!                  |   proposer (the flushes this node leads)    |
 //!                  |   Group: view, order ring, sender buffers,  |
-//!                  |          sequencer (if coordinator), flush  |
+//!                  |          sequencer (if coordinator)         |
 //!                  +---------------------------------------------+
 //!                                      |
 //!                                      v  poll_command()
-//!          Send{to, msg} | Deliver(d) | ViewChange{..} | Partitioned | WakeAt(t)
+//!          Send{to, msg} | Deliver(d) | ViewChange{..} | Partitioned
+//!          | JoinRefused{..} | WakeAt(t) | Persist(state)
 //! ```
 //!
 //! # The model
@@ -38,6 +42,16 @@
 //! Paxos per epoch), which is also what keeps a minority from continuing.
 //! `docs/DESIGN.md` (section 4) describes the protocol, its invariants
 //! and why they hold.
+//!
+//! # Errors
+//!
+//! Each operation has an error type of its own, listing only what it can
+//! return: [`ConfigError`] ([`Engine::new`], [`Engine::recover`]),
+//! [`JoinError`], [`LeaveError`], [`MulticastError`], [`BatchError`]
+//! ([`Engine::multicast_batch`]) and [`AdjustError`]
+//! ([`Engine::adjust_version`]); the last two wrap the version model's
+//! [`VersionError`]. A full sender window is an outcome
+//! ([`Multicast::BackPressured`]), not an error.
 //!
 //! # Example
 //!
@@ -81,7 +95,7 @@ pub mod wire;
 
 pub use durable::{DurableState, GroupAcceptor, Instance};
 pub use engine::{Command, Engine};
-pub use error::Error;
+pub use error::{AdjustError, BatchError, ConfigError, JoinError, LeaveError, MulticastError};
 pub use message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};
 pub use types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,

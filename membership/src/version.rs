@@ -250,9 +250,9 @@ pub fn check(
 }
 
 /// Refuse a configured range this build cannot run.
-pub(crate) fn validate_config(range: &VersionRange) -> Result<(), crate::Error> {
+pub(crate) fn validate_config(range: &VersionRange) -> Result<(), crate::ConfigError> {
     if range.min < OLDEST || range.max > CURRENT {
-        return Err(crate::Error::InvalidConfig {
+        return Err(crate::ConfigError::InvalidConfig {
             reason: "protocol range outside what this build implements (version::OLDEST..=CURRENT)",
         });
     }

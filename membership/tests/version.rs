@@ -15,8 +15,9 @@ use std::rc::Rc;
 
 use concord_membership::version::{self, VersionChange};
 use concord_membership::{
-    Body, Config, Engine, Error, GroupId, Message, Multicast, NodeId, ProtocolVersion, Reason,
-    Scope, Target, Time, VersionError, VersionEvent, VersionRange, View, wire,
+    AdjustError, BatchError, Body, Config, ConfigError, Engine, GroupId, Message, Multicast,
+    NodeId, ProtocolVersion, Reason, Scope, Target, Time, VersionError, VersionEvent, VersionRange,
+    View, wire,
 };
 use net::{Ev, Net, P, STEP, Setup};
 
@@ -61,7 +62,7 @@ impl Net {
         }
     }
 
-    fn adjust(&mut self, node: u32, scope: Scope, target: Target) -> Result<usize, Error> {
+    fn adjust(&mut self, node: u32, scope: Scope, target: Target) -> Result<usize, AdjustError> {
         let now = Time(self.now);
         let r = self.engine(node).adjust_version(now, scope, target);
         self.drain((node - 1) as usize);
@@ -366,7 +367,7 @@ fn multicast_batch_needs_version_2_and_works_for_every_member_after_the_switch()
     let before = net.engine(1).multicast_batch(now, g, batch(1, "early"));
     assert_eq!(
         before,
-        Err(Error::Version(VersionError::VersionTooLow {
+        Err(BatchError::Version(VersionError::VersionTooLow {
             required: ProtocolVersion(2),
             active: ProtocolVersion(1)
         }))
@@ -400,12 +401,12 @@ fn multicast_batch_needs_version_2_and_works_for_every_member_after_the_switch()
     let now = Time(net.now);
     assert_eq!(
         net.engine(1).multicast_batch(now, g, Vec::new()),
-        Err(Error::Version(VersionError::EmptyBatch))
+        Err(BatchError::Version(VersionError::EmptyBatch))
     );
     let big: Vec<P> = (0..300).map(|_| Rc::from(&b"z"[..])).collect();
     assert_eq!(
         net.engine(1).multicast_batch(now, g, big),
-        Err(Error::Version(VersionError::BatchTooLarge {
+        Err(BatchError::Version(VersionError::BatchTooLarge {
             len: 300,
             max: 256
         }))
@@ -426,7 +427,7 @@ fn adjust_refused_while_a_node_is_not_active_names_it() {
     let r = net.adjust(2, Scope::Group(g), Target::Exact(ProtocolVersion(2)));
     assert_eq!(
         r,
-        Err(Error::Version(VersionError::NodeNotActive {
+        Err(AdjustError::Version(VersionError::NodeNotActive {
             node: NodeId(3)
         }))
     );
@@ -448,7 +449,7 @@ fn adjust_refused_when_the_group_lacks_a_configured_node_names_it() {
     net.run(5);
     assert_eq!(
         net.adjust(1, Scope::Group(g), Target::Exact(ProtocolVersion(1))),
-        Err(Error::Version(VersionError::Partitioned {
+        Err(AdjustError::Version(VersionError::Partitioned {
             missing: vec![NodeId(3)]
         }))
     );
@@ -463,7 +464,7 @@ fn adjust_refused_on_a_member_cut_off_in_a_minority() {
     net.run(40);
     let r = net.adjust(3, Scope::Group(g), Target::Exact(ProtocolVersion(2)));
     match r {
-        Err(Error::Version(VersionError::Partitioned { missing })) => {
+        Err(AdjustError::Version(VersionError::Partitioned { missing })) => {
             assert_eq!(missing, vec![NodeId(1), NodeId(2)]);
         }
         other => panic!("expected Partitioned, got {other:?}"),
@@ -471,7 +472,7 @@ fn adjust_refused_on_a_member_cut_off_in_a_minority() {
     // The majority side: node 3 is suspected, so not active.
     assert_eq!(
         net.adjust(1, Scope::Group(g), Target::Exact(ProtocolVersion(2))),
-        Err(Error::Version(VersionError::NodeNotActive {
+        Err(AdjustError::Version(VersionError::NodeNotActive {
             node: NodeId(3)
         }))
     );
@@ -490,7 +491,7 @@ fn adjust_refused_when_a_node_cannot_run_the_target_names_it() {
     net.upgrade(2, range(1, 2), &[g]);
     assert_eq!(
         net.adjust(1, Scope::Group(g), Target::Exact(ProtocolVersion(2))),
-        Err(Error::Version(VersionError::NotCapable {
+        Err(AdjustError::Version(VersionError::NotCapable {
             node: NodeId(3),
             supported: range(1, 1)
         }))
@@ -500,7 +501,7 @@ fn adjust_refused_when_a_node_cannot_run_the_target_names_it() {
     // A version no node implements is refused on the requester itself.
     assert_eq!(
         net.adjust(1, Scope::All, Target::Exact(ProtocolVersion(3))),
-        Err(Error::Version(VersionError::NotCapable {
+        Err(AdjustError::Version(VersionError::NotCapable {
             node: NodeId(1),
             supported: range(1, 2)
         }))
@@ -661,7 +662,7 @@ fn config_may_cap_the_version_but_not_exceed_the_build() {
     c.protocol = range(1, version::CURRENT.0 + 1);
     assert!(matches!(
         Engine::<P>::new(c.clone(), Time(0)),
-        Err(Error::InvalidConfig { .. })
+        Err(ConfigError::InvalidConfig { .. })
     ));
     c.protocol = range(1, 1);
     assert!(Engine::<P>::new(c, Time(0)).is_ok());

@@ -6,7 +6,7 @@
 //! application ever sent (a corrupted frame, a retransmission buffer reused
 //! too early, a stale payload bound to a new order record).
 //!
-//! A delivery matches a [`Sent`](super::Sent) record when the digest, group,
+//! A delivery matches a [`Sent`] record when the digest, group,
 //! sender node and sender sequence number all agree, and the delivery does not
 //! happen before the send.
 

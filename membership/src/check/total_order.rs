@@ -16,7 +16,7 @@
 //!    view's positions `p + 1, p + 2, ...` in order with no hole, so every
 //!    member's sequence in the view is a prefix of one sequence. The one
 //!    allowed hole is a message the member already delivered in an earlier
-//!    stint of its membership (see [`Stint::earlier`](super::Stint)): handing
+//!    stint of its membership (see `Stint::earlier`): handing
 //!    it over again would be a duplicate. A position taken by an
 //!    adjust-version entry is no hole for a member that reached it (its log
 //!    has the [`Event::Adjust`] there): a refused request takes a position

@@ -15,7 +15,7 @@
 //!
 //! A message the member delivered in an earlier stint of its membership
 //! counts as delivered in V if another member delivered it in V (see
-//! [`Stint::earlier`](super::Stint): it is not handed over twice).
+//! `Stint::earlier`: it is not handed over twice).
 
 use std::collections::{BTreeMap, BTreeSet};
 

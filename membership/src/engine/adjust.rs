@@ -1,9 +1,8 @@
 //! The Engine side of adjust-version and of the version-gated functions
-//! (the model is in `crate::version`). A child module of the engine so the
-//! hooks in `engine.rs` stay one-liners.
+//! (the model is in `crate::version`).
 
 use super::{Command, Engine};
-use crate::error::Error;
+use crate::error::{AdjustError, BatchError};
 use crate::group::Phase;
 use crate::message::{Body, Message, OrderEntry};
 use crate::types::{GroupId, Multicast, NodeId, Payload, ProtocolVersion, Time, VersionRange};
@@ -16,7 +15,7 @@ impl<P: Payload> Engine<P> {
     /// Switch the active protocol version of one group, or of every group
     /// this node is a member of, to `target`.
     ///
-    /// Checks first, and refuses with [`Error::Version`] naming the culprit:
+    /// Checks first, and refuses with [`AdjustError::Version`] naming the culprit:
     /// every configured node active, every configured node in the view (and
     /// this node in the primary component), every node capable of the target.
     /// Then it asks each group's sequencer, which checks again and orders the
@@ -30,23 +29,23 @@ impl<P: Payload> Engine<P> {
         now: Time,
         scope: Scope,
         target: Target,
-    ) -> Result<Vec<AdjustRequest>, Error> {
+    ) -> Result<Vec<AdjustRequest>, AdjustError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         let gids: Vec<GroupId> = match scope {
             Scope::Group(group) => vec![group],
             Scope::All => self.groups.keys().copied().collect(),
         };
-        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        let reachable = self.detector.reachable();
         for gid in &gids {
             let Some(g) = self.groups.get(gid) else {
-                return Err(Error::NotMember { group: *gid });
+                return Err(AdjustError::NotMember { group: *gid });
             };
             match g.phase {
                 Phase::Member if reachable >= self.majority => {}
                 Phase::Joining { rejoin: false, .. } if scope == Scope::All => {}
                 Phase::Joining { rejoin: false, .. } => {
-                    return Err(Error::NotMember { group: *gid });
+                    return Err(AdjustError::NotMember { group: *gid });
                 }
                 _ => {
                     // Cut off from the primary component (or about to be).
@@ -125,7 +124,7 @@ impl<P: Payload> Engine<P> {
         if node == self.ctx.me {
             return Some(self.cfg.protocol);
         }
-        let p = self.peers.iter().find(|p| p.node == node)?;
+        let p = self.detector.peer(node)?;
         if p.suspected {
             return None;
         }
@@ -174,7 +173,7 @@ impl<P: Payload> Engine<P> {
         }
         let members = seq.view.members.clone();
         let from_version = seq.view.protocol;
-        let reachable = 1 + self.peers.iter().filter(|p| !p.suspected).count();
+        let reachable = self.detector.reachable();
         let result = if reachable < self.majority {
             Err(VersionError::Partitioned {
                 missing: Vec::new(),
@@ -241,22 +240,22 @@ impl<P: Payload> Engine<P> {
         now: Time,
         group: GroupId,
         payloads: Vec<P>,
-    ) -> Result<Multicast<Vec<P>>, Error> {
+    ) -> Result<Multicast<Vec<P>>, BatchError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
         let me = self.ctx.me;
         let inc = self.ctx.inc;
         let window = self.cfg.window;
         let Some(g) = self.groups.get_mut(&group) else {
-            return Err(Error::NotMember { group });
+            return Err(BatchError::NotMember { group });
         };
         match g.phase {
-            Phase::Joining { rejoin: true, .. } => return Err(Error::Partitioned { group }),
-            Phase::Joining { .. } => return Err(Error::NotMember { group }),
+            Phase::Joining { rejoin: true, .. } => return Err(BatchError::Partitioned { group }),
+            Phase::Joining { .. } => return Err(BatchError::NotMember { group }),
             Phase::Member => {}
         }
         if g.leaving.is_some() {
-            return Err(Error::InProgress { group });
+            return Err(BatchError::InProgress { group });
         }
         if g.view.protocol < version::BATCH {
             return Err(VersionError::VersionTooLow {

@@ -118,7 +118,7 @@ fn a_graceful_leave_completes_in_both_modes_for_member_and_coordinator() {
             net.engine(leaver).leave(now, g).unwrap();
             assert!(matches!(
                 net.engine(leaver).join(now, g, mode),
-                Err(concord_membership::Error::InProgress { .. })
+                Err(concord_membership::JoinError::InProgress { .. })
             ));
             net.drain((leaver - 1) as usize);
             net.run(50);

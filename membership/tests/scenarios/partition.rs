@@ -22,7 +22,7 @@ fn minority_partition_stops_delivering_and_reports_it() {
     let now = Time(net.now);
     assert!(matches!(
         net.engine(3).multicast(now, g, b"x".as_slice().into()),
-        Err(concord_membership::Error::Partitioned { .. })
+        Err(concord_membership::MulticastError::Partitioned { .. })
     ));
     // Nothing multicast in the majority after the cut reached node 3.
     assert_eq!(net.deliveries(3).len(), before_3);

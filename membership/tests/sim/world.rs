@@ -12,9 +12,9 @@ use std::rc::Rc;
 
 use concord_membership::check::{self, AdjustResult, Event, Logs, NodeLog, Sent};
 use concord_membership::{
-    Body, Command, Config, DurableState, Engine, Error, Message, Multicast, NodeId,
-    ProtocolVersion, Reason, Scope, Stats, Target, Time, VersionError, VersionEvent, VersionRange,
-    version, wire,
+    AdjustError, BatchError, Body, Command, Config, DurableState, Engine, Message, Multicast,
+    NodeId, ProtocolVersion, Reason, Scope, Stats, Target, Time, VersionError, VersionEvent,
+    VersionRange, version, wire,
 };
 
 use super::rng::{FNV_START, Rng, fnv1a};
@@ -815,7 +815,7 @@ impl World {
         let configured = |x: NodeId| (1..=n).contains(&x.0);
         match r {
             Ok(reqs) => self.cov.adjust_requests += reqs.len() as u64,
-            Err(Error::Version(VersionError::NodeNotActive { node: culprit })) => {
+            Err(AdjustError::Version(VersionError::NodeNotActive { node: culprit })) => {
                 self.cov.refused_not_active += 1;
                 if !configured(culprit) {
                     self.fail_world(
@@ -824,7 +824,7 @@ impl World {
                     );
                 }
             }
-            Err(Error::Version(VersionError::Partitioned { missing })) => {
+            Err(AdjustError::Version(VersionError::Partitioned { missing })) => {
                 self.cov.refused_partitioned += 1;
                 if missing.is_empty() || !missing.iter().all(|m| configured(*m)) {
                     self.fail_world(
@@ -833,7 +833,7 @@ impl World {
                     );
                 }
             }
-            Err(Error::Version(VersionError::NotCapable {
+            Err(AdjustError::Version(VersionError::NotCapable {
                 node: culprit,
                 supported,
             })) => {
@@ -913,7 +913,7 @@ impl World {
                     self.slots[node].unconfirmed.insert((group, digest));
                 }
             }
-            Err(Error::Version(VersionError::VersionTooLow { required, active })) => {
+            Err(BatchError::Version(VersionError::VersionTooLow { required, active })) => {
                 self.cov.batches_too_low += 1;
                 if required != version::BATCH || Some(active) != running || active >= required {
                     self.fail_world(

@@ -234,9 +234,9 @@ pub struct DriverConfig {
     /// use SEND_ZC. `usize::MAX` disables zero-copy send. The default (8 MiB)
     /// is measured for loopback and veth, where the kernel copies zero-copy
     /// pages on local delivery anyway: there SEND_ZC streamed at 0.54-0.88x
-    /// of copying sends for 16 KiB to 4 MiB frames (`--example
-    /// zc_threshold`). On a real NIC measure again; it usually pays from a
-    /// few tens of KiB.
+    /// of copying sends for 16 KiB to 4 MiB frames (`cargo run --release -p
+    /// concord-bench --example zc_threshold`). On a real NIC measure again;
+    /// it usually pays from a few tens of KiB.
     pub zc_threshold: usize,
     /// Whether payload frames we send carry a checksum over the payload
     /// (control frames always do, and the header always is). Off by default:

@@ -124,9 +124,9 @@ impl<P: Payload> Group<P> {
     /// in its view: what it delivered itself of any sender's stream is not
     /// ordered again. It is every member of the view, so nobody would
     /// deliver those positions (the leaver, which admitted their
-    /// re-sending sender and still lacked them, left before ordering them:
-    /// seed 36636). Payloads skipped this way are dropped when nothing older
-    /// in their ring was ordered; otherwise with the next release.
+    /// re-sending sender and still lacked them, left before ordering them).
+    /// Payloads skipped this way are dropped when nothing older in their
+    /// ring was ordered; otherwise with the next release.
     pub fn skip_delivered_alone(&mut self, me: NodeId) {
         let Some(seq) = self.seq.as_mut() else { return };
         if seq.view.members.as_slice() != [me] {

@@ -23,10 +23,15 @@ mod repair;
 mod ring;
 mod senders;
 mod sequencer;
+#[cfg(any(test, debug_assertions))]
+mod validate;
 
 pub(crate) use ring::Slot;
 pub(crate) use senders::{SenderBuf, delivered_of, next_of, set_next};
 pub(crate) use sequencer::{Sequencer, WelcomeInfo};
+#[cfg(any(test, debug_assertions))]
+#[allow(unused_imports, reason = "for the Engine's debug checks")]
+pub(crate) use validate::{Invariant, Violation, validate_all};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {

@@ -9,7 +9,7 @@ use crate::types::{NodeId, Payload};
 
 /// Positions further ahead than this are dropped (and fetched again later):
 /// bounds memory against a confused or hostile peer.
-const MAX_AHEAD: u64 = 1 << 20;
+pub(super) const MAX_AHEAD: u64 = 1 << 20;
 
 /// One position of the order, expanded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -341,6 +341,13 @@ impl<P: Payload> Engine<P> {
     pub fn poll_command(&mut self) -> Option<Command<P>> {
         if self.ctx.commands.is_empty() {
             self.flush_batches();
+            // Debug builds (every `cargo test`, the simulator's default run)
+            // check each group's ordering invariants once per drain, i.e.
+            // after every input; release builds carry no cost.
+            #[cfg(debug_assertions)]
+            if self.ctx.commands.is_empty() {
+                crate::group::validate_all(self.groups.iter_mut().map(|(_, g)| &*g));
+            }
         }
         self.ctx.commands.pop_front()
     }

@@ -6,7 +6,7 @@
 
 use std::rc::Rc;
 
-use concord_membership::{Body, Message, NodeId, Time, wire};
+use concord_membership::{Body, Message, NodeId, wire};
 
 use super::{Bytes, Ev, World};
 use crate::sim::scenario::MS;
@@ -144,11 +144,11 @@ impl World {
             },
         };
         let from_id = self.slots[from].id;
-        let now = self.now;
+        let now = self.clock(to);
         let Some(engine) = self.slots[to].engine.as_mut() else {
             return;
         };
-        engine.handle_message(Time(now), from_id, msg);
+        engine.handle_message(now, from_id, msg);
         self.settle(to);
     }
 

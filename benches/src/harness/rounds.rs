@@ -7,6 +7,8 @@
 //! each size every case in order. [`run_interleaved`] runs it and files each
 //! outcome under its case and size, in round order.
 
+use serde::Serialize;
+
 use crate::harness::stats::Spread;
 use crate::harness::status::{Status, status_of};
 
@@ -38,6 +40,24 @@ pub fn schedule(rounds: usize, sizes: &[usize], cases: &[&'static str]) -> Vec<S
     slots
 }
 
+/// What every report row says before its figures: the case, the size, and
+/// how its rounds went. Flattened into each row's JSON.
+#[derive(Debug, Clone, Serialize)]
+pub struct RowHead {
+    /// Case name.
+    pub name: String,
+    /// Message (payload) size in bytes.
+    pub size: usize,
+    /// Outcome: `failed` if any round failed.
+    pub status: Status,
+    /// Why it is unavailable or failed, and in which rounds.
+    pub error: Option<String>,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Rounds that measured.
+    pub rounds_ok: usize,
+}
+
 /// Every round's outcome of one case at one size, in round order.
 #[derive(Debug)]
 pub struct CaseRounds<T> {
@@ -50,6 +70,19 @@ pub struct CaseRounds<T> {
 }
 
 impl<T> CaseRounds<T> {
+    /// The row head of this case's report row.
+    #[must_use]
+    pub fn head(&self) -> RowHead {
+        RowHead {
+            name: self.name.to_string(),
+            size: self.size,
+            status: self.status(),
+            error: self.error(),
+            rounds: self.outcomes.len(),
+            rounds_ok: self.rounds_ok(),
+        }
+    }
+
     /// `failed` if any round failed, else `unavailable` if any round was,
     /// else `ok`.
     #[must_use]

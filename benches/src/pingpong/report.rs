@@ -5,7 +5,7 @@ use crate::cases::concord;
 use crate::cases::std_sockets::FLOOR;
 use crate::harness::report::RunInfo;
 use crate::harness::result::CaseResult;
-use crate::harness::rounds::{CaseRounds, ratios};
+use crate::harness::rounds::{CaseRounds, RowHead, ratios};
 use crate::harness::stats::{Spread, median_u64};
 use crate::harness::status::Status;
 use serde::Serialize;
@@ -30,18 +30,9 @@ pub struct PingpongSpread {
 /// largest round and each round's value.
 #[derive(Debug, Clone, Serialize)]
 pub struct PingpongRecord {
-    /// Case name.
-    pub name: String,
-    /// Message size in bytes.
-    pub size: usize,
-    /// Outcome: `failed` if any round failed.
-    pub status: Status,
-    /// Why it is unavailable or failed, and in which rounds.
-    pub error: Option<String>,
-    /// Rounds run.
-    pub rounds: usize,
-    /// Rounds that measured.
-    pub rounds_ok: usize,
+    /// Case, size and how the rounds went.
+    #[serde(flatten)]
+    pub head: RowHead,
     /// Measured round trips per round.
     pub round_trips: Option<u64>,
     /// Median round trip.
@@ -84,12 +75,7 @@ impl PingpongRecord {
         };
         let rounds_ok = c.rounds_ok();
         PingpongRecord {
-            name: c.name.to_string(),
-            size: c.size,
-            status: c.status(),
-            error: c.error(),
-            rounds: c.outcomes.len(),
-            rounds_ok,
+            head: c.head(),
             round_trips: median_u64(c.spread(|r| u(r.round_trips)).as_ref()),
             p50_ns: median_u64(spread.p50_ns.as_ref()),
             p99_ns: median_u64(spread.p99_ns.as_ref()),
@@ -158,8 +144,12 @@ impl PingpongReport {
     /// Derives the ratios and failure list from the rows.
     #[must_use]
     pub fn new(run: RunInfo, cases: Vec<PingpongRecord>) -> Self {
-        let rounds = cases.iter().map(|c| c.rounds).max().unwrap_or(0);
-        let find = |name: &str| cases.iter().find(|c| c.name == name && c.size == 64);
+        let rounds = cases.iter().map(|c| c.head.rounds).max().unwrap_or(0);
+        let find = |name: &str| {
+            cases
+                .iter()
+                .find(|c| c.head.name == name && c.head.size == 64)
+        };
         let concord = find(concord::NAME);
         let floor = find(FLOOR);
         let ratio = |fig: fn(&PingpongSpread) -> Option<&Spread>| {
@@ -177,8 +167,8 @@ impl PingpongReport {
         let median = |s: &Option<Spread>| s.as_ref().map(|s| s.median);
         let failures = cases
             .iter()
-            .filter(|c| c.status == Status::Failed)
-            .map(|c| format!("{}@{}", c.name, c.size))
+            .filter(|c| c.head.status == Status::Failed)
+            .map(|c| format!("{}@{}", c.head.name, c.head.size))
             .collect();
         PingpongReport {
             bench: "pingpong",
@@ -208,7 +198,7 @@ impl PingpongReport {
             "case", "size", "p50 us", "p99 us", "p99.9 us", "max us", "n", "allocs/msg", "allocs"
         );
         for c in &self.cases {
-            let status = match c.status {
+            let status = match c.head.status {
                 Status::Ok if c.pinned == Some(false) => "ok (NOT PINNED)".to_string(),
                 Status::Ok => match c.straddled_frames {
                     Some(n) => format!("ok (straddled frames copied: {n})"),
@@ -216,18 +206,18 @@ impl PingpongReport {
                 },
                 Status::Unavailable => format!(
                     "unavailable: {}",
-                    c.error.as_deref().unwrap_or("no reason given")
+                    c.head.error.as_deref().unwrap_or("no reason given")
                 ),
                 Status::Failed => format!(
                     "FAILED: {}",
-                    c.error.as_deref().unwrap_or("no reason given")
+                    c.head.error.as_deref().unwrap_or("no reason given")
                 ),
             };
             let _ = writeln!(
                 t,
                 "{:<14} {:>6} {:>10} {:>10} {:>10} {:>10} {:>8} {:>10} {:>7}  {}",
-                c.name,
-                c.size,
+                c.head.name,
+                c.head.size,
                 us(c.p50_ns),
                 us(c.p99_ns),
                 us(c.p999_ns),
@@ -253,8 +243,8 @@ impl PingpongReport {
             let _ = writeln!(
                 t,
                 "{:<14} {:>6} {:>22} {:>22} {:>22} {:>25} {:>22}",
-                c.name,
-                c.size,
+                c.head.name,
+                c.head.size,
                 sp(&s.p50_ns, 1e-3, 2),
                 sp(&s.p99_ns, 1e-3, 2),
                 sp(&s.p999_ns, 1e-3, 2),
@@ -400,9 +390,12 @@ mod tests {
         let s = rep.spread.ratio_p50_vs_floor_64.as_ref().unwrap();
         assert_eq!(s.values, vec![Some(1.2), None, Some(1.8)]);
         assert_eq!(rep.ratio_p50_vs_floor_64, Some(1.5));
-        assert_eq!(rep.cases[0].status, Status::Failed);
-        assert_eq!(rep.cases[0].rounds_ok, 2);
-        assert_eq!(rep.cases[0].error.as_deref(), Some("flaky (round 2 of 3)"));
+        assert_eq!(rep.cases[0].head.status, Status::Failed);
+        assert_eq!(rep.cases[0].head.rounds_ok, 2);
+        assert_eq!(
+            rep.cases[0].head.error.as_deref(),
+            Some("flaky (round 2 of 3)")
+        );
         assert_eq!(rep.failures, vec!["concord@64".to_string()]);
     }
 
@@ -416,8 +409,8 @@ mod tests {
             rows("floor", vec![floor(64, 5, 50)]),
         ];
         let rep = PingpongReport::new(RunInfo::collect(&"args"), cases);
-        assert_eq!(rep.cases[0].status, Status::Unavailable);
-        assert_eq!(rep.cases[1].status, Status::Ok);
+        assert_eq!(rep.cases[0].head.status, Status::Unavailable);
+        assert_eq!(rep.cases[1].head.status, Status::Ok);
         assert!(rep.ratio_p50_vs_floor_64.is_none());
         assert!(rep.allocs_per_msg.is_none());
         assert!(rep.failures.is_empty());

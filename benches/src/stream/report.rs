@@ -5,7 +5,7 @@ use crate::cases::concord;
 use crate::cases::std_sockets::STD;
 use crate::harness::report::RunInfo;
 use crate::harness::result::StreamResult;
-use crate::harness::rounds::{CaseRounds, ratios};
+use crate::harness::rounds::{CaseRounds, RowHead, ratios};
 use crate::harness::stats::{Spread, median_u64};
 use crate::harness::status::Status;
 use serde::Serialize;
@@ -26,18 +26,9 @@ pub struct StreamSpread {
 /// round's value.
 #[derive(Debug, Clone, Serialize)]
 pub struct StreamRecord {
-    /// Case name.
-    pub name: String,
-    /// Payload size in bytes.
-    pub size: usize,
-    /// Outcome: `failed` if any round failed.
-    pub status: Status,
-    /// Why it is unavailable or failed, and in which rounds.
-    pub error: Option<String>,
-    /// Rounds run.
-    pub rounds: usize,
-    /// Rounds that measured.
-    pub rounds_ok: usize,
+    /// Case, size and how the rounds went.
+    #[serde(flatten)]
+    pub head: RowHead,
     /// Messages delivered and verified.
     pub messages: Option<u64>,
     /// Receiver-side seconds.
@@ -70,12 +61,7 @@ impl StreamRecord {
         let rounds_ok = c.rounds_ok();
         let median = |s: &Option<Spread>| s.as_ref().map(|s| s.median);
         StreamRecord {
-            name: c.name.to_string(),
-            size: c.size,
-            status: c.status(),
-            error: c.error(),
-            rounds: c.outcomes.len(),
-            rounds_ok,
+            head: c.head(),
             messages: median_u64(c.spread(|r| Some(r.messages as f64)).as_ref()),
             seconds: c
                 .spread(|r| Some(r.elapsed.as_secs_f64()))
@@ -139,15 +125,15 @@ impl StreamReport {
     /// Derives ratios and failures from the rows.
     #[must_use]
     pub fn new(run: RunInfo, cases: Vec<StreamRecord>) -> Self {
-        let rounds = cases.iter().map(|c| c.rounds).max().unwrap_or(0);
+        let rounds = cases.iter().map(|c| c.head.rounds).max().unwrap_or(0);
         let rates = |name: &str, size: usize| {
             cases
                 .iter()
-                .find(|c| c.name == name && c.size == size)
+                .find(|c| c.head.name == name && c.head.size == size)
                 .and_then(|c| c.spread.msgs_per_s.as_ref())
                 .map_or_else(|| vec![None; rounds], |s| s.values.clone())
         };
-        let mut sizes: Vec<usize> = cases.iter().map(|c| c.size).collect();
+        let mut sizes: Vec<usize> = cases.iter().map(|c| c.head.size).collect();
         sizes.sort_unstable();
         sizes.dedup();
         let ratios: Vec<SizeRatio> = sizes
@@ -167,8 +153,8 @@ impl StreamReport {
         };
         let failures = cases
             .iter()
-            .filter(|c| c.status == Status::Failed)
-            .map(|c| format!("{}@{}", c.name, c.size))
+            .filter(|c| c.head.status == Status::Failed)
+            .map(|c| format!("{}@{}", c.head.name, c.head.size))
             .collect();
         StreamReport {
             bench: "stream",
@@ -195,22 +181,22 @@ impl StreamReport {
             "case", "size", "msgs/s", "GB/s", "messages", "secs", "allocs/msg"
         );
         for c in &self.cases {
-            let status = match c.status {
+            let status = match c.head.status {
                 Status::Ok if c.pinned == Some(false) => "ok (NOT PINNED)".to_string(),
                 Status::Ok => match c.straddled_frames {
                     Some(n) => format!("ok (straddled frames copied: {n})"),
                     None => "ok".to_string(),
                 },
                 Status::Unavailable => {
-                    format!("unavailable: {}", c.error.as_deref().unwrap_or("?"))
+                    format!("unavailable: {}", c.head.error.as_deref().unwrap_or("?"))
                 }
-                Status::Failed => format!("FAILED: {}", c.error.as_deref().unwrap_or("?")),
+                Status::Failed => format!("FAILED: {}", c.head.error.as_deref().unwrap_or("?")),
             };
             let _ = writeln!(
                 t,
                 "{:<10} {:>7} {:>14} {:>9} {:>12} {:>7} {:>10}  {}",
-                c.name,
-                c.size,
+                c.head.name,
+                c.head.size,
                 c.msgs_per_s.map_or("-".into(), |v| format!("{v:.0}")),
                 c.gb_per_s.map_or("-".into(), |v| format!("{v:.3}")),
                 c.messages.map_or("-".into(), |v| v.to_string()),
@@ -232,8 +218,8 @@ impl StreamReport {
             let _ = writeln!(
                 t,
                 "{:<10} {:>7} {:>34} {:>22} {:>22}",
-                c.name,
-                c.size,
+                c.head.name,
+                c.head.size,
                 sp(&c.spread.msgs_per_s, 0),
                 sp(&c.spread.gb_per_s, 3),
                 sp(&c.spread.allocs_per_msg, 3),

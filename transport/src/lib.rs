@@ -21,6 +21,9 @@
 //!   large buffer until it is full and frames are parsed in place where they
 //!   landed. A frame is handed out as a [`RecvFrame`] borrowing the buffer;
 //!   only a frame straddling two buffers is copied (counted in [`Stats`]).
+//!   A `RecvFrame` is a refcounted view: cloning or slicing it bumps a
+//!   shard-local count (so it is `!Send`), and copies out are explicit
+//!   ([`RecvFrame::to_vec`], [`RecvFrame::detach`]) and counted.
 //! - **Send.** Small frames are written (or claimed and filled in place,
 //!   [`Driver::claim`]) into per-connection staging chunks and batched: one
 //!   send per connection in flight, covering everything queued (several
@@ -391,6 +394,12 @@ pub struct Stats {
     pub disconnects: u64,
     /// Pooled send buffers allocated (not reused).
     pub pool_allocations: u64,
+    /// Frames copied out of the receive buffers by [`RecvFrame::to_vec`] or
+    /// [`RecvFrame::detach`] (the only copies of a received payload besides
+    /// straddling frames).
+    pub copied_out_frames: u64,
+    /// Bytes copied by them.
+    pub copied_out_bytes: u64,
     /// Reassembly buffers allocated or grown (0 while straddling frames fit
     /// a receive buffer: those are preallocated per connection).
     pub assembly_allocations: u64,

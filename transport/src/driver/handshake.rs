@@ -37,7 +37,12 @@ impl Driver {
         {
             tracing::debug!(%err, "keepalive setup failed");
         }
-        let ring = Rc::new(RecvRing::new(bgid, buf_size, buf_count));
+        let ring = Rc::new(RecvRing::new(
+            bgid,
+            buf_size,
+            buf_count,
+            Rc::clone(&self.recv_account),
+        ));
         // SAFETY: the ring memory is owned by `ring`, which the connection
         // keeps until after it unregisters the group (finish_close).
         let reg = unsafe {

@@ -17,7 +17,7 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rkyv::util::AlignedVec;
 
 use crate::frame::{ARCHIVE_ALIGN, HandshakeError};
-use crate::recv_buf::AssemblyPool;
+use crate::recv_buf::{AssemblyPool, RecvAccount};
 use crate::send_buf::{BufRef, SendPool};
 use crate::sys;
 use crate::{CloseReason, ConnId, DriverConfig, Event, PeerInfo, SetupError, Stats};
@@ -80,6 +80,8 @@ pub struct Driver {
     bgids: Vec<u16>,
     send_pool: Rc<SendPool>,
     asm_pool: Rc<AssemblyPool>,
+    /// Receive counters the frames update (copies out, bytes held).
+    recv_account: Rc<RecvAccount>,
     /// Reassembly slots preallocated (the most connections live at once).
     asm_preallocated: usize,
     /// SEND_ZC buffers awaiting their notification, with their connection.
@@ -137,13 +139,15 @@ impl Driver {
             state: AtomicU8::new(IDLE),
             efd,
         });
+        let recv_account = Rc::new(RecvAccount::default());
         let mut d = Driver {
             ring,
             send_pool: Rc::new(SendPool::new(
                 cfg.send_pool_bytes,
                 cfg.max_frame_len as usize,
             )),
-            asm_pool: Rc::new(AssemblyPool::default()),
+            asm_pool: Rc::new(AssemblyPool::new(Rc::clone(&recv_account))),
+            recv_account,
             asm_preallocated: 0,
             conns: Vec::new(),
             generations: Vec::new(),
@@ -178,7 +182,10 @@ impl Driver {
 
     /// Counters since creation.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut s = self.stats;
+        s.copied_out_frames = self.recv_account.copied_frames.get();
+        s.copied_out_bytes = self.recv_account.copied_bytes.get();
+        s
     }
 
     /// Who is on the other end of an open connection.

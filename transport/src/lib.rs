@@ -34,8 +34,12 @@
 //!   until the kernel's notification.
 //! - **Bounds.** Each peer's queue is bounded (chunks and items); a full queue
 //!   answers [`SendOutcome::BackPressured`] and later [`Event::Writable`].
-//!   A peer that stops reading also stops being read from when the app holds
-//!   its frames (its ring runs dry): memory stays bounded both ways.
+//!   When the application's frames hold every receive buffer of a
+//!   connection, the driver stops reading it and says so
+//!   ([`Event::RecvPressure`], then [`Event::RecvResumed`] once frames drop):
+//!   TCP back-pressures the peer, and memory stays bounded both ways.
+//!   [`DriverConfig::recv_buf_count_for`] sizes the ring for what the
+//!   application holds.
 //! - **Bad input** (wrong magic, wire version, length, checksum, or a control
 //!   archive failing bytecheck validation) closes only that connection with a
 //!   typed [`CloseReason`], logged at `warn`. Nothing the network sends can panic
@@ -199,6 +203,38 @@ pub enum Event {
         /// The connection.
         conn: ConnId,
     },
+    /// The application's frames hold every receive buffer of this
+    /// connection, so the driver stopped reading from it: the peer's data
+    /// waits in the kernel's socket buffers, TCP back-pressures the peer, and
+    /// its sends end up `BackPressured`. Nothing is lost. Reading resumes by
+    /// itself, with [`Event::RecvResumed`], once frames are dropped (or
+    /// [`detach`](RecvFrame::detach)ed); a connection that ends while paused
+    /// reports `Disconnected` instead.
+    RecvPressure {
+        /// The connection.
+        conn: ConnId,
+        /// Receive buffers the application's frames hold on it.
+        held_buffers: u32,
+        /// Bytes landed in those buffers.
+        held_bytes: u64,
+    },
+    /// A connection paused by [`Event::RecvPressure`] reads again.
+    RecvResumed {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Receive memory that frames hold on one connection ([`Driver::recv_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecvHeld {
+    /// Receive buffers frames keep out of the connection's ring (the kernel
+    /// filled them; the last view into each returns it).
+    pub buffers: u32,
+    /// Bytes the kernel landed in those buffers.
+    pub bytes: u64,
+    /// The connection is paused ([`Event::RecvPressure`]): every buffer is held.
+    pub paused: bool,
 }
 
 /// Driver settings. `Default` suits a small cluster on one host.
@@ -333,6 +369,24 @@ impl DriverConfig {
         Ok(())
     }
 
+    /// The receive buffers per connection ([`recv_buf_count`](Self::recv_buf_count))
+    /// that let the application hold `held_bytes` of one peer's traffic
+    /// without pausing that connection: frames are released roughly in the
+    /// order they arrived (a peer's messages become stable in order), so
+    /// what they pin is a span of the stream. It covers `held_bytes` (count
+    /// the traffic interleaved with the held payloads, e.g. order records
+    /// and acks, too), plus the partly released buffer at its old end and
+    /// the one the kernel is filling. Rounded up to a power of two; `None`
+    /// past 32768 buffers (use larger buffers).
+    ///
+    /// For a membership node: `held_bytes` = groups x `Config::window`
+    /// (unstable messages per sender) x (largest payload + its framing).
+    pub fn recv_buf_count_for(&self, held_bytes: u64) -> Option<u16> {
+        let n = held_bytes.div_ceil(self.recv_buf_size as u64) + 2;
+        let n = n.checked_next_power_of_two()?;
+        (n <= 32768).then_some(n as u16)
+    }
+
     /// Memory the kernel pins per connection (the buffer ring itself; the
     /// buffers are ordinary memory) plus slack for the rings' own pages.
     fn memlock_needed(&self) -> u64 {
@@ -376,8 +430,20 @@ pub struct Stats {
     pub straddled_bytes: u64,
     /// Control archives copied to an aligned scratch before validation.
     pub misaligned_archives: u64,
-    /// Times a connection's receive ring ran dry (the app held its frames).
+    /// Times a connection's multishot receive ended for want of a buffer
+    /// (the kernel outran the parser, or frames held every buffer).
     pub recv_starved: u64,
+    /// Times a connection paused because frames held every one of its
+    /// receive buffers (each reported with [`Event::RecvPressure`]).
+    pub recv_paused: u64,
+    /// Times a paused connection resumed ([`Event::RecvResumed`]).
+    pub recv_resumed: u64,
+    /// Now (a gauge): receive buffers that frames hold, all connections.
+    pub held_recv_buffers: u64,
+    /// Now (a gauge): bytes landed in those buffers.
+    pub held_recv_bytes: u64,
+    /// Now (a gauge): reassembly bytes held by frames that straddled buffers.
+    pub held_assembly_bytes: u64,
     /// Multishot receives (re)armed.
     pub recv_arms: u64,
     /// Receive completions that carried bytes (`bytes_received` over this is

@@ -41,6 +41,13 @@ pub(crate) struct RecvRing {
     refs: Box<[Cell<u32>]>,
     /// Per buffer: bytes the kernel has reported into it so far.
     fill: Box<[Cell<u32>]>,
+    /// Per buffer: the kernel is done with it but frames still hold it
+    /// (counted in `held_buffers` and `held_bytes`).
+    held: Box<[Cell<bool>]>,
+    /// Buffers that frames keep out of the ring after the kernel filled them.
+    held_buffers: Cell<u16>,
+    /// Bytes the kernel landed in those buffers.
+    held_bytes: Cell<u64>,
     /// Buffers in the ring that the kernel has not started on.
     in_ring: Cell<u16>,
     pub(crate) bgid: u16,
@@ -88,6 +95,9 @@ impl RecvRing {
             tail: Cell::new(0),
             refs: (0..count).map(|_| Cell::new(0)).collect(),
             fill: (0..count).map(|_| Cell::new(0)).collect(),
+            held: (0..count).map(|_| Cell::new(false)).collect(),
+            held_buffers: Cell::new(0),
+            held_bytes: Cell::new(0),
             in_ring: Cell::new(0),
             bgid,
             account,
@@ -165,9 +175,37 @@ impl RecvRing {
         let n = r.get() - 1;
         r.set(n);
         if n == 0 {
-            self.fill[bid as usize].set(0);
+            let fill = self.fill[bid as usize].replace(0) as u64;
+            if self.held[bid as usize].replace(false) {
+                self.held_buffers.set(self.held_buffers.get() - 1);
+                self.held_bytes.set(self.held_bytes.get() - fill);
+                let a = &self.account;
+                a.held_buffers.set(a.held_buffers.get() - 1);
+                a.held_bytes.set(a.held_bytes.get() - fill);
+            }
             self.push(bid);
         }
+    }
+
+    /// The driver drops its "current" hold on `bid` (the kernel is done
+    /// writing it). Frames still referencing it now keep it from the ring:
+    /// that is what `held_buffers` counts.
+    pub(crate) fn retire(&self, bid: u16) {
+        if self.refs[bid as usize].get() > 1 {
+            let fill = self.fill[bid as usize].get() as u64;
+            self.held[bid as usize].set(true);
+            self.held_buffers.set(self.held_buffers.get() + 1);
+            self.held_bytes.set(self.held_bytes.get() + fill);
+            let a = &self.account;
+            a.held_buffers.set(a.held_buffers.get() + 1);
+            a.held_bytes.set(a.held_bytes.get() + fill);
+        }
+        self.release(bid);
+    }
+
+    /// Buffers frames keep out of the ring, and the bytes landed in them.
+    pub(crate) fn held(&self) -> (u16, u64) {
+        (self.held_buffers.get(), self.held_bytes.get())
     }
 
     /// Bytes `[off, off + len)` of buffer `bid`.
@@ -312,6 +350,10 @@ impl AssemblyPool {
 /// copied out or dropped (shard-local `Cell`s, read by `Driver::stats`).
 #[derive(Debug, Default)]
 pub(crate) struct RecvAccount {
+    /// Receive buffers (all connections) that frames keep out of their ring.
+    pub(crate) held_buffers: Cell<u64>,
+    /// Bytes landed in them.
+    pub(crate) held_bytes: Cell<u64>,
     /// Reassembly bytes held by frames.
     pub(crate) held_asm_bytes: Cell<u64>,
     /// Frames copied out with `to_vec` or `detach`.

@@ -16,7 +16,7 @@ fn pattern(seq: u32, len: usize) -> Vec<u8> {
 
 /// Sends `n` frames of `len` bytes from `client` and hands each one the
 /// server receives to `keep`, until all arrived or (with `stop_when_starved`)
-/// the server's ring starved.
+/// the server paused the connection (its frames hold every buffer).
 fn stream(
     server: &mut Driver,
     client: &mut Driver,
@@ -28,7 +28,7 @@ fn stream(
     let mut sent = 0u32;
     let mut next = 0u32;
     let start = Instant::now();
-    while next < n && !(stop_when_starved && server.stats().recv_starved > 0) {
+    while next < n && !(stop_when_starved && server.stats().recv_paused > 0) {
         assert!(start.elapsed() < GUARD, "timed out: {next} of {n}");
         while sent < n && client.send(c, &pattern(sent, len)).unwrap() == SendOutcome::Queued {
             sent += 1;
@@ -130,12 +130,18 @@ fn a_held_slice_pins_its_buffer_and_a_detached_copy_does_not() {
         slices.push(f.slice(0..8))
     });
     assert!(got < 40, "holding slices starved the ring");
+    assert_eq!(server.stats().held_recv_buffers, 4);
     let mut detached = Vec::new();
     for (seq, s) in slices.drain(..).enumerate() {
         let d = s.detach();
         assert_eq!(&d[..], &pattern(seq as u32, 16 << 10)[..8]);
         detached.push(d);
     }
+    assert_eq!(
+        server.stats().held_recv_buffers,
+        0,
+        "detached views hold none"
+    );
     // A stream of 12x the ring's size whose slices are all detached (and
     // held) completes without ever starving.
     let mut server2 = Driver::new(cfg(3)).unwrap();

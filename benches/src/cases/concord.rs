@@ -303,7 +303,8 @@ fn echo_server(tx: &mpsc::Sender<SocketAddr>, size: usize) -> anyhow::Result<(u6
             Event::HandshakeFailed { reason, .. } => {
                 fault = Some(anyhow::Error::new(reason).context("client handshake failed"));
             }
-            Event::Writable { .. } => {}
+            // Receive pauses show only in the counters.
+            Event::Writable { .. } | Event::RecvPressure { .. } | Event::RecvResumed { .. } => {}
         });
         if let Some(e) = fault.take() {
             return Err(e);
@@ -552,7 +553,8 @@ fn stream_receiver(
             Event::HandshakeFailed { reason, .. } => {
                 fault = Some(anyhow::Error::new(reason).context("sender handshake failed"));
             }
-            Event::Writable { .. } => {}
+            // Receive pauses show only in the counters.
+            Event::Writable { .. } | Event::RecvPressure { .. } | Event::RecvResumed { .. } => {}
         });
         if let Some(e) = fault.take() {
             return Err(e);

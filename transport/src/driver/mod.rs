@@ -20,7 +20,7 @@ use crate::frame::{ARCHIVE_ALIGN, HandshakeError};
 use crate::recv_buf::{AssemblyPool, RecvAccount};
 use crate::send_buf::{BufRef, SendPool};
 use crate::sys;
-use crate::{CloseReason, ConnId, DriverConfig, Event, PeerInfo, SetupError, Stats};
+use crate::{CloseReason, ConnId, DriverConfig, Event, PeerInfo, RecvHeld, SetupError, Stats};
 
 mod close;
 mod conn;
@@ -183,9 +183,26 @@ impl Driver {
     /// Counters since creation.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;
+        let a = &self.recv_account;
+        s.held_recv_buffers = a.held_buffers.get();
+        s.held_recv_bytes = a.held_bytes.get();
+        s.held_assembly_bytes = a.held_asm_bytes.get();
         s.copied_out_frames = self.recv_account.copied_frames.get();
         s.copied_out_bytes = self.recv_account.copied_bytes.get();
         s
+    }
+
+    /// Receive memory the application's frames hold on one connection: the
+    /// buffers they keep out of its ring and the bytes landed in them.
+    /// `None` for an unknown connection or one without receive buffers.
+    pub fn recv_held(&self, conn: ConnId) -> Option<RecvHeld> {
+        let rs = self.conn_ref(conn).ok()?.recv.as_ref()?;
+        let (buffers, bytes) = rs.ring.held();
+        Some(RecvHeld {
+            buffers: buffers as u32,
+            bytes,
+            paused: rs.starved,
+        })
     }
 
     /// Who is on the other end of an open connection.
@@ -261,7 +278,7 @@ impl Driver {
             }
         }
         if !self.starved.is_empty() {
-            work += self.rearm_starved();
+            work += self.rearm_starved(on_event);
         }
         work += self.flush_sends();
         self.submit();
@@ -449,7 +466,9 @@ impl Driver {
             self.submit();
             return Ok(());
         }
-        let ready = !self.cqes.is_empty() || !self.ring.completion().is_empty();
+        let ready = !self.cqes.is_empty()
+            || !self.ring.completion().is_empty()
+            || (!self.starved.is_empty() && self.can_resume());
         let res = if ready || timeout == Some(Duration::ZERO) {
             self.submit();
             Ok(0)

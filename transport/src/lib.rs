@@ -198,11 +198,16 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
-    /// A connection that answered `BackPressured` has room again.
+    /// A connection that answered `BackPressured` has room again: its own
+    /// queue drained, or (when the shared send pool was what refused it) a
+    /// pooled buffer came back.
     Writable {
         /// The connection.
         conn: ConnId,
     },
+    /// The send pool, which refused a [`Driver::alloc_buf`], has a buffer
+    /// back: allocating may succeed again.
+    PoolWritable,
     /// The application's frames hold every receive buffer of this
     /// connection, so the driver stopped reading from it: the peer's data
     /// waits in the kernel's socket buffers, TCP back-pressures the peer, and
@@ -420,7 +425,8 @@ pub struct Stats {
     pub short_sends: u64,
     /// SEND_ZC notifications received (the kernel released the pages).
     pub zc_notifications: u64,
-    /// Sends answered with `BackPressured`.
+    /// Sends answered with `BackPressured`, and `alloc_buf` calls refused at
+    /// the pool's cap.
     pub back_pressured: u64,
     /// Frames refused as bad (each closes its connection).
     pub bad_frames: u64,

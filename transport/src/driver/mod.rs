@@ -89,6 +89,10 @@ pub struct Driver {
     zc_free: Vec<u32>,
     flush: Vec<u32>,
     starved: Vec<u32>,
+    /// Connections the send pool refused (woken when a buffer comes back).
+    pool_waiters: Vec<ConnId>,
+    /// An `alloc_buf` was refused at the pool's cap.
+    alloc_waiter: bool,
     cqes: Vec<cqueue::Entry>,
     scratch: AlignedVec<ARCHIVE_ALIGN>,
     unpark: Arc<UnparkInner>,
@@ -158,6 +162,8 @@ impl Driver {
             zc_free: Vec::new(),
             flush: Vec::with_capacity(64),
             starved: Vec::with_capacity(64),
+            pool_waiters: Vec::with_capacity(64),
+            alloc_waiter: false,
             cqes: Vec::with_capacity(cfg.ring_entries as usize * 4),
             scratch: AlignedVec::with_capacity(1024),
             unpark,
@@ -280,9 +286,11 @@ impl Driver {
         if !self.starved.is_empty() {
             work += self.rearm_starved(on_event);
         }
+        work += self.wake_pool_waiters(on_event);
         work += self.flush_sends();
         self.submit();
         work += self.reap(on_event);
+        work += self.wake_pool_waiters(on_event);
         if !self.flush.is_empty() {
             work += self.flush_sends();
             self.submit();
@@ -468,7 +476,8 @@ impl Driver {
         }
         let ready = !self.cqes.is_empty()
             || !self.ring.completion().is_empty()
-            || (!self.starved.is_empty() && self.can_resume());
+            || (!self.starved.is_empty() && self.can_resume())
+            || self.send_pool.space_returned();
         let res = if ready || timeout == Some(Duration::ZERO) {
             self.submit();
             Ok(0)

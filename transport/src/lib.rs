@@ -428,6 +428,9 @@ pub struct Stats {
     /// Sends answered with `BackPressured`, and `alloc_buf` calls refused at
     /// the pool's cap.
     pub back_pressured: u64,
+    /// Payload frames a peer sent after its own Goodbye (or after its
+    /// refused handshake): a protocol violation, dropped and logged.
+    pub frames_after_goodbye: u64,
     /// Frames refused as bad (each closes its connection).
     pub bad_frames: u64,
     /// Frames that straddled receive buffers and were copied.

@@ -236,7 +236,12 @@ impl Driver {
                     self.stats.frames_received += 1;
                     let state = self.conns[index as usize].as_ref().expect("conn").state;
                     match state {
-                        State::Open => on_event(self, Event::Frame { conn: id, frame }),
+                        // While our close lingers the peer keeps sending until
+                        // it reads our Goodbye: those frames are delivered,
+                        // before the close event (which waits for its EOF).
+                        State::Open | State::Lingering { .. } => {
+                            on_event(self, Event::Frame { conn: id, frame })
+                        }
                         State::Handshaking { .. } => {
                             drop(frame);
                             self.handshake_failed(
@@ -244,8 +249,14 @@ impl Driver {
                                 HandshakeError::NotHello { got: "payload" },
                             );
                         }
-                        // Closing on our side: the application asked to stop.
-                        _ => drop(frame),
+                        // Draining: after the peer's own Goodbye (it promised
+                        // nothing more, and its close was reported), or after
+                        // we refused its handshake (never announced).
+                        _ => {
+                            self.stats.frames_after_goodbye += 1;
+                            tracing::warn!(conn = %id, "payload frame after the peer's Goodbye; dropped");
+                            drop(frame)
+                        }
                     }
                 }
                 Step::Control(msg) => {

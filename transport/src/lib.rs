@@ -139,6 +139,9 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// Peer's node id.
     pub node_id: u64,
+    /// Peer's incarnation ([`DriverConfig::incarnation`]): a higher one than
+    /// before from the same `node_id` means the node restarted.
+    pub incarnation: u64,
     /// Peer's cluster id (equal to ours, or the handshake fails).
     pub cluster_id: u64,
     /// Protocol versions the peer supports.
@@ -247,6 +250,11 @@ pub struct RecvHeld {
 pub struct DriverConfig {
     /// Our node id, sent in the handshake.
     pub node_id: u64,
+    /// Which life of this node, sent in the handshake: must grow with every
+    /// restart of `node_id` (a persisted counter or a boot timestamp; the
+    /// membership `Config::incarnation`). Peers see it in
+    /// [`PeerInfo::incarnation`].
+    pub incarnation: u64,
     /// Cluster id; peers with another id are refused.
     pub cluster_id: u64,
     /// Protocol versions we support.
@@ -309,6 +317,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             node_id: 0,
+            incarnation: 0,
             cluster_id: 0,
             protocol: VersionRange { min: 1, max: 1 },
             build: concat!("concord-transport ", env!("CARGO_PKG_VERSION")).to_string(),

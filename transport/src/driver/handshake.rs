@@ -94,6 +94,7 @@ impl Driver {
         self.arm_recv(index);
         let hello = Control::Hello(frame::Hello {
             node_id: self.cfg.node_id,
+            incarnation: self.cfg.incarnation,
             cluster_id: self.cfg.cluster_id,
             protocol_min: self.cfg.protocol.min,
             protocol_max: self.cfg.protocol.max,
@@ -162,6 +163,7 @@ impl Driver {
         let peer = PeerInfo {
             addr: c.addr,
             node_id: h.node_id,
+            incarnation: h.incarnation,
             cluster_id: h.cluster_id,
             protocol: theirs,
             negotiated,

@@ -77,11 +77,12 @@ pub fn connect_pair(
     (server_conn.unwrap(), c, client_peer.unwrap())
 }
 
-/// The handshake a raw TCP peer sends: a Hello frame of `node_id` in the
-/// tests' cluster (7), protocol version 1 only.
+/// The handshake a raw TCP peer sends: a Hello frame of `node_id`
+/// (incarnation 1) in the tests' cluster (7), protocol version 1 only.
 pub fn hello(node_id: u64) -> Vec<u8> {
     frame::encode_control(&Control::Hello(Hello {
         node_id,
+        incarnation: 1,
         cluster_id: 7,
         protocol_min: 1,
         protocol_max: 1,

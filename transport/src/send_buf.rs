@@ -160,6 +160,21 @@ impl SendPool {
         false
     }
 
+    /// The largest payload a pooled buffer can ever hold: the maximum frame,
+    /// or less when the pool's cap is below that frame's size class.
+    pub(crate) fn max_payload(&self) -> usize {
+        let cap = self
+            .cap_bytes
+            .checked_next_power_of_two()
+            .map_or(
+                self.cap_bytes,
+                |p| {
+                    if p == self.cap_bytes { p } else { p / 2 }
+                },
+            );
+        self.max_frame.min(cap.saturating_sub(HEADER_LEN))
+    }
+
     /// Whether a buffer came back since a request was refused.
     pub(crate) fn space_returned(&self) -> bool {
         self.space_returned.get()
@@ -223,9 +238,10 @@ impl std::fmt::Debug for SendBuf {
 }
 
 impl SendBuf {
-    /// `None` when `len` exceeds the maximum frame or the pool is at its cap.
+    /// `None` when `len` exceeds [`SendPool::max_payload`] or the pool is
+    /// at its cap.
     pub(crate) fn new(pool: &Rc<SendPool>, len: usize) -> Option<(SendBuf, bool)> {
-        if len > pool.max_frame {
+        if len > pool.max_payload() {
             return None;
         }
         let (slot, fresh) = pool.take(len + HEADER_LEN)?;

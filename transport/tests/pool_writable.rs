@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use concord_transport::{Driver, Event, SendOutcome};
+use concord_transport::{Driver, Event, SendError, SendOutcome};
 
 #[test]
 fn a_send_refused_by_the_shared_pool_gets_writable_when_space_returns() {
@@ -72,4 +72,25 @@ fn a_send_refused_by_the_shared_pool_gets_writable_when_space_returns() {
         |i, _, ev| matches!((i, ev), (0, Event::Frame { conn, frame }) if conn == sb && frame[..] == big[..]),
     );
     assert!(client.alloc_buf(10_000).is_some());
+}
+
+/// A frame the pool could never hold is an error, not back-pressure that
+/// would wait forever.
+#[test]
+fn a_frame_larger_than_the_pool_can_ever_hold_is_refused_for_good() {
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut ccfg = cfg(2);
+    ccfg.send_pool_bytes = 3 << 20; // the largest buffer: 2 MiB
+    let mut client = Driver::new(ccfg).unwrap();
+    let (_, c, _) = connect_pair(&mut server, &mut client, addr);
+    let max = (2 << 20) - 16;
+    let refused = client.send(c, &vec![1; max + 1]);
+    assert!(
+        matches!(refused, Err(SendError::FrameTooLarge { len, max: m }) if len == max + 1 && m == max),
+        "{refused:?}"
+    );
+    assert!(client.alloc_buf(max + 1).is_none());
+    assert_eq!(client.stats().back_pressured, 0, "not back-pressure");
+    assert_eq!(client.send(c, &vec![1; max]).unwrap(), SendOutcome::Queued);
 }

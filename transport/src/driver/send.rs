@@ -375,6 +375,14 @@ impl Driver {
         self.check_len(payload.len())?;
         let flen = HEADER_LEN + payload.len();
         if flen > self.cfg.send_chunk_size {
+            let max = self.send_pool.max_payload();
+            if payload.len() > max {
+                // No amount of waiting would make room for it.
+                return Err(SendError::FrameTooLarge {
+                    len: payload.len(),
+                    max,
+                });
+            }
             let Some((mut buf, fresh)) = SendBuf::new(&self.send_pool, payload.len()) else {
                 return Ok(self.pool_back_pressured(index));
             };
@@ -433,11 +441,12 @@ impl Driver {
         }
     }
 
-    /// A pooled buffer for a `len`-byte payload, or `None` when `len` exceeds
-    /// the maximum frame or the pool is at
-    /// [`DriverConfig::send_pool_bytes`](crate::DriverConfig::send_pool_bytes):
-    /// back-pressure, and [`Event::PoolWritable`] follows once a pooled buffer
-    /// comes back (a send completes, a [`SendBuf`] drops).
+    /// A pooled buffer for a `len`-byte payload, or `None`: when `len`
+    /// exceeds the maximum frame (or the largest buffer
+    /// [`DriverConfig::send_pool_bytes`](crate::DriverConfig::send_pool_bytes)
+    /// admits: frames take power-of-two buffers), for good; when the pool is
+    /// at its cap, as back-pressure, and [`Event::PoolWritable`] follows once
+    /// a pooled buffer comes back (a send completes, a [`SendBuf`] drops).
     pub fn alloc_buf(&mut self, len: usize) -> Option<SendBuf> {
         match SendBuf::new(&self.send_pool, len) {
             Some((buf, fresh)) => {
@@ -445,7 +454,7 @@ impl Driver {
                 Some(buf)
             }
             None => {
-                if len <= self.cfg.max_frame_len as usize {
+                if len <= self.send_pool.max_payload() {
                     self.stats.back_pressured += 1;
                     self.alloc_waiter = true;
                 }

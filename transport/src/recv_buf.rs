@@ -8,7 +8,9 @@
 //!    incremental mode of kernel 6.12+, `IOU_PBUF_RING_INC`) and will append
 //!    later receives after the bytes it already reported; the driver holds one
 //!    reference until the kernel reports it full.
-//! 3. Held by frames: each [`RecvFrame`] pointing into it holds a reference.
+//! 3. Held by frames: each [`RecvFrame`] view pointing into it (a frame, its
+//!    clones and slices) holds a reference. Such a buffer is counted as held
+//!    (`RecvRing::retire`) until the last view drops.
 //!
 //! When the count reaches zero the buffer goes back to the ring tail. The
 //! counts are `Cell`s (shard-local, no atomics, no allocation): `RecvFrame` is

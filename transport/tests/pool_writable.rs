@@ -50,7 +50,12 @@ fn a_send_refused_by_the_shared_pool_gets_writable_when_space_returns() {
     });
 
     // Dropping them returns pool space: b is told, and so is the allocator.
+    // A driver parked right after the drop does not sleep through it.
     drop(held);
+    assert!(
+        park_returns_by_itself(&mut client),
+        "park slept with pool space back"
+    );
     let (mut writable, mut pool_writable) = (false, false);
     pump(&mut [&mut server, &mut client], "b writable", |i, _, ev| {
         match (i, ev) {

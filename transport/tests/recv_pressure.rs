@@ -215,3 +215,37 @@ fn receive_buffers_sized_for_a_window() {
     assert_eq!(cfg.recv_buf_count_for(1024 * (64 << 10)), Some(128));
     assert_eq!(cfg.recv_buf_count_for(1 << 50), None);
 }
+
+/// Frames dropped after the last poll must not leave a paused connection
+/// asleep: `park` returns at once, and the next poll resumes it.
+#[test]
+fn park_does_not_sleep_on_a_connection_that_can_resume() {
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (s, c, _) = connect_pair(&mut server, &mut client, addr);
+    let mut held = Vec::new();
+    let mut paused = false;
+    let mut sent = 0u32;
+    let start = Instant::now();
+    while !paused {
+        assert!(start.elapsed() < GUARD, "never paused");
+        while sent < 2048 && client.send(c, &pattern(sent)).unwrap() == SendOutcome::Queued {
+            sent += 1;
+        }
+        client.poll(&mut |_, _| {});
+        server.poll(&mut |_, ev| match ev {
+            Event::Frame { frame, .. } => held.push(frame),
+            Event::RecvPressure { .. } => paused = true,
+            _ => {}
+        });
+    }
+    drop(held);
+    assert!(
+        park_returns_by_itself(&mut server),
+        "park slept with buffers back"
+    );
+    let mut resumed = false;
+    server.poll(&mut |_, ev| resumed |= matches!(ev, Event::RecvResumed { conn } if conn == s));
+    assert!(resumed);
+}

@@ -112,3 +112,21 @@ pub fn raw_pair(cfg: DriverConfig) -> (Driver, ConnId, TcpStream) {
     });
     (client, conn, raw)
 }
+
+/// Parks `d` with no timeout; true if it returned by itself, false if only
+/// a watchdog's unpark (after [`GUARD`]) ended it.
+pub fn park_returns_by_itself(d: &mut Driver) -> bool {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let unparker = d.unparker();
+    let watchdog = std::thread::spawn(move || {
+        let fired = done_rx.recv_timeout(GUARD).is_err();
+        if fired {
+            unparker.unpark();
+        }
+        fired
+    });
+    d.park(None).unwrap();
+    // The watchdog may have fired already; then nobody receives this.
+    let _ = done_tx.send(());
+    !watchdog.join().unwrap()
+}

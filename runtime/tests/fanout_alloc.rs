@@ -124,3 +124,63 @@ fn one_send_buf_to_many_connections_allocates_nothing() {
 fn one_zero_copy_send_buf_to_many_connections_allocates_nothing() {
     fanout_allocates_nothing(64 << 10, 16 << 10);
 }
+
+/// A receiver that keeps a sliding window of payload slices, as the
+/// membership Engine keeps unstable messages, allocates nothing once warm,
+/// straddled frames included, and never pauses while the window fits its
+/// ring.
+#[test]
+fn holding_a_sliding_window_of_received_slices_allocates_nothing() {
+    assert!(alloc::is_installed());
+    let mut server = Driver::new(cfg(1, usize::MAX)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2, usize::MAX)).unwrap();
+    let c = client.connect(addr).unwrap();
+    let mut up = 0;
+    let start = Instant::now();
+    while up < 2 {
+        assert!(start.elapsed() < GUARD, "never connected");
+        server.poll(&mut |_, ev| up += matches!(ev, Event::Connected { .. }) as usize);
+        client.poll(&mut |_, ev| up += matches!(ev, Event::Connected { .. }) as usize);
+    }
+    // 5000 B frames do not divide the 256 KiB buffers: some straddle. The
+    // window (100 x 5000 B) spans about two of the ring's four buffers.
+    const WINDOW: usize = 100;
+    let mut window = std::collections::VecDeque::with_capacity(WINDOW + 1);
+    let mut payload = vec![0u8; 5000];
+    let (mut sent, mut got) = (0u32, 0u32);
+    let mut run = |n: u32, window: &mut std::collections::VecDeque<RecvFrame>| {
+        let target = got + n;
+        let start = Instant::now();
+        while got < target {
+            assert!(start.elapsed() < GUARD, "stalled at {got}");
+            while sent < target {
+                payload[..4].copy_from_slice(&sent.to_le_bytes());
+                if client.send(c, &payload).unwrap() != SendOutcome::Queued {
+                    break;
+                }
+                sent += 1;
+            }
+            client.poll(&mut |_, _| {});
+            server.poll(&mut |_, ev| {
+                if let Event::Frame { frame, .. } = ev {
+                    assert_eq!(frame[..4], got.to_le_bytes());
+                    window.push_back(frame.slice(4..));
+                    if window.len() > WINDOW {
+                        window.pop_front();
+                    }
+                    got += 1;
+                }
+            });
+        }
+    };
+    run(1000, &mut window);
+    let before = alloc::thread_allocs();
+    run(5000, &mut window);
+    let allocs = alloc::thread_allocs() - before;
+    let st = server.stats();
+    assert_eq!(allocs, 0, "{allocs} allocations while holding a window");
+    assert!(st.straddled_frames > 0, "{st:?}");
+    assert_eq!(st.recv_paused, 0, "{st:?}");
+    assert!(st.held_recv_buffers >= 1, "the window pins buffers: {st:?}");
+}

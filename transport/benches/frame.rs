@@ -48,6 +48,7 @@ fn payload_frames(c: &mut Criterion) {
 fn control_frames(c: &mut Criterion) {
     let msg = Control::Hello(Hello {
         node_id: 1,
+        incarnation: 1,
         cluster_id: 2,
         protocol_min: 1,
         protocol_max: 3,

@@ -87,7 +87,9 @@ pub enum SendError {
     #[error("closed locally")]
     Closed,
     /// The payload is larger than the configured maximum frame (for
-    /// [`claim`](crate::Driver::claim): than a staging chunk holds).
+    /// [`claim`](crate::Driver::claim): than a staging chunk holds; for a
+    /// [`send`](crate::Driver::send) through the send pool: than the largest
+    /// buffer the pool's cap admits).
     #[error("payload of {len} bytes exceeds the maximum frame payload of {max}")]
     FrameTooLarge {
         /// Payload length.

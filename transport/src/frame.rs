@@ -30,10 +30,11 @@ use rkyv::{Archive, Deserialize, Serialize};
 
 /// `b"CNCD"` read as a little-endian u32.
 pub const MAGIC: u32 = u32::from_le_bytes(*b"CNCD");
-/// The wire (framing) version this build speaks. Distinct from the protocol
-/// version range negotiated in the handshake: the wire version changes only
-/// when this header layout changes.
-pub const WIRE_VERSION: u8 = 1;
+/// The wire version this build speaks: the layout of this header and of the
+/// handshake ([`Hello`], [`Reject`]), which two builds must share before
+/// they can negotiate anything else. Distinct from the protocol version
+/// range negotiated in the handshake. 2: `Hello` carries the incarnation.
+pub const WIRE_VERSION: u8 = 2;
 /// Size of the fixed header.
 pub const HEADER_LEN: usize = 16;
 /// Alignment rkyv's checked access needs for [`Control`] archives.
@@ -302,6 +303,9 @@ pub enum Control {
 pub struct Hello {
     /// Sender's node id.
     pub node_id: u64,
+    /// Which life of that node: grows with every restart, so a peer can
+    /// tell a restarted node from the one it knew.
+    pub incarnation: u64,
     /// Cluster the sender belongs to; must equal ours.
     pub cluster_id: u64,
     /// Lowest protocol version the sender supports.
@@ -556,6 +560,7 @@ mod tests {
         let msgs = [
             Control::Hello(Hello {
                 node_id: 7,
+                incarnation: u64::MAX - 3,
                 cluster_id: 9,
                 protocol_min: 1,
                 protocol_max: 3,
@@ -609,6 +614,7 @@ mod tests {
         ));
         let long = Control::Hello(Hello {
             node_id: 1,
+            incarnation: 1,
             cluster_id: 1,
             protocol_min: 1,
             protocol_max: 1,

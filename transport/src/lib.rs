@@ -21,6 +21,9 @@
 //!   large buffer until it is full and frames are parsed in place where they
 //!   landed. A frame is handed out as a [`RecvFrame`] borrowing the buffer;
 //!   only a frame straddling two buffers is copied (counted in [`Stats`]).
+//!   A `RecvFrame` is a refcounted view: cloning or slicing it bumps a
+//!   shard-local count (so it is `!Send`), and copies out are explicit
+//!   ([`RecvFrame::to_vec`], [`RecvFrame::detach`]) and counted.
 //! - **Send.** Small frames are written (or claimed and filled in place,
 //!   [`Driver::claim`]) into per-connection staging chunks and batched: one
 //!   send per connection in flight, covering everything queued (several
@@ -31,8 +34,12 @@
 //!   until the kernel's notification.
 //! - **Bounds.** Each peer's queue is bounded (chunks and items); a full queue
 //!   answers [`SendOutcome::BackPressured`] and later [`Event::Writable`].
-//!   A peer that stops reading also stops being read from when the app holds
-//!   its frames (its ring runs dry): memory stays bounded both ways.
+//!   When the application's frames hold every receive buffer of a
+//!   connection, the driver stops reading it and says so
+//!   ([`Event::RecvPressure`], then [`Event::RecvResumed`] once frames drop):
+//!   TCP back-pressures the peer, and memory stays bounded both ways.
+//!   [`DriverConfig::recv_buf_count_for`] sizes the ring for what the
+//!   application holds.
 //! - **Bad input** (wrong magic, wire version, length, checksum, or a control
 //!   archive failing bytecheck validation) closes only that connection with a
 //!   typed [`CloseReason`], logged at `warn`. Nothing the network sends can panic
@@ -132,6 +139,9 @@ pub struct PeerInfo {
     pub addr: SocketAddr,
     /// Peer's node id.
     pub node_id: u64,
+    /// Peer's incarnation ([`DriverConfig::incarnation`]): a higher one than
+    /// before from the same `node_id` means the node restarted.
+    pub incarnation: u64,
     /// Peer's cluster id (equal to ours, or the handshake fails).
     pub cluster_id: u64,
     /// Protocol versions the peer supports.
@@ -191,11 +201,48 @@ pub enum Event {
         /// Why.
         reason: CloseReason,
     },
-    /// A connection that answered `BackPressured` has room again.
+    /// A connection that answered `BackPressured` has room again: its own
+    /// queue drained, or (when the shared send pool was what refused it) a
+    /// pooled buffer came back.
     Writable {
         /// The connection.
         conn: ConnId,
     },
+    /// The send pool, which refused a [`Driver::alloc_buf`], has a buffer
+    /// back: allocating may succeed again.
+    PoolWritable,
+    /// The application's frames hold every receive buffer of this
+    /// connection, so the driver stopped reading from it: the peer's data
+    /// waits in the kernel's socket buffers, TCP back-pressures the peer, and
+    /// its sends end up `BackPressured`. Nothing is lost. Reading resumes by
+    /// itself, with [`Event::RecvResumed`], once frames are dropped (or
+    /// [`detach`](RecvFrame::detach)ed); a connection that ends while paused
+    /// reports `Disconnected` instead.
+    RecvPressure {
+        /// The connection.
+        conn: ConnId,
+        /// Receive buffers the application's frames hold on it.
+        held_buffers: u32,
+        /// Bytes landed in those buffers.
+        held_bytes: u64,
+    },
+    /// A connection paused by [`Event::RecvPressure`] reads again.
+    RecvResumed {
+        /// The connection.
+        conn: ConnId,
+    },
+}
+
+/// Receive memory that frames hold on one connection ([`Driver::recv_held`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RecvHeld {
+    /// Receive buffers frames keep out of the connection's ring (the kernel
+    /// filled them; the last view into each returns it).
+    pub buffers: u32,
+    /// Bytes the kernel landed in those buffers.
+    pub bytes: u64,
+    /// The connection is paused ([`Event::RecvPressure`]): every buffer is held.
+    pub paused: bool,
 }
 
 /// Driver settings. `Default` suits a small cluster on one host.
@@ -203,6 +250,11 @@ pub enum Event {
 pub struct DriverConfig {
     /// Our node id, sent in the handshake.
     pub node_id: u64,
+    /// Which life of this node, sent in the handshake: must grow with every
+    /// restart of `node_id` (a persisted counter or a boot timestamp; the
+    /// membership `Config::incarnation`). Peers see it in
+    /// [`PeerInfo::incarnation`].
+    pub incarnation: u64,
     /// Cluster id; peers with another id are refused.
     pub cluster_id: u64,
     /// Protocol versions we support.
@@ -265,6 +317,7 @@ impl Default for DriverConfig {
     fn default() -> Self {
         DriverConfig {
             node_id: 0,
+            incarnation: 0,
             cluster_id: 0,
             protocol: VersionRange { min: 1, max: 1 },
             build: concat!("concord-transport ", env!("CARGO_PKG_VERSION")).to_string(),
@@ -330,6 +383,24 @@ impl DriverConfig {
         Ok(())
     }
 
+    /// The receive buffers per connection ([`recv_buf_count`](Self::recv_buf_count))
+    /// that let the application hold `held_bytes` of one peer's traffic
+    /// without pausing that connection: frames are released roughly in the
+    /// order they arrived (a peer's messages become stable in order), so
+    /// what they pin is a span of the stream. It covers `held_bytes` (count
+    /// the traffic interleaved with the held payloads, e.g. order records
+    /// and acks, too), plus the partly released buffer at its old end and
+    /// the one the kernel is filling. Rounded up to a power of two; `None`
+    /// past 32768 buffers (use larger buffers).
+    ///
+    /// For a membership node: `held_bytes` = groups x `Config::window`
+    /// (unstable messages per sender) x (largest payload + its framing).
+    pub fn recv_buf_count_for(&self, held_bytes: u64) -> Option<u16> {
+        let n = held_bytes.div_ceil(self.recv_buf_size as u64) + 2;
+        let n = n.checked_next_power_of_two()?;
+        (n <= 32768).then_some(n as u16)
+    }
+
     /// Memory the kernel pins per connection (the buffer ring itself; the
     /// buffers are ordinary memory) plus slack for the rings' own pages.
     fn memlock_needed(&self) -> u64 {
@@ -363,8 +434,12 @@ pub struct Stats {
     pub short_sends: u64,
     /// SEND_ZC notifications received (the kernel released the pages).
     pub zc_notifications: u64,
-    /// Sends answered with `BackPressured`.
+    /// Sends answered with `BackPressured`, and `alloc_buf` calls refused at
+    /// the pool's cap.
     pub back_pressured: u64,
+    /// Payload frames a peer sent after its own Goodbye (or after its
+    /// refused handshake): a protocol violation, dropped and logged.
+    pub frames_after_goodbye: u64,
     /// Frames refused as bad (each closes its connection).
     pub bad_frames: u64,
     /// Frames that straddled receive buffers and were copied.
@@ -373,8 +448,20 @@ pub struct Stats {
     pub straddled_bytes: u64,
     /// Control archives copied to an aligned scratch before validation.
     pub misaligned_archives: u64,
-    /// Times a connection's receive ring ran dry (the app held its frames).
+    /// Times a connection's multishot receive ended for want of a buffer
+    /// (the kernel outran the parser, or frames held every buffer).
     pub recv_starved: u64,
+    /// Times a connection paused because frames held every one of its
+    /// receive buffers (each reported with [`Event::RecvPressure`]).
+    pub recv_paused: u64,
+    /// Times a paused connection resumed ([`Event::RecvResumed`]).
+    pub recv_resumed: u64,
+    /// Now (a gauge): receive buffers that frames hold, all connections.
+    pub held_recv_buffers: u64,
+    /// Now (a gauge): bytes landed in those buffers.
+    pub held_recv_bytes: u64,
+    /// Now (a gauge): reassembly bytes held by frames that straddled buffers.
+    pub held_assembly_bytes: u64,
     /// Multishot receives (re)armed.
     pub recv_arms: u64,
     /// Receive completions that carried bytes (`bytes_received` over this is
@@ -391,6 +478,12 @@ pub struct Stats {
     pub disconnects: u64,
     /// Pooled send buffers allocated (not reused).
     pub pool_allocations: u64,
+    /// Frames copied out of the receive buffers by [`RecvFrame::to_vec`] or
+    /// [`RecvFrame::detach`] (the only copies of a received payload besides
+    /// straddling frames).
+    pub copied_out_frames: u64,
+    /// Bytes copied by them.
+    pub copied_out_bytes: u64,
     /// Reassembly buffers allocated or grown (0 while straddling frames fit
     /// a receive buffer: those are preallocated per connection).
     pub assembly_allocations: u64,

@@ -28,9 +28,16 @@ struct Slot {
 pub(crate) struct SendPool {
     slots: RefCell<Vec<Slot>>,
     free: RefCell<Vec<Vec<u32>>>,
+    /// Slot indices whose memory was given back to make room for another
+    /// size class (reused by the next allocation).
+    dead: RefCell<Vec<u32>>,
     allocated: Cell<usize>,
     cap_bytes: usize,
     max_frame: usize,
+    /// A request was refused at the cap since the last `take_space_returned`.
+    refused: Cell<bool>,
+    /// A buffer came back after a refusal: the driver wakes the refused.
+    space_returned: Cell<bool>,
 }
 
 impl std::fmt::Debug for SendPool {
@@ -55,20 +62,25 @@ impl SendPool {
         SendPool {
             slots: RefCell::new(Vec::new()),
             free: RefCell::new((0..64).map(|_| Vec::new()).collect()),
+            dead: RefCell::new(Vec::new()),
             allocated: Cell::new(0),
             cap_bytes,
             max_frame,
+            refused: Cell::new(false),
+            space_returned: Cell::new(false),
         }
     }
 
-    /// Returns `(slot, newly_allocated)`, or `None` when the pool is at its cap.
+    /// Returns `(slot, newly_allocated)`, or `None` when the pool is at its
+    /// cap even after giving back idle buffers of other sizes.
     fn take(&self, frame_len: usize) -> Option<(u32, bool)> {
         let class = class_of(frame_len);
         if let Some(i) = self.free.borrow_mut()[class as usize].pop() {
             return Some((i, false));
         }
         let cap = 1usize << class;
-        if self.allocated.get() + cap > self.cap_bytes {
+        if self.allocated.get() + cap > self.cap_bytes && !self.reclaim(cap) {
+            self.refused.set(true);
             return None;
         }
         let layout = Layout::from_size_align(cap, 4096).ok()?;
@@ -76,20 +88,96 @@ impl SendPool {
         let ptr = NonNull::new(unsafe { alloc(layout) })
             .unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
         self.allocated.set(self.allocated.get() + cap);
-        let mut slots = self.slots.borrow_mut();
-        slots.push(Slot {
+        let slot = Slot {
             ptr,
             cap,
             class: class as u8,
             refs: Cell::new(0),
             frozen_len: Cell::new(0),
-        });
+        };
+        let mut slots = self.slots.borrow_mut();
+        let index = match self.dead.borrow_mut().pop() {
+            Some(i) => {
+                slots[i as usize] = slot;
+                i
+            }
+            None => {
+                slots.push(slot);
+                (slots.len() - 1) as u32
+            }
+        };
         // Reserve so returning a slot (in a Drop) never allocates.
         let n = slots.len();
         let mut free = self.free.borrow_mut();
         let list = &mut free[class as usize];
         list.reserve(n.saturating_sub(list.len()));
-        Some(((n - 1) as u32, true))
+        Some((index, true))
+    }
+
+    /// Frees idle buffers of other size classes, largest first, until `need`
+    /// more bytes fit under the cap; false (freeing nothing) if they cannot.
+    /// Cold: only a pool at its cap whose idle buffers are the wrong size.
+    fn reclaim(&self, need: usize) -> bool {
+        let mut free = self.free.borrow_mut();
+        let idle: usize = free
+            .iter()
+            .enumerate()
+            .map(|(class, list)| list.len() << class)
+            .sum();
+        if self.allocated.get() - idle + need > self.cap_bytes {
+            return false;
+        }
+        let mut slots = self.slots.borrow_mut();
+        let mut dead = self.dead.borrow_mut();
+        for list in free.iter_mut().rev() {
+            while self.allocated.get() + need > self.cap_bytes
+                && let Some(i) = list.pop()
+            {
+                let s = &mut slots[i as usize];
+                // SAFETY: allocated in `take` with this layout; the slot is on
+                // a free list, so no SendBuf or BufRef references it.
+                unsafe {
+                    dealloc(
+                        s.ptr.as_ptr(),
+                        Layout::from_size_align_unchecked(s.cap, 4096),
+                    )
+                };
+                self.allocated.set(self.allocated.get() - s.cap);
+                s.ptr = NonNull::dangling();
+                s.cap = 0;
+                dead.push(i);
+            }
+        }
+        true
+    }
+
+    /// Whether a buffer came back since a request was refused (and forget it).
+    pub(crate) fn take_space_returned(&self) -> bool {
+        if self.space_returned.replace(false) {
+            self.refused.set(false);
+            return true;
+        }
+        false
+    }
+
+    /// The largest payload a pooled buffer can ever hold: the maximum frame,
+    /// or less when the pool's cap is below that frame's size class.
+    pub(crate) fn max_payload(&self) -> usize {
+        let cap = self
+            .cap_bytes
+            .checked_next_power_of_two()
+            .map_or(
+                self.cap_bytes,
+                |p| {
+                    if p == self.cap_bytes { p } else { p / 2 }
+                },
+            );
+        self.max_frame.min(cap.saturating_sub(HEADER_LEN))
+    }
+
+    /// Whether a buffer came back since a request was refused.
+    pub(crate) fn space_returned(&self) -> bool {
+        self.space_returned.get()
     }
 
     fn acquire(&self, slot: u32) {
@@ -105,13 +193,16 @@ impl SendPool {
         if n == 0 {
             s.frozen_len.set(0);
             self.free.borrow_mut()[s.class as usize].push(slot);
+            if self.refused.get() {
+                self.space_returned.set(true);
+            }
         }
     }
 }
 
 impl Drop for SendPool {
     fn drop(&mut self) {
-        for s in self.slots.get_mut().drain(..) {
+        for s in self.slots.get_mut().drain(..).filter(|s| s.cap > 0) {
             // SAFETY: allocated in `take` with this layout. The pool drops only
             // when no BufRef is left, and in-flight sends hold BufRefs until
             // their completion (and SEND_ZC notification) arrives.
@@ -147,8 +238,10 @@ impl std::fmt::Debug for SendBuf {
 }
 
 impl SendBuf {
+    /// `None` when `len` exceeds [`SendPool::max_payload`] or the pool is
+    /// at its cap.
     pub(crate) fn new(pool: &Rc<SendPool>, len: usize) -> Option<(SendBuf, bool)> {
-        if len > pool.max_frame {
+        if len > pool.max_payload() {
             return None;
         }
         let (slot, fresh) = pool.take(len + HEADER_LEN)?;

@@ -298,3 +298,112 @@ fn zero_close_linger_is_refused() {
         Err(SetupError::Config { what }) if what.contains("close_linger")
     ));
 }
+
+/// Queues up to `n` frames of 2000 bytes on `conn`; returns how many.
+fn queue_frames(d: &mut Driver, conn: ConnId, n: u32) -> u32 {
+    let mut payload = vec![0u8; 2000];
+    let mut sent = 0u32;
+    while sent < n {
+        fill(&mut payload, sent);
+        match d.send(conn, &payload).unwrap() {
+            SendOutcome::Queued => sent += 1,
+            SendOutcome::BackPressured => break,
+        }
+    }
+    sent
+}
+
+/// Frames the peer sent before it saw our Goodbye reach the application
+/// while our close lingers (they are not dropped), in order, all before
+/// the close event.
+#[test]
+fn frames_arriving_while_a_close_lingers_are_delivered() {
+    init_tracing();
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (s, c, _) = connect_pair(&mut server, &mut client, addr);
+    let sent = queue_frames(&mut server, s, 100);
+    assert!(sent > 0);
+    // The server's frames leave now, and the client closes before it has
+    // polled (parsed) any of them.
+    server.poll(&mut |_, _| {});
+    client.close(c).unwrap();
+    let mut got = Vec::new();
+    let mut server_reason = None;
+    let mut client_reason = None;
+    pump(
+        &mut [&mut server, &mut client],
+        "both sides close",
+        |i, _, ev| {
+            match (i, ev) {
+                (1, Event::Frame { conn, frame }) => {
+                    assert_eq!(conn, c);
+                    assert!(client_reason.is_none(), "a frame after the close event");
+                    got.push(check(&frame));
+                }
+                (1, Event::Disconnected { reason, .. }) => client_reason = Some(reason),
+                (0, Event::Disconnected { reason, .. }) => server_reason = Some(reason),
+                (_, Event::Frame { .. }) => panic!("the client sent nothing"),
+                _ => {}
+            }
+            client_reason.is_some() && server_reason.is_some()
+        },
+    );
+    assert_eq!(got, (0..sent).collect::<Vec<_>>(), "no loss, no reordering");
+    assert!(
+        matches!(client_reason, Some(CloseReason::Closed)),
+        "{client_reason:?}"
+    );
+    assert!(
+        matches!(server_reason, Some(CloseReason::PeerGoodbye { code: 0 })),
+        "{server_reason:?}"
+    );
+}
+
+/// Both sides close at once: each gets everything the other queued before
+/// its close, and both closes complete.
+#[test]
+fn simultaneous_closes_deliver_both_ways() {
+    init_tracing();
+    let mut server = Driver::new(cfg(1)).unwrap();
+    let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
+    let mut client = Driver::new(cfg(2)).unwrap();
+    let (s, c, _) = connect_pair(&mut server, &mut client, addr);
+    let sent = [
+        queue_frames(&mut server, s, 100),
+        queue_frames(&mut client, c, 100),
+    ];
+    server.close(s).unwrap();
+    client.close(c).unwrap();
+    let mut got: [Vec<u32>; 2] = [Vec::new(), Vec::new()];
+    let mut reasons: [Option<CloseReason>; 2] = [None, None];
+    pump(
+        &mut [&mut server, &mut client],
+        "both closes",
+        |i, _, ev| {
+            match ev {
+                Event::Frame { frame, .. } => {
+                    assert!(reasons[i].is_none(), "a frame after the close event");
+                    got[i].push(check(&frame));
+                }
+                Event::Disconnected { reason, .. } => reasons[i] = Some(reason),
+                _ => {}
+            }
+            reasons.iter().all(Option::is_some)
+        },
+    );
+    assert_eq!(
+        got[0],
+        (0..sent[1]).collect::<Vec<_>>(),
+        "server got client's"
+    );
+    assert_eq!(
+        got[1],
+        (0..sent[0]).collect::<Vec<_>>(),
+        "client got server's"
+    );
+    for r in &reasons {
+        assert!(matches!(r, Some(CloseReason::Closed)), "{reasons:?}");
+    }
+}

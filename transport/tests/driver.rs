@@ -3,16 +3,26 @@
 mod common;
 
 use common::*;
-use concord_transport::{Claimed, Driver, Event, SendOutcome};
+use concord_transport::{Claimed, Driver, DriverConfig, Event, SendOutcome};
 
 #[test]
 fn smoke_round_trip() {
     init_tracing();
-    let mut server = Driver::new(cfg(1)).unwrap();
+    let mut server = Driver::new(DriverConfig {
+        incarnation: 77,
+        ..cfg(1)
+    })
+    .unwrap();
     let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
-    let mut client = Driver::new(cfg(2)).unwrap();
+    let mut client = Driver::new(DriverConfig {
+        incarnation: u64::MAX - 1,
+        ..cfg(2)
+    })
+    .unwrap();
     let (sconn, cconn, peer) = connect_pair(&mut server, &mut client, addr);
-    assert_eq!(peer.node_id, 1);
+    assert_eq!((peer.node_id, peer.incarnation), (1, 77));
+    let theirs = server.peer(sconn).unwrap();
+    assert_eq!((theirs.node_id, theirs.incarnation), (2, u64::MAX - 1));
     assert_eq!(client.send(cconn, b"ping").unwrap(), SendOutcome::Queued);
     let mut got = Vec::new();
     pump(&mut [&mut server, &mut client], "frame", |i, d, ev| {

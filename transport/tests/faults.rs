@@ -10,7 +10,7 @@ use std::time::Instant;
 use common::*;
 use concord_transport::frame::{self, Control, FrameError, FrameKind, HEADER_LEN, Hello};
 use concord_transport::{
-    CloseReason, ConnId, Driver, Event, HandshakeError, SendError, SendOutcome,
+    CloseReason, ConnId, Driver, DriverConfig, Event, HandshakeError, SendError, SendOutcome,
 };
 
 /// Server with one well-behaved Driver client connected.
@@ -259,6 +259,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             "wrong cluster",
             frame::encode_control(&Control::Hello(Hello {
                 node_id: 5,
+                incarnation: 0,
                 cluster_id: 8,
                 protocol_min: 1,
                 protocol_max: 1,
@@ -275,6 +276,7 @@ fn garbage_handshakes_fail_with_typed_errors() {
             "no common version",
             frame::encode_control(&Control::Hello(Hello {
                 node_id: 5,
+                incarnation: 0,
                 cluster_id: 7,
                 protocol_min: 4,
                 protocol_max: 9,
@@ -415,10 +417,15 @@ fn full_queue_back_pressures_then_drains_without_loss() {
 #[test]
 fn reconnects_after_the_peer_restarts() {
     init_tracing();
-    let mut server = Driver::new(cfg(1)).unwrap();
+    let life = |incarnation| DriverConfig {
+        incarnation,
+        ..cfg(1)
+    };
+    let mut server = Driver::new(life(1)).unwrap();
     let addr = server.listen("127.0.0.1:0".parse().unwrap()).unwrap();
     let mut client = Driver::new(cfg(2)).unwrap();
-    let (_, conn, _) = connect_pair(&mut server, &mut client, addr);
+    let (_, conn, first) = connect_pair(&mut server, &mut client, addr);
+    assert_eq!((first.node_id, first.incarnation), (1, 1));
     assert_eq!(client.send(conn, b"before").unwrap(), SendOutcome::Queued);
     pump(
         &mut [&mut server, &mut client],
@@ -442,7 +449,8 @@ fn reconnects_after_the_peer_restarts() {
     while t.elapsed().as_millis() < 30 {
         client.poll(&mut |_, ev| assert!(!matches!(ev, Event::Connected { .. })));
     }
-    let mut server = Driver::new(cfg(3)).unwrap();
+    // The same node, restarted: a new incarnation.
+    let mut server = Driver::new(life(2)).unwrap();
     assert_eq!(server.listen(addr).unwrap(), addr);
     let mut peer = None;
     pump(
@@ -457,7 +465,8 @@ fn reconnects_after_the_peer_restarts() {
             false
         },
     );
-    assert_eq!(peer.unwrap().node_id, 3);
+    let peer = peer.unwrap();
+    assert_eq!((peer.node_id, peer.incarnation), (1, 2), "{peer:?}");
     assert!(client.stats().connect_attempts >= 2);
     assert_eq!(client.send(conn, b"after").unwrap(), SendOutcome::Queued);
     pump(

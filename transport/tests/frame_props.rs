@@ -21,21 +21,24 @@ fn cfg(cases: u32) -> ProptestConfig {
 fn arb_control() -> impl Strategy<Value = Control> {
     prop_oneof![
         (
-            any::<u64>(),
+            (any::<u64>(), any::<u64>()),
             any::<u64>(),
             any::<u16>(),
             any::<u16>(),
             "[ -~]{0,64}"
         )
-            .prop_map(|(node_id, cluster_id, protocol_min, protocol_max, build)| {
-                Control::Hello(Hello {
-                    node_id,
-                    cluster_id,
-                    protocol_min,
-                    protocol_max,
-                    build,
-                })
-            }),
+            .prop_map(
+                |((node_id, incarnation), cluster_id, protocol_min, protocol_max, build)| {
+                    Control::Hello(Hello {
+                        node_id,
+                        incarnation,
+                        cluster_id,
+                        protocol_min,
+                        protocol_max,
+                        build,
+                    })
+                }
+            ),
         (any::<u8>(), any::<u64>(), any::<u16>(), any::<u16>()).prop_map(
             |(code, cluster_id, protocol_min, protocol_max)| {
                 Control::Reject(Reject {
@@ -88,6 +91,18 @@ proptest! {
             | Err(HandshakeError::NotHello { .. }) | Err(HandshakeError::BuildTooLong { .. })
             | Err(HandshakeError::Rejected { .. }) => {}
             Err(other) => prop_assert!(false, "unexpected error {other:?}"),
+        }
+    }
+
+    #[test]
+    fn hello_round_trips_through_the_handshake_decoder(msg in arb_control(), shift in 0usize..16) {
+        let f = frame::encode_control(&msg);
+        let buf = at_offset(&f, shift);
+        let mut scratch = AlignedVec::new();
+        let got = frame::decode_hello(&buf[shift..], MAX, &mut scratch);
+        match msg {
+            Control::Hello(h) => prop_assert_eq!(got, Ok(h)),
+            _ => prop_assert!(got.is_err()),
         }
     }
 

@@ -303,7 +303,10 @@ fn echo_server(tx: &mpsc::Sender<SocketAddr>, size: usize) -> anyhow::Result<(u6
             Event::HandshakeFailed { reason, .. } => {
                 fault = Some(anyhow::Error::new(reason).context("client handshake failed"));
             }
-            Event::Writable { .. } => {}
+            Event::Writable { .. }
+            | Event::PoolWritable
+            | Event::RecvPressure { .. }
+            | Event::RecvResumed { .. } => {}
         });
         if let Some(e) = fault.take() {
             return Err(e);
@@ -552,7 +555,10 @@ fn stream_receiver(
             Event::HandshakeFailed { reason, .. } => {
                 fault = Some(anyhow::Error::new(reason).context("sender handshake failed"));
             }
-            Event::Writable { .. } => {}
+            Event::Writable { .. }
+            | Event::PoolWritable
+            | Event::RecvPressure { .. }
+            | Event::RecvResumed { .. } => {}
         });
         if let Some(e) = fault.take() {
             return Err(e);

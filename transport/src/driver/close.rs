@@ -242,7 +242,7 @@ impl Driver {
                 let _ = self.ring.submitter().unregister_buf_ring(rs.ring.bgid);
             }
             if let Some(bid) = rs.cur.take() {
-                rs.ring.release(bid);
+                rs.ring.retire(bid);
             }
             if let Some(a) = rs.asm.take() {
                 self.asm_pool.give_back(a.slot);

@@ -37,7 +37,12 @@ impl Driver {
         {
             tracing::debug!(%err, "keepalive setup failed");
         }
-        let ring = Rc::new(RecvRing::new(bgid, buf_size, buf_count));
+        let ring = Rc::new(RecvRing::new(
+            bgid,
+            buf_size,
+            buf_count,
+            Rc::clone(&self.recv_account),
+        ));
         // SAFETY: the ring memory is owned by `ring`, which the connection
         // keeps until after it unregisters the group (finish_close).
         let reg = unsafe {
@@ -89,6 +94,7 @@ impl Driver {
         self.arm_recv(index);
         let hello = Control::Hello(frame::Hello {
             node_id: self.cfg.node_id,
+            incarnation: self.cfg.incarnation,
             cluster_id: self.cfg.cluster_id,
             protocol_min: self.cfg.protocol.min,
             protocol_max: self.cfg.protocol.max,
@@ -157,6 +163,7 @@ impl Driver {
         let peer = PeerInfo {
             addr: c.addr,
             node_id: h.node_id,
+            incarnation: h.incarnation,
             cluster_id: h.cluster_id,
             protocol: theirs,
             negotiated,

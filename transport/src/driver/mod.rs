@@ -17,10 +17,10 @@ use io_uring::{IoUring, cqueue, opcode, squeue, types};
 use rkyv::util::AlignedVec;
 
 use crate::frame::{ARCHIVE_ALIGN, HandshakeError};
-use crate::recv_buf::AssemblyPool;
+use crate::recv_buf::{AssemblyPool, RecvAccount};
 use crate::send_buf::{BufRef, SendPool};
 use crate::sys;
-use crate::{CloseReason, ConnId, DriverConfig, Event, PeerInfo, SetupError, Stats};
+use crate::{CloseReason, ConnId, DriverConfig, Event, PeerInfo, RecvHeld, SetupError, Stats};
 
 mod close;
 mod conn;
@@ -80,6 +80,8 @@ pub struct Driver {
     bgids: Vec<u16>,
     send_pool: Rc<SendPool>,
     asm_pool: Rc<AssemblyPool>,
+    /// Receive counters the frames update (copies out, bytes held).
+    recv_account: Rc<RecvAccount>,
     /// Reassembly slots preallocated (the most connections live at once).
     asm_preallocated: usize,
     /// SEND_ZC buffers awaiting their notification, with their connection.
@@ -87,6 +89,10 @@ pub struct Driver {
     zc_free: Vec<u32>,
     flush: Vec<u32>,
     starved: Vec<u32>,
+    /// Connections the send pool refused (woken when a buffer comes back).
+    pool_waiters: Vec<ConnId>,
+    /// An `alloc_buf` was refused at the pool's cap.
+    alloc_waiter: bool,
     cqes: Vec<cqueue::Entry>,
     scratch: AlignedVec<ARCHIVE_ALIGN>,
     unpark: Arc<UnparkInner>,
@@ -137,13 +143,15 @@ impl Driver {
             state: AtomicU8::new(IDLE),
             efd,
         });
+        let recv_account = Rc::new(RecvAccount::default());
         let mut d = Driver {
             ring,
             send_pool: Rc::new(SendPool::new(
                 cfg.send_pool_bytes,
                 cfg.max_frame_len as usize,
             )),
-            asm_pool: Rc::new(AssemblyPool::default()),
+            asm_pool: Rc::new(AssemblyPool::new(Rc::clone(&recv_account))),
+            recv_account,
             asm_preallocated: 0,
             conns: Vec::new(),
             generations: Vec::new(),
@@ -154,6 +162,8 @@ impl Driver {
             zc_free: Vec::new(),
             flush: Vec::with_capacity(64),
             starved: Vec::with_capacity(64),
+            pool_waiters: Vec::with_capacity(64),
+            alloc_waiter: false,
             cqes: Vec::with_capacity(cfg.ring_entries as usize * 4),
             scratch: AlignedVec::with_capacity(1024),
             unpark,
@@ -178,7 +188,27 @@ impl Driver {
 
     /// Counters since creation.
     pub fn stats(&self) -> Stats {
-        self.stats
+        let mut s = self.stats;
+        let a = &self.recv_account;
+        s.held_recv_buffers = a.held_buffers.get();
+        s.held_recv_bytes = a.held_bytes.get();
+        s.held_assembly_bytes = a.held_asm_bytes.get();
+        s.copied_out_frames = self.recv_account.copied_frames.get();
+        s.copied_out_bytes = self.recv_account.copied_bytes.get();
+        s
+    }
+
+    /// Receive memory the application's frames hold on one connection: the
+    /// buffers they keep out of its ring and the bytes landed in them.
+    /// `None` for an unknown connection or one without receive buffers.
+    pub fn recv_held(&self, conn: ConnId) -> Option<RecvHeld> {
+        let rs = self.conn_ref(conn).ok()?.recv.as_ref()?;
+        let (buffers, bytes) = rs.ring.held();
+        Some(RecvHeld {
+            buffers: buffers as u32,
+            bytes,
+            paused: rs.starved,
+        })
     }
 
     /// Who is on the other end of an open connection.
@@ -254,11 +284,13 @@ impl Driver {
             }
         }
         if !self.starved.is_empty() {
-            work += self.rearm_starved();
+            work += self.rearm_starved(on_event);
         }
+        work += self.wake_pool_waiters(on_event);
         work += self.flush_sends();
         self.submit();
         work += self.reap(on_event);
+        work += self.wake_pool_waiters(on_event);
         if !self.flush.is_empty() {
             work += self.flush_sends();
             self.submit();
@@ -442,7 +474,10 @@ impl Driver {
             self.submit();
             return Ok(());
         }
-        let ready = !self.cqes.is_empty() || !self.ring.completion().is_empty();
+        let ready = !self.cqes.is_empty()
+            || !self.ring.completion().is_empty()
+            || (!self.starved.is_empty() && self.can_resume())
+            || self.send_pool.space_returned();
         let res = if ready || timeout == Some(Duration::ZERO) {
             self.submit();
             Ok(0)

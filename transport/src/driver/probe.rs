@@ -46,7 +46,7 @@ pub(crate) fn probe_ring() -> Result<(), SetupError> {
         });
     }
     // Provided-buffer rings with incremental consumption.
-    let r = RecvRing::new(0, 4096, 1);
+    let r = RecvRing::new(0, 4096, 1, Default::default());
     // SAFETY: the ring memory lives in `r`, which outlives the registration
     // (unregistered just below, before `r` drops).
     let reg = unsafe {

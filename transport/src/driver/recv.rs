@@ -66,6 +66,7 @@ impl Driver {
         let receiving = c.is_receiving();
         let lingering = matches!(c.state, State::Lingering { .. });
         let rs = c.recv.as_mut().expect("armed recv has state");
+        let mut pressure = None;
         if !more_op {
             c.ops -= 1;
             rs.armed = false;
@@ -76,7 +77,7 @@ impl Driver {
             if rs.cur != Some(bid) {
                 if let Some(old) = rs.cur.replace(bid) {
                     // Defensive: the kernel moved on without reporting `old` full.
-                    rs.ring.release(old);
+                    rs.ring.retire(old);
                 }
                 rs.parse_off = start;
             }
@@ -92,7 +93,7 @@ impl Driver {
                 && rs.cur == Some(bid)
             {
                 rs.cur = None;
-                rs.ring.release(bid);
+                rs.ring.retire(bid);
             }
         } else {
             if let Some(bid) = bid
@@ -100,17 +101,25 @@ impl Driver {
             {
                 if rs.cur == Some(bid) {
                     rs.cur = None;
-                    rs.ring.release(bid);
+                    rs.ring.retire(bid);
                 } else {
                     rs.ring.landed(bid, 0);
-                    rs.ring.release(bid);
+                    rs.ring.retire(bid);
                 }
             }
             if res == -libc::ENOBUFS {
                 if receiving && !more_op {
                     self.stats.recv_starved += 1;
-                    rs.starved = true;
-                    self.starved.push(index);
+                    // Every earlier completion has been parsed and its buffer
+                    // retired, so buffers still out of the ring are held by
+                    // frames. If some came back, the kernel merely outran the
+                    // parser: re-arm at once (below). Otherwise pause.
+                    if rs.ring.in_ring() == 0 {
+                        rs.starved = true;
+                        self.starved.push(index);
+                        self.stats.recv_paused += 1;
+                        pressure = Some(rs.ring.held());
+                    }
                 }
             } else if receiving && res == 0 && lingering {
                 // The peer has read everything and closed: our close can end.
@@ -144,11 +153,39 @@ impl Driver {
         {
             self.arm_recv(index);
         }
+        if let Some((held_buffers, held_bytes)) = pressure {
+            let conn = self.conns[index as usize].as_ref().expect("conn").id;
+            tracing::debug!(%conn, held_buffers, held_bytes, "receive paused: frames hold every buffer");
+            on_event(
+                self,
+                Event::RecvPressure {
+                    conn,
+                    held_buffers: held_buffers as u32,
+                    held_bytes,
+                },
+            );
+        }
         self.report_pending(on_event);
         self.maybe_finish_close(index);
     }
 
-    pub(super) fn rearm_starved(&mut self) -> usize {
+    /// Whether a paused connection has buffers back (so a park must not
+    /// block: the next poll resumes it).
+    pub(super) fn can_resume(&self) -> bool {
+        self.starved.iter().any(|&index| {
+            self.conns[index as usize]
+                .as_ref()
+                .and_then(|c| c.recv.as_ref())
+                .is_some_and(|rs| rs.starved && rs.ring.in_ring() > 0)
+        })
+    }
+
+    /// Re-arms every paused connection whose frames gave buffers back, and
+    /// reports [`Event::RecvResumed`] for each.
+    pub(super) fn rearm_starved<F: FnMut(&mut Driver, Event)>(
+        &mut self,
+        on_event: &mut F,
+    ) -> usize {
         let mut n = 0;
         let mut i = 0;
         while i < self.starved.len() {
@@ -161,6 +198,9 @@ impl Driver {
                 Some(true) => {
                     self.starved.swap_remove(i);
                     self.arm_recv(index);
+                    self.stats.recv_resumed += 1;
+                    let conn = self.conns[index as usize].as_ref().expect("conn").id;
+                    on_event(self, Event::RecvResumed { conn });
                     n += 1;
                 }
                 Some(false) => i += 1,
@@ -196,7 +236,12 @@ impl Driver {
                     self.stats.frames_received += 1;
                     let state = self.conns[index as usize].as_ref().expect("conn").state;
                     match state {
-                        State::Open => on_event(self, Event::Frame { conn: id, frame }),
+                        // While our close lingers the peer keeps sending until
+                        // it reads our Goodbye: those frames are delivered,
+                        // before the close event (which waits for its EOF).
+                        State::Open | State::Lingering { .. } => {
+                            on_event(self, Event::Frame { conn: id, frame })
+                        }
                         State::Handshaking { .. } => {
                             drop(frame);
                             self.handshake_failed(
@@ -204,8 +249,14 @@ impl Driver {
                                 HandshakeError::NotHello { got: "payload" },
                             );
                         }
-                        // Closing on our side: the application asked to stop.
-                        _ => drop(frame),
+                        // Draining: after the peer's own Goodbye (it promised
+                        // nothing more, and its close was reported), or after
+                        // we refused its handshake (never announced).
+                        _ => {
+                            self.stats.frames_after_goodbye += 1;
+                            tracing::warn!(conn = %id, "payload frame after the peer's Goodbye; dropped");
+                            drop(frame)
+                        }
                     }
                 }
                 Step::Control(msg) => {

@@ -104,6 +104,8 @@ pub(super) struct SendState {
     /// Bytes the send in flight was submitted with (to count short sends).
     pub(super) in_flight_len: u32,
     pub(super) want_writable: bool,
+    /// In the driver's list of connections the send pool refused.
+    pub(super) pool_wait: bool,
     pub(super) in_flush_list: bool,
     pub(super) gather: Box<Gather>,
 }
@@ -119,6 +121,7 @@ impl Default for SendState {
             in_flight: false,
             in_flight_len: 0,
             want_writable: false,
+            pool_wait: false,
             in_flush_list: false,
             gather: Gather::new(),
         }
@@ -314,6 +317,56 @@ impl Driver {
         SendOutcome::BackPressured
     }
 
+    /// Refused because the shared send pool is at its cap: the connection's
+    /// own queue may be empty, so its completions would never wake it.
+    /// [`Event::Writable`] follows when any pooled buffer comes back.
+    fn pool_back_pressured(&mut self, index: u32) -> SendOutcome {
+        let c = self.conns[index as usize].as_mut().expect("conn exists");
+        if !c.send.pool_wait {
+            c.send.pool_wait = true;
+            self.pool_waiters.push(c.id);
+        }
+        self.back_pressured(index)
+    }
+
+    /// Wakes everyone the send pool refused, once a buffer has come back:
+    /// [`Event::Writable`] for each connection still waiting, and
+    /// [`Event::PoolWritable`] if an [`alloc_buf`](Driver::alloc_buf) failed.
+    pub(super) fn wake_pool_waiters<F: FnMut(&mut Driver, Event)>(
+        &mut self,
+        on_event: &mut F,
+    ) -> usize {
+        if !self.send_pool.take_space_returned() {
+            return 0;
+        }
+        let mut n = 0;
+        let mut waiters = std::mem::take(&mut self.pool_waiters);
+        for conn in waiters.drain(..) {
+            let Some(c) = self.conns[conn.index as usize].as_mut() else {
+                continue;
+            };
+            if c.id != conn {
+                continue;
+            }
+            c.send.pool_wait = false;
+            // A completion of its own may have woken it already.
+            if c.send.want_writable && c.state == State::Open {
+                c.send.want_writable = false;
+                n += 1;
+                on_event(self, Event::Writable { conn });
+            }
+        }
+        if self.pool_waiters.is_empty() {
+            // Keep the capacity: waiting again allocates nothing.
+            self.pool_waiters = waiters;
+        }
+        if std::mem::take(&mut self.alloc_waiter) {
+            n += 1;
+            on_event(self, Event::PoolWritable);
+        }
+        n
+    }
+
     /// Queues one payload frame (copied once into the staging chunk, or into
     /// a pooled buffer when larger than a chunk). Sent on the next poll,
     /// batched with the connection's other queued frames.
@@ -322,9 +375,18 @@ impl Driver {
         self.check_len(payload.len())?;
         let flen = HEADER_LEN + payload.len();
         if flen > self.cfg.send_chunk_size {
-            let Some(mut buf) = self.alloc_buf(payload.len()) else {
-                return Ok(self.back_pressured(index));
+            let max = self.send_pool.max_payload();
+            if payload.len() > max {
+                // No amount of waiting would make room for it.
+                return Err(SendError::FrameTooLarge {
+                    len: payload.len(),
+                    max,
+                });
+            }
+            let Some((mut buf, fresh)) = SendBuf::new(&self.send_pool, payload.len()) else {
+                return Ok(self.pool_back_pressured(index));
             };
+            self.stats.pool_allocations += fresh as u64;
             buf.payload_mut()
                 .expect("fresh buffer")
                 .copy_from_slice(payload);
@@ -379,15 +441,26 @@ impl Driver {
         }
     }
 
-    /// A pooled buffer for a `len`-byte payload, or `None` when the pool is at
-    /// [`DriverConfig::send_pool_bytes`](crate::DriverConfig::send_pool_bytes) (back-pressure: wait for sends to
-    /// complete) or `len` exceeds the maximum frame.
+    /// A pooled buffer for a `len`-byte payload, or `None`: when `len`
+    /// exceeds the maximum frame (or the largest buffer
+    /// [`DriverConfig::send_pool_bytes`](crate::DriverConfig::send_pool_bytes)
+    /// admits: frames take power-of-two buffers), for good; when the pool is
+    /// at its cap, as back-pressure, and [`Event::PoolWritable`] follows once
+    /// a pooled buffer comes back (a send completes, a [`SendBuf`] drops).
     pub fn alloc_buf(&mut self, len: usize) -> Option<SendBuf> {
-        let (buf, fresh) = SendBuf::new(&self.send_pool, len)?;
-        if fresh {
-            self.stats.pool_allocations += 1;
+        match SendBuf::new(&self.send_pool, len) {
+            Some((buf, fresh)) => {
+                self.stats.pool_allocations += fresh as u64;
+                Some(buf)
+            }
+            None => {
+                if len <= self.send_pool.max_payload() {
+                    self.stats.back_pressured += 1;
+                    self.alloc_waiter = true;
+                }
+                None
+            }
         }
-        Some(buf)
     }
 
     /// Queues `buf` on one connection. Call it for each peer: one buffer, N

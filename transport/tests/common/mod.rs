@@ -77,11 +77,12 @@ pub fn connect_pair(
     (server_conn.unwrap(), c, client_peer.unwrap())
 }
 
-/// The handshake a raw TCP peer sends: a Hello frame of `node_id` in the
-/// tests' cluster (7), protocol version 1 only.
+/// The handshake a raw TCP peer sends: a Hello frame of `node_id`
+/// (incarnation 1) in the tests' cluster (7), protocol version 1 only.
 pub fn hello(node_id: u64) -> Vec<u8> {
     frame::encode_control(&Control::Hello(Hello {
         node_id,
+        incarnation: 1,
         cluster_id: 7,
         protocol_min: 1,
         protocol_max: 1,
@@ -110,4 +111,22 @@ pub fn raw_pair(cfg: DriverConfig) -> (Driver, ConnId, TcpStream) {
         matches!(ev, Event::Connected { .. })
     });
     (client, conn, raw)
+}
+
+/// Parks `d` with no timeout; true if it returned by itself, false if only
+/// a watchdog's unpark (after [`GUARD`]) ended it.
+pub fn park_returns_by_itself(d: &mut Driver) -> bool {
+    let (done_tx, done_rx) = std::sync::mpsc::channel::<()>();
+    let unparker = d.unparker();
+    let watchdog = std::thread::spawn(move || {
+        let fired = done_rx.recv_timeout(GUARD).is_err();
+        if fired {
+            unparker.unpark();
+        }
+        fired
+    });
+    d.park(None).unwrap();
+    // The watchdog may have fired already; then nobody receives this.
+    let _ = done_tx.send(());
+    !watchdog.join().unwrap()
 }

@@ -2,7 +2,12 @@
 //! and back; the Engine itself only sees these values, so the simulator can
 //! route them in memory or through the codec.
 
-use rkyv::{Archive, Deserialize, Serialize};
+use std::sync::Arc;
+
+use rkyv::rancor::{Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{Archive, Deserialize, DeserializeUnsized, Place, Serialize};
 
 use crate::types::{GroupId, NodeId, ProtocolVersion, VersionRange, View};
 use crate::version::VersionChange;
@@ -94,6 +99,134 @@ impl OrderEntry {
     /// Whether the entry takes no position (a zero-count run, never sent).
     pub fn is_empty(&self) -> bool {
         self.len() == 0
+    }
+}
+
+/// The entries of one order record, shared: the sequencer builds a record
+/// once and the `Body::Order` of every target refers to it (a reference
+/// count, not a copy). The Engine takes the records it sends from a pool and
+/// refills one once every message that referred to it was dropped, so
+/// ordering allocates nothing in steady state. Empty (an order heartbeat)
+/// holds no record at all.
+///
+/// On the wire it is a plain `Vec<OrderEntry>` archive: the format is the
+/// same as before records were shared.
+#[derive(Clone, Default)]
+pub struct OrderEntries(Option<Arc<Vec<OrderEntry>>>);
+
+impl OrderEntries {
+    /// No entries.
+    pub const fn new() -> Self {
+        OrderEntries(None)
+    }
+
+    /// The entries, in position order.
+    pub fn as_slice(&self) -> &[OrderEntry] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl std::ops::Deref for OrderEntries {
+    type Target = [OrderEntry];
+    fn deref(&self) -> &[OrderEntry] {
+        self.as_slice()
+    }
+}
+
+impl From<Vec<OrderEntry>> for OrderEntries {
+    fn from(v: Vec<OrderEntry>) -> Self {
+        if v.is_empty() {
+            OrderEntries(None)
+        } else {
+            OrderEntries(Some(Arc::new(v)))
+        }
+    }
+}
+
+impl std::fmt::Debug for OrderEntries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl PartialEq for OrderEntries {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for OrderEntries {}
+
+impl Archive for OrderEntries {
+    type Archived = ArchivedVec<ArchivedOrderEntry>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_slice(self.as_slice(), resolver, out);
+    }
+}
+
+impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for OrderEntries
+where
+    OrderEntry: Serialize<S>,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        ArchivedVec::<ArchivedOrderEntry>::serialize_from_slice(self.as_slice(), serializer)
+    }
+}
+
+impl<D> Deserialize<OrderEntries, D> for ArchivedVec<ArchivedOrderEntry>
+where
+    [ArchivedOrderEntry]: DeserializeUnsized<[OrderEntry], D>,
+    D: Fallible + ?Sized,
+    D::Error: Source,
+{
+    fn deserialize(&self, deserializer: &mut D) -> Result<OrderEntries, D::Error> {
+        let v: Vec<OrderEntry> =
+            Deserialize::<Vec<OrderEntry>, D>::deserialize(self, deserializer)?;
+        Ok(OrderEntries::from(v))
+    }
+}
+
+/// The order records an Engine lends to the messages it sends, recycled:
+/// a record whose last message was dropped (the caller encoded it, or the
+/// peer handled it) is refilled for the next one. At most [`RecordPool::KEEP`]
+/// are kept; while more are out at once (a caller that holds many messages)
+/// the extra ones are allocated and freed as plain shared vectors.
+#[derive(Debug, Default)]
+pub(crate) struct RecordPool {
+    records: Vec<Arc<Vec<OrderEntry>>>,
+    /// Where the next search starts: the record after the one lent last,
+    /// the oldest out and so the likeliest to be back.
+    next: usize,
+}
+
+impl RecordPool {
+    /// Records kept for reuse.
+    pub const KEEP: usize = 16;
+
+    /// Share `entries` as one record, leaving in `entries` an empty vector
+    /// (the previous contents' storage of the record reused, so a caller that
+    /// refills it does not allocate either).
+    pub fn share(&mut self, entries: &mut Vec<OrderEntry>) -> OrderEntries {
+        if entries.is_empty() {
+            return OrderEntries::new();
+        }
+        let n = self.records.len();
+        for k in 0..n {
+            let i = (self.next + k) % n;
+            if let Some(v) = Arc::get_mut(&mut self.records[i]) {
+                std::mem::swap(v, entries);
+                entries.clear();
+                self.next = (i + 1) % n;
+                return OrderEntries(Some(Arc::clone(&self.records[i])));
+            }
+        }
+        let record = Arc::new(std::mem::take(entries));
+        if n < Self::KEEP {
+            self.records.push(Arc::clone(&record));
+        }
+        OrderEntries(Some(record))
     }
 }
 
@@ -210,8 +343,8 @@ pub enum Body<P> {
         epoch: u32,
         /// Position of the first entry.
         first: u64,
-        /// The entries.
-        entries: Vec<OrderEntry>,
+        /// The entries (shared by every target of the record).
+        entries: OrderEntries,
         /// The stable point: every member holds every position up to it.
         stable: u64,
     },
@@ -578,5 +711,77 @@ impl<P> Message<P> {
             | Body::Lease { group, .. }
             | Body::LeaseGrant { group, .. } => Some(*group),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(first_seq: u64) -> OrderEntry {
+        OrderEntry::Data {
+            sender: NodeId(2),
+            incarnation: 7,
+            first_seq,
+            count: 3,
+        }
+    }
+
+    fn record_of(e: &OrderEntries) -> &Arc<Vec<OrderEntry>> {
+        e.0.as_ref().expect("a non-empty record")
+    }
+
+    #[test]
+    fn archive_is_a_plain_vec_of_entries() {
+        let v = vec![data(1), OrderEntry::Leave { node: NodeId(3) }, data(9)];
+        let shared = OrderEntries::from(v.clone());
+        let a = rkyv::to_bytes::<rkyv::rancor::Error>(&shared).unwrap();
+        let b = rkyv::to_bytes::<rkyv::rancor::Error>(&v).unwrap();
+        assert_eq!(a.as_slice(), b.as_slice());
+        let back = rkyv::from_bytes::<OrderEntries, rkyv::rancor::Error>(&b).unwrap();
+        assert_eq!(back.as_slice(), v.as_slice());
+        let empty = rkyv::to_bytes::<rkyv::rancor::Error>(&Vec::<OrderEntry>::new()).unwrap();
+        let back = rkyv::from_bytes::<OrderEntries, rkyv::rancor::Error>(&empty).unwrap();
+        assert!(back.0.is_none(), "an empty record holds no allocation");
+        assert_eq!(back, OrderEntries::new());
+    }
+
+    #[test]
+    fn a_record_is_refilled_once_every_message_dropped_it() {
+        let mut pool = RecordPool::default();
+        let mut pending = vec![data(1)];
+        let first = pool.share(&mut pending);
+        assert!(pending.is_empty());
+        let copies = [first.clone(), first.clone()];
+        pending.push(data(4));
+        // Still referred to: the next record is another one.
+        let second = pool.share(&mut pending);
+        assert!(!Arc::ptr_eq(record_of(&first), record_of(&second)));
+        assert_eq!(first.as_slice(), &[data(1)]);
+        assert_eq!(second.as_slice(), &[data(4)]);
+        let first_ptr = Arc::as_ptr(record_of(&first));
+        drop(copies);
+        drop(first);
+        pending.push(data(7));
+        let third = pool.share(&mut pending);
+        assert_eq!(Arc::as_ptr(record_of(&third)), first_ptr, "reused");
+        assert_eq!(third.as_slice(), &[data(7)]);
+        // The record's old storage came back as the new pending vector.
+        assert!(pending.is_empty() && pending.capacity() > 0);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_records() {
+        let mut pool = RecordPool::default();
+        let mut out = Vec::new();
+        for i in 0..RecordPool::KEEP as u64 * 2 {
+            let mut pending = vec![data(i)];
+            out.push(pool.share(&mut pending));
+        }
+        assert_eq!(pool.records.len(), RecordPool::KEEP);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.as_slice(), &[data(i as u64)], "records never alias");
+        }
+        assert_eq!(pool.share(&mut Vec::new()), OrderEntries::new());
     }
 }

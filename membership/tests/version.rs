@@ -774,7 +774,8 @@ fn version_frames_round_trip_on_the_wire() {
                         node: NodeId(3),
                         supported: range(1, 1),
                     }),
-                })],
+                })]
+                .into(),
                 stable: 4,
             },
         },

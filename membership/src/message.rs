@@ -190,15 +190,15 @@ where
 
 /// The order records an Engine lends to the messages it sends, recycled:
 /// a record whose last message was dropped (the caller encoded it, or the
-/// peer handled it) is refilled for the next one. At most [`RecordPool::KEEP`]
-/// are kept; while more are out at once (a caller that holds many messages)
-/// the extra ones are allocated and freed as plain shared vectors.
+/// peer handled it) is refilled for the next one. The search starts at the
+/// first record every time, so a caller that drops its messages promptly
+/// gets the same one or two records back, still in cache. At most
+/// [`RecordPool::KEEP`] are kept; while more are out at once (a caller that
+/// holds many messages) the extra ones are allocated and freed as plain
+/// shared vectors.
 #[derive(Debug, Default)]
 pub(crate) struct RecordPool {
     records: Vec<Arc<Vec<OrderEntry>>>,
-    /// Where the next search starts: the record after the one lent last,
-    /// the oldest out and so the likeliest to be back.
-    next: usize,
 }
 
 impl RecordPool {
@@ -212,18 +212,15 @@ impl RecordPool {
         if entries.is_empty() {
             return OrderEntries::new();
         }
-        let n = self.records.len();
-        for k in 0..n {
-            let i = (self.next + k) % n;
-            if let Some(v) = Arc::get_mut(&mut self.records[i]) {
+        for record in &mut self.records {
+            if let Some(v) = Arc::get_mut(record) {
                 std::mem::swap(v, entries);
                 entries.clear();
-                self.next = (i + 1) % n;
-                return OrderEntries(Some(Arc::clone(&self.records[i])));
+                return OrderEntries(Some(Arc::clone(record)));
             }
         }
         let record = Arc::new(std::mem::take(entries));
-        if n < Self::KEEP {
+        if self.records.len() < Self::KEEP {
             self.records.push(Arc::clone(&record));
         }
         OrderEntries(Some(record))

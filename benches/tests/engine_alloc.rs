@@ -16,7 +16,10 @@
 //! - `batched`: 64 multicasts between drains, round-robin from the members
 //!   (the order bench's pattern): records carry many;
 //! - `safe` and `safe_batched`: the same with `DeliveryMode::Safe`, where
-//!   delivery also waits for the stable point.
+//!   delivery also waits for the stable point;
+//! - `multicast_batch`: `Engine::multicast_batch` of 20 payloads, drained
+//!   after each call. The vector the application hands over is its own
+//!   allocation (one per batch), counted and printed apart.
 //!
 //! The deliveries are checked too (count, and one order at every member), so
 //! a workload that stops delivering cannot pass by allocating nothing.
@@ -52,6 +55,8 @@ struct Cluster {
     payload: P,
     /// Allocations made inside each member's Engine calls.
     allocs: [u64; 3],
+    /// Allocations of the application's batch vectors.
+    app_allocs: u64,
     /// Deliveries per member.
     delivered: [u64; 3],
     /// Per member, a running hash of the delivered `(sender, sender_seq)`
@@ -74,6 +79,7 @@ impl Cluster {
             group: GroupId::from_name("alloc"),
             payload: vec![0xab; 64].into(),
             allocs: [0; 3],
+            app_allocs: 0,
             delivered: [0; 3],
             order_hash: [0; 3],
         };
@@ -155,16 +161,29 @@ impl Cluster {
 
     /// Multicast `n` messages round-robin from the members, draining after
     /// every `every` of them, then route until every member delivered them.
-    fn run(&mut self, n: u64, every: u64) {
+    fn run(&mut self, n: u64, every: u64, batch: u64) {
         let target: [u64; 3] = std::array::from_fn(|i| self.delivered[i] + n);
         let mut sent = 0;
         while sent < n {
-            let i = (sent % 3) as usize;
+            let i = (sent / batch % 3) as usize;
             let (now, group, payload) = (self.now, self.group, self.payload.clone());
-            match self.call(i, |e| e.multicast(now, group, payload)) {
-                Ok(Multicast::Sent { .. }) => sent += 1,
-                Ok(Multicast::BackPressured(_)) => self.route(),
-                Err(e) => panic!("multicast failed: {e}"),
+            if batch == 1 {
+                match self.call(i, |e| e.multicast(now, group, payload)) {
+                    Ok(Multicast::Sent { .. }) => sent += 1,
+                    Ok(Multicast::BackPressured(_)) => self.route(),
+                    Err(e) => panic!("multicast failed: {e}"),
+                }
+            } else {
+                // The application's own vector (one per batch): counted
+                // apart, it is not the Engine's.
+                let before = alloc::thread_allocs();
+                let payloads = vec![payload; batch as usize];
+                self.app_allocs += alloc::thread_allocs() - before;
+                match self.call(i, |e| e.multicast_batch(now, group, payloads)) {
+                    Ok(Multicast::Sent { .. }) => sent += batch,
+                    Ok(Multicast::BackPressured(_)) => self.route(),
+                    Err(e) => panic!("multicast_batch failed: {e}"),
+                }
             }
             if sent % every == 0 {
                 self.route();
@@ -185,29 +204,32 @@ impl Cluster {
 
 /// Warm up, count a window, and return each member's allocations per
 /// delivered message in it.
-fn measure(name: &str, mode: DeliveryMode, every: u64) -> [f64; 3] {
+fn measure(name: &str, mode: DeliveryMode, every: u64, batch: u64) -> [f64; 3] {
     assert!(
         alloc::is_installed(),
         "the counting allocator is not installed"
     );
     let mut c = Cluster::new(mode);
     for _ in 0..WARM_UP_RUNS {
-        c.run(RUN, every);
+        c.run(RUN, every, batch);
     }
     let (allocs, delivered) = (c.allocs, c.delivered);
     let harness_before = alloc::thread_allocs();
     let engines_before: u64 = c.allocs.iter().sum();
+    let app_before = c.app_allocs;
     for _ in 0..COUNTED_RUNS {
-        c.run(RUN, every);
+        c.run(RUN, every, batch);
     }
     let engines: u64 = c.allocs.iter().sum::<u64>() - engines_before;
-    let harness = alloc::thread_allocs() - harness_before - engines;
+    let app = c.app_allocs - app_before;
+    let harness = alloc::thread_allocs() - harness_before - engines - app;
     let per: [f64; 3] = std::array::from_fn(|i| {
         (c.allocs[i] - allocs[i]) as f64 / (c.delivered[i] - delivered[i]) as f64
     });
     println!(
         "engine allocations per delivered message, {name}: member 1 {:.4}, member 2 {:.4}, \
-         member 3 {:.4} ({:?} allocations over {:?} deliveries; harness {harness})",
+         member 3 {:.4} ({:?} allocations over {:?} deliveries; harness {harness}, \
+         application {app})",
         per[0],
         per[1],
         per[2],
@@ -231,23 +253,29 @@ fn assert_zero(name: &str, per: [f64; 3]) {
 
 #[test]
 fn alone_allocates_nothing_per_message() {
-    assert_zero("alone", measure("alone", DeliveryMode::Agreed, 1));
+    assert_zero("alone", measure("alone", DeliveryMode::Agreed, 1, 1));
 }
 
 #[test]
 fn batched_allocates_nothing_per_message() {
-    assert_zero("batched", measure("batched", DeliveryMode::Agreed, 64));
+    assert_zero("batched", measure("batched", DeliveryMode::Agreed, 64, 1));
 }
 
 #[test]
 fn safe_allocates_nothing_per_message() {
-    assert_zero("safe", measure("safe", DeliveryMode::Safe, 1));
+    assert_zero("safe", measure("safe", DeliveryMode::Safe, 1, 1));
 }
 
 #[test]
 fn safe_batched_allocates_nothing_per_message() {
     assert_zero(
         "safe_batched",
-        measure("safe_batched", DeliveryMode::Safe, 64),
+        measure("safe_batched", DeliveryMode::Safe, 64, 1),
     );
+}
+
+#[test]
+fn multicast_batch_allocates_nothing_per_message() {
+    let per = measure("multicast_batch", DeliveryMode::Agreed, 20, 20);
+    assert_zero("multicast_batch", per);
 }

@@ -97,7 +97,7 @@ pub use durable::{DurableState, GroupAcceptor, Instance};
 pub use engine::{Command, Engine};
 pub use error::{AdjustError, BatchError, ConfigError, JoinError, LeaveError, MulticastError};
 pub use message::{
-    Ballot, Body, MemberState, Message, OrderEntries, OrderEntry, Proposal, SenderNext,
+    Ballot, Body, MemberState, Message, OrderEntries, OrderEntry, Proposal, SenderNext, Shared,
 };
 pub use types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,

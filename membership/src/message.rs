@@ -102,63 +102,83 @@ impl OrderEntry {
     }
 }
 
-/// The entries of one order record, shared: the sequencer builds a record
-/// once and the `Body::Order` of every target refers to it (a reference
-/// count, not a copy). The Engine takes the records it sends from a pool and
-/// refills one once every message that referred to it was dropped, so
-/// ordering allocates nothing in steady state. Empty (an order heartbeat)
-/// holds no record at all.
+/// A list shared by every message that carries it: the entries of one
+/// order record ([`OrderEntries`]), or the payloads of one `DataBatch`. The
+/// Engine builds it once and the message to every target refers to it (a
+/// reference count, not a copy). It takes the lists it sends from a pool
+/// and refills one once every message that referred to it was dropped, so
+/// sending allocates nothing in steady state. Empty, it holds no allocation.
 ///
-/// On the wire it is a plain `Vec<OrderEntry>` archive: the format is the
-/// same as before records were shared.
-#[derive(Clone, Default)]
-pub struct OrderEntries(Option<Arc<Vec<OrderEntry>>>);
+/// On the wire it is a plain `Vec<T>` archive: the format is the same as
+/// before lists were shared.
+pub struct Shared<T>(Option<Arc<Vec<T>>>);
 
-impl OrderEntries {
-    /// No entries.
+/// The entries of one order record, shared by every target.
+pub type OrderEntries = Shared<OrderEntry>;
+
+impl<T> Shared<T> {
+    /// An empty list.
     pub const fn new() -> Self {
-        OrderEntries(None)
+        Shared(None)
     }
 
-    /// The entries, in position order.
-    pub fn as_slice(&self) -> &[OrderEntry] {
+    /// The items, in order.
+    pub fn as_slice(&self) -> &[T] {
         self.0.as_deref().map_or(&[], Vec::as_slice)
     }
 }
 
-impl std::ops::Deref for OrderEntries {
-    type Target = [OrderEntry];
-    fn deref(&self) -> &[OrderEntry] {
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared(None)
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
         self.as_slice()
     }
 }
 
-impl From<Vec<OrderEntry>> for OrderEntries {
-    fn from(v: Vec<OrderEntry>) -> Self {
+impl<T> From<Vec<T>> for Shared<T> {
+    fn from(v: Vec<T>) -> Self {
         if v.is_empty() {
-            OrderEntries(None)
+            Shared(None)
         } else {
-            OrderEntries(Some(Arc::new(v)))
+            Shared(Some(Arc::new(v)))
         }
     }
 }
 
-impl std::fmt::Debug for OrderEntries {
+impl<T> FromIterator<T> for Shared<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Shared::from(iter.into_iter().collect::<Vec<T>>())
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Shared<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_list().entries(self.as_slice()).finish()
     }
 }
 
-impl PartialEq for OrderEntries {
+impl<T: PartialEq> PartialEq for Shared<T> {
     fn eq(&self, other: &Self) -> bool {
         self.as_slice() == other.as_slice()
     }
 }
 
-impl Eq for OrderEntries {}
+impl<T: Eq> Eq for Shared<T> {}
 
-impl Archive for OrderEntries {
-    type Archived = ArchivedVec<ArchivedOrderEntry>;
+impl<T: Archive> Archive for Shared<T> {
+    type Archived = ArchivedVec<T::Archived>;
     type Resolver = VecResolver;
 
     fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
@@ -166,64 +186,73 @@ impl Archive for OrderEntries {
     }
 }
 
-impl<S: Fallible + Allocator + Writer + ?Sized> Serialize<S> for OrderEntries
+impl<T, S> Serialize<S> for Shared<T>
 where
-    OrderEntry: Serialize<S>,
+    T: Serialize<S>,
+    S: Fallible + Allocator + Writer + ?Sized,
 {
     fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
-        ArchivedVec::<ArchivedOrderEntry>::serialize_from_slice(self.as_slice(), serializer)
+        ArchivedVec::<T::Archived>::serialize_from_slice(self.as_slice(), serializer)
     }
 }
 
-impl<D> Deserialize<OrderEntries, D> for ArchivedVec<ArchivedOrderEntry>
+impl<T, D> Deserialize<Shared<T>, D> for ArchivedVec<T::Archived>
 where
-    [ArchivedOrderEntry]: DeserializeUnsized<[OrderEntry], D>,
+    T: Archive,
+    [T::Archived]: DeserializeUnsized<[T], D>,
     D: Fallible + ?Sized,
     D::Error: Source,
 {
-    fn deserialize(&self, deserializer: &mut D) -> Result<OrderEntries, D::Error> {
-        let v: Vec<OrderEntry> =
-            Deserialize::<Vec<OrderEntry>, D>::deserialize(self, deserializer)?;
-        Ok(OrderEntries::from(v))
+    fn deserialize(&self, deserializer: &mut D) -> Result<Shared<T>, D::Error> {
+        let v: Vec<T> = Deserialize::<Vec<T>, D>::deserialize(self, deserializer)?;
+        Ok(Shared::from(v))
     }
 }
 
-/// The order records an Engine lends to the messages it sends, recycled:
-/// a record whose last message was dropped (the caller encoded it, or the
-/// peer handled it) is refilled for the next one. The search starts at the
-/// first record every time, so a caller that drops its messages promptly
-/// gets the same one or two records back, still in cache. At most
-/// [`RecordPool::KEEP`] are kept; while more are out at once (a caller that
-/// holds many messages) the extra ones are allocated and freed as plain
-/// shared vectors.
-#[derive(Debug, Default)]
-pub(crate) struct RecordPool {
-    records: Vec<Arc<Vec<OrderEntry>>>,
+/// The lists an Engine lends to the messages it sends, recycled: a list
+/// whose last message was dropped (the caller encoded it, or the peer
+/// handled it) is refilled for the next one. The search starts at the
+/// first list every time, so a caller that drops its messages promptly
+/// gets the same one or two back, still in cache. At most [`Pool::KEEP`]
+/// are kept; while more are out at once (a caller that holds many
+/// messages) the extra ones are allocated and freed as plain shared
+/// vectors.
+#[derive(Debug)]
+pub(crate) struct Pool<T> {
+    records: Vec<Arc<Vec<T>>>,
 }
 
-impl RecordPool {
-    /// Records kept for reuse.
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            records: Vec::new(),
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    /// Lists kept for reuse.
     pub const KEEP: usize = 16;
 
-    /// Share `entries` as one record, leaving in `entries` an empty vector
-    /// (the previous contents' storage of the record reused, so a caller that
-    /// refills it does not allocate either).
-    pub fn share(&mut self, entries: &mut Vec<OrderEntry>) -> OrderEntries {
-        if entries.is_empty() {
-            return OrderEntries::new();
+    /// Share `items` as one list, leaving in `items` an empty vector (the
+    /// storage the reused list had, so a caller that refills it does not
+    /// allocate either).
+    pub fn share(&mut self, items: &mut Vec<T>) -> Shared<T> {
+        if items.is_empty() {
+            return Shared::new();
         }
         for record in &mut self.records {
             if let Some(v) = Arc::get_mut(record) {
-                std::mem::swap(v, entries);
-                entries.clear();
-                return OrderEntries(Some(Arc::clone(record)));
+                std::mem::swap(v, items);
+                items.clear();
+                return Shared(Some(Arc::clone(record)));
             }
         }
-        let record = Arc::new(std::mem::take(entries));
+        let record = Arc::new(std::mem::take(items));
         if self.records.len() < Self::KEEP {
             self.records.push(Arc::clone(&record));
         }
-        OrderEntries(Some(record))
+        Shared(Some(record))
     }
 }
 
@@ -312,8 +341,8 @@ pub enum Body<P> {
         first_seq: u64,
         /// Piggybacked cumulative ack of the transmitter.
         ack: u64,
-        /// The payloads, in sender order.
-        payloads: Vec<P>,
+        /// The payloads, in sender order (shared by every target).
+        payloads: Shared<P>,
     },
     /// An application message, from its sender (or a retransmitting holder).
     Data {
@@ -510,7 +539,10 @@ pub enum Body<P> {
 
 impl<P> Message<P> {
     /// The same message with the payload (if any) mapped.
-    pub fn map_payload<Q>(self, mut f: impl FnMut(P) -> Q) -> Message<Q> {
+    pub fn map_payload<Q>(self, mut f: impl FnMut(P) -> Q) -> Message<Q>
+    where
+        P: Clone,
+    {
         let body = match self.body {
             Body::Data {
                 group,
@@ -549,7 +581,7 @@ impl<P> Message<P> {
                 sender_incarnation,
                 first_seq,
                 ack,
-                payloads: payloads.into_iter().map(&mut f).collect(),
+                payloads: payloads.iter().cloned().map(&mut f).collect(),
             },
             Body::Order {
                 group,
@@ -745,7 +777,7 @@ mod tests {
 
     #[test]
     fn a_record_is_refilled_once_every_message_dropped_it() {
-        let mut pool = RecordPool::default();
+        let mut pool = Pool::default();
         let mut pending = vec![data(1)];
         let first = pool.share(&mut pending);
         assert!(pending.is_empty());
@@ -769,13 +801,13 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_a_bounded_number_of_records() {
-        let mut pool = RecordPool::default();
+        let mut pool = Pool::default();
         let mut out = Vec::new();
-        for i in 0..RecordPool::KEEP as u64 * 2 {
+        for i in 0..Pool::<OrderEntry>::KEEP as u64 * 2 {
             let mut pending = vec![data(i)];
             out.push(pool.share(&mut pending));
         }
-        assert_eq!(pool.records.len(), RecordPool::KEEP);
+        assert_eq!(pool.records.len(), Pool::<OrderEntry>::KEEP);
         for (i, r) in out.iter().enumerate() {
             assert_eq!(r.as_slice(), &[data(i as u64)], "records never alias");
         }

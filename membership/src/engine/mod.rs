@@ -44,7 +44,7 @@ use proposer::{Kind, Proposer, Stage};
 use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::{ConfigError, MulticastError};
 use crate::group::{Group, Phase};
-use crate::message::{Body, Message, RecordPool};
+use crate::message::{Body, Message, OrderEntry, Pool};
 use crate::types::{
     Config, Delivery, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason, Stats, Time,
     View,
@@ -107,9 +107,11 @@ pub(crate) struct Ctx<P> {
     pub commands: VecDeque<Command<P>>,
     pub loopback: VecDeque<Body<P>>,
     /// The order records lent to `Body::Order` messages, recycled.
-    pub records: RecordPool,
+    pub records: Pool<OrderEntry>,
+    /// The payload lists lent to `Body::DataBatch` messages, recycled.
+    pub batches: Pool<P>,
     /// Scratch for building a record (a retransmission) before sharing it.
-    pub scratch_entries: Vec<crate::message::OrderEntry>,
+    pub scratch_entries: Vec<OrderEntry>,
     pub stats: Stats,
     pub versions: crate::version::Versions,
 }
@@ -304,7 +306,8 @@ impl<P: Payload> Engine<P> {
                 batch: cfg.batch,
                 commands,
                 loopback: VecDeque::new(),
-                records: RecordPool::default(),
+                records: Pool::default(),
+                batches: Pool::default(),
                 scratch_entries: Vec::new(),
                 stats: Stats::default(),
                 versions: crate::version::Versions::new(&cfg.nodes),

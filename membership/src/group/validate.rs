@@ -415,6 +415,7 @@ mod tests {
             commands: VecDeque::new(),
             loopback: VecDeque::new(),
             records: Default::default(),
+            batches: Default::default(),
             scratch_entries: Vec::new(),
             stats: Stats::default(),
             versions: Versions::default(),

@@ -96,7 +96,9 @@ pub mod wire;
 pub use durable::{DurableState, GroupAcceptor, Instance};
 pub use engine::{Command, Engine};
 pub use error::{AdjustError, BatchError, ConfigError, JoinError, LeaveError, MulticastError};
-pub use message::{Ballot, Body, MemberState, Message, OrderEntry, Proposal, SenderNext};
+pub use message::{
+    Ballot, Body, MemberState, Message, OrderEntries, OrderEntry, Proposal, SenderNext, Shared,
+};
 pub use types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
     Stats, Time, VersionRange, View, ViewId,

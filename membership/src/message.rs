@@ -2,7 +2,12 @@
 //! and back; the Engine itself only sees these values, so the simulator can
 //! route them in memory or through the codec.
 
-use rkyv::{Archive, Deserialize, Serialize};
+use std::sync::Arc;
+
+use rkyv::rancor::{Fallible, Source};
+use rkyv::ser::{Allocator, Writer};
+use rkyv::vec::{ArchivedVec, VecResolver};
+use rkyv::{Archive, Deserialize, DeserializeUnsized, Place, Serialize};
 
 use crate::types::{GroupId, NodeId, ProtocolVersion, VersionRange, View};
 use crate::version::VersionChange;
@@ -97,6 +102,160 @@ impl OrderEntry {
     }
 }
 
+/// A list shared by every message that carries it: the entries of one
+/// order record ([`OrderEntries`]), or the payloads of one `DataBatch`. The
+/// Engine builds it once and the message to every target refers to it (a
+/// reference count, not a copy). It takes the lists it sends from a pool
+/// and refills one once every message that referred to it was dropped, so
+/// sending allocates nothing in steady state. Empty, it holds no allocation.
+///
+/// On the wire it is a plain `Vec<T>` archive: the format is the same as
+/// before lists were shared.
+pub struct Shared<T>(Option<Arc<Vec<T>>>);
+
+/// The entries of one order record, shared by every target.
+pub type OrderEntries = Shared<OrderEntry>;
+
+impl<T> Shared<T> {
+    /// An empty list.
+    pub const fn new() -> Self {
+        Shared(None)
+    }
+
+    /// The items, in order.
+    pub fn as_slice(&self) -> &[T] {
+        self.0.as_deref().map_or(&[], Vec::as_slice)
+    }
+}
+
+impl<T> Default for Shared<T> {
+    fn default() -> Self {
+        Shared(None)
+    }
+}
+
+impl<T> Clone for Shared<T> {
+    fn clone(&self) -> Self {
+        Shared(self.0.clone())
+    }
+}
+
+impl<T> std::ops::Deref for Shared<T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        self.as_slice()
+    }
+}
+
+impl<T> From<Vec<T>> for Shared<T> {
+    fn from(v: Vec<T>) -> Self {
+        if v.is_empty() {
+            Shared(None)
+        } else {
+            Shared(Some(Arc::new(v)))
+        }
+    }
+}
+
+impl<T> FromIterator<T> for Shared<T> {
+    fn from_iter<I: IntoIterator<Item = T>>(iter: I) -> Self {
+        Shared::from(iter.into_iter().collect::<Vec<T>>())
+    }
+}
+
+impl<T: std::fmt::Debug> std::fmt::Debug for Shared<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_list().entries(self.as_slice()).finish()
+    }
+}
+
+impl<T: PartialEq> PartialEq for Shared<T> {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl<T: Eq> Eq for Shared<T> {}
+
+impl<T: Archive> Archive for Shared<T> {
+    type Archived = ArchivedVec<T::Archived>;
+    type Resolver = VecResolver;
+
+    fn resolve(&self, resolver: Self::Resolver, out: Place<Self::Archived>) {
+        ArchivedVec::resolve_from_slice(self.as_slice(), resolver, out);
+    }
+}
+
+impl<T, S> Serialize<S> for Shared<T>
+where
+    T: Serialize<S>,
+    S: Fallible + Allocator + Writer + ?Sized,
+{
+    fn serialize(&self, serializer: &mut S) -> Result<Self::Resolver, S::Error> {
+        ArchivedVec::<T::Archived>::serialize_from_slice(self.as_slice(), serializer)
+    }
+}
+
+impl<T, D> Deserialize<Shared<T>, D> for ArchivedVec<T::Archived>
+where
+    T: Archive,
+    [T::Archived]: DeserializeUnsized<[T], D>,
+    D: Fallible + ?Sized,
+    D::Error: Source,
+{
+    fn deserialize(&self, deserializer: &mut D) -> Result<Shared<T>, D::Error> {
+        let v: Vec<T> = Deserialize::<Vec<T>, D>::deserialize(self, deserializer)?;
+        Ok(Shared::from(v))
+    }
+}
+
+/// The lists an Engine lends to the messages it sends, recycled: a list
+/// whose last message was dropped (the caller encoded it, or the peer
+/// handled it) is refilled for the next one. The search starts at the
+/// first list every time, so a caller that drops its messages promptly
+/// gets the same one or two back, still in cache. At most [`Pool::KEEP`]
+/// are kept; while more are out at once (a caller that holds many
+/// messages) the extra ones are allocated and freed as plain shared
+/// vectors.
+#[derive(Debug)]
+pub(crate) struct Pool<T> {
+    records: Vec<Arc<Vec<T>>>,
+}
+
+impl<T> Default for Pool<T> {
+    fn default() -> Self {
+        Pool {
+            records: Vec::new(),
+        }
+    }
+}
+
+impl<T> Pool<T> {
+    /// Lists kept for reuse.
+    pub const KEEP: usize = 16;
+
+    /// Share `items` as one list, leaving in `items` an empty vector (the
+    /// storage the reused list had, so a caller that refills it does not
+    /// allocate either).
+    pub fn share(&mut self, items: &mut Vec<T>) -> Shared<T> {
+        if items.is_empty() {
+            return Shared::new();
+        }
+        for record in &mut self.records {
+            if let Some(v) = Arc::get_mut(record) {
+                std::mem::swap(v, items);
+                items.clear();
+                return Shared(Some(Arc::clone(record)));
+            }
+        }
+        let record = Arc::new(std::mem::take(items));
+        if self.records.len() < Self::KEEP {
+            self.records.push(Arc::clone(&record));
+        }
+        Shared(Some(record))
+    }
+}
+
 /// Where ordering of one sender stands: its next sender sequence number to
 /// order. Carried across coordinator changes so FIFO order and deduplication
 /// survive them.
@@ -182,8 +341,8 @@ pub enum Body<P> {
         first_seq: u64,
         /// Piggybacked cumulative ack of the transmitter.
         ack: u64,
-        /// The payloads, in sender order.
-        payloads: Vec<P>,
+        /// The payloads, in sender order (shared by every target).
+        payloads: Shared<P>,
     },
     /// An application message, from its sender (or a retransmitting holder).
     Data {
@@ -210,8 +369,8 @@ pub enum Body<P> {
         epoch: u32,
         /// Position of the first entry.
         first: u64,
-        /// The entries.
-        entries: Vec<OrderEntry>,
+        /// The entries (shared by every target of the record).
+        entries: OrderEntries,
         /// The stable point: every member holds every position up to it.
         stable: u64,
     },
@@ -380,7 +539,10 @@ pub enum Body<P> {
 
 impl<P> Message<P> {
     /// The same message with the payload (if any) mapped.
-    pub fn map_payload<Q>(self, mut f: impl FnMut(P) -> Q) -> Message<Q> {
+    pub fn map_payload<Q>(self, mut f: impl FnMut(P) -> Q) -> Message<Q>
+    where
+        P: Clone,
+    {
         let body = match self.body {
             Body::Data {
                 group,
@@ -419,7 +581,7 @@ impl<P> Message<P> {
                 sender_incarnation,
                 first_seq,
                 ack,
-                payloads: payloads.into_iter().map(&mut f).collect(),
+                payloads: payloads.iter().cloned().map(&mut f).collect(),
             },
             Body::Order {
                 group,
@@ -578,5 +740,77 @@ impl<P> Message<P> {
             | Body::Lease { group, .. }
             | Body::LeaseGrant { group, .. } => Some(*group),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(first_seq: u64) -> OrderEntry {
+        OrderEntry::Data {
+            sender: NodeId(2),
+            incarnation: 7,
+            first_seq,
+            count: 3,
+        }
+    }
+
+    fn record_of(e: &OrderEntries) -> &Arc<Vec<OrderEntry>> {
+        e.0.as_ref().expect("a non-empty record")
+    }
+
+    #[test]
+    fn archive_is_a_plain_vec_of_entries() {
+        let v = vec![data(1), OrderEntry::Leave { node: NodeId(3) }, data(9)];
+        let shared = OrderEntries::from(v.clone());
+        let a = rkyv::to_bytes::<rkyv::rancor::Error>(&shared).unwrap();
+        let b = rkyv::to_bytes::<rkyv::rancor::Error>(&v).unwrap();
+        assert_eq!(a.as_slice(), b.as_slice());
+        let back = rkyv::from_bytes::<OrderEntries, rkyv::rancor::Error>(&b).unwrap();
+        assert_eq!(back.as_slice(), v.as_slice());
+        let empty = rkyv::to_bytes::<rkyv::rancor::Error>(&Vec::<OrderEntry>::new()).unwrap();
+        let back = rkyv::from_bytes::<OrderEntries, rkyv::rancor::Error>(&empty).unwrap();
+        assert!(back.0.is_none(), "an empty record holds no allocation");
+        assert_eq!(back, OrderEntries::new());
+    }
+
+    #[test]
+    fn a_record_is_refilled_once_every_message_dropped_it() {
+        let mut pool = Pool::default();
+        let mut pending = vec![data(1)];
+        let first = pool.share(&mut pending);
+        assert!(pending.is_empty());
+        let copies = [first.clone(), first.clone()];
+        pending.push(data(4));
+        // Still referred to: the next record is another one.
+        let second = pool.share(&mut pending);
+        assert!(!Arc::ptr_eq(record_of(&first), record_of(&second)));
+        assert_eq!(first.as_slice(), &[data(1)]);
+        assert_eq!(second.as_slice(), &[data(4)]);
+        let first_ptr = Arc::as_ptr(record_of(&first));
+        drop(copies);
+        drop(first);
+        pending.push(data(7));
+        let third = pool.share(&mut pending);
+        assert_eq!(Arc::as_ptr(record_of(&third)), first_ptr, "reused");
+        assert_eq!(third.as_slice(), &[data(7)]);
+        // The record's old storage came back as the new pending vector.
+        assert!(pending.is_empty() && pending.capacity() > 0);
+    }
+
+    #[test]
+    fn the_pool_keeps_a_bounded_number_of_records() {
+        let mut pool = Pool::default();
+        let mut out = Vec::new();
+        for i in 0..Pool::<OrderEntry>::KEEP as u64 * 2 {
+            let mut pending = vec![data(i)];
+            out.push(pool.share(&mut pending));
+        }
+        assert_eq!(pool.records.len(), Pool::<OrderEntry>::KEEP);
+        for (i, r) in out.iter().enumerate() {
+            assert_eq!(r.as_slice(), &[data(i as u64)], "records never alias");
+        }
+        assert_eq!(pool.share(&mut Vec::new()), OrderEntries::new());
     }
 }

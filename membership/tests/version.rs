@@ -755,7 +755,7 @@ fn version_frames_round_trip_on_the_wire() {
                 sender_incarnation: 3,
                 first_seq: 7,
                 ack: 4,
-                payloads: vec![b"a".to_vec(), Vec::new(), b"ccc".to_vec()],
+                payloads: vec![b"a".to_vec(), Vec::new(), b"ccc".to_vec()].into(),
             },
         },
         Message {
@@ -774,7 +774,8 @@ fn version_frames_round_trip_on_the_wire() {
                         node: NodeId(3),
                         supported: range(1, 1),
                     }),
-                })],
+                })]
+                .into(),
                 stable: 4,
             },
         },
@@ -805,7 +806,7 @@ mod prop {
                 incarnation: 1,
                 body: Body::DataBatch {
                     group: g1(), epoch: 1, sender: NodeId(1), sender_incarnation: 1,
-                    first_seq: 1, ack: 0, payloads: payloads.clone(),
+                    first_seq: 1, ack: 0, payloads: payloads.clone().into(),
                 },
             };
             let mut bytes = Vec::new();

@@ -67,7 +67,8 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
                     first_seq: 7,
                 },
                 OrderEntry::Leave { node: NodeId(3) },
-            ],
+            ]
+            .into(),
             stable: 40,
         },
         Body::Ack {

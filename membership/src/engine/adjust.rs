@@ -4,7 +4,7 @@
 use super::{Command, Engine};
 use crate::error::{AdjustError, BatchError};
 use crate::group::Phase;
-use crate::message::{Body, Message, OrderEntry};
+use crate::message::{Body, Message, OrderEntry, Shared};
 use crate::types::{GroupId, Multicast, NodeId, Payload, ProtocolVersion, Time, VersionRange};
 use crate::version::{
     self, AdjustRequest, Pending, Rejection, Scope, Target, VersionChange, VersionError,
@@ -239,7 +239,7 @@ impl<P: Payload> Engine<P> {
         &mut self,
         now: Time,
         group: GroupId,
-        payloads: Vec<P>,
+        mut payloads: Vec<P>,
     ) -> Result<Multicast<Vec<P>>, BatchError> {
         self.now = self.now.max(now);
         self.ctx.now = self.now;
@@ -281,6 +281,9 @@ impl<P: Payload> Engine<P> {
         }
         let first_seq = g.my_seq + 1;
         g.my_seq += payloads.len() as u64;
+        // One list for every target: `payloads`' storage goes into a pooled
+        // list, and what that list held before is freed with `payloads`.
+        let payloads = self.ctx.batches.share(&mut payloads);
         let epoch = g.epoch();
         let ack = g.ready;
         for m in &g.view.members {
@@ -303,8 +306,8 @@ impl<P: Payload> Engine<P> {
             }
         }
         g.last_ack_sent = g.last_ack_sent.max(ack);
-        for (i, p) in payloads.into_iter().enumerate() {
-            let _ = g.store_payload(me, inc, first_seq + i as u64, p, u64::MAX);
+        for (i, p) in payloads.iter().enumerate() {
+            let _ = g.store_payload(me, inc, first_seq + i as u64, p.clone(), u64::MAX);
         }
         if g.is_sequencer() {
             g.order_sender(&mut self.ctx, me, inc);
@@ -323,13 +326,13 @@ impl<P: Payload> Engine<P> {
         (group, epoch, sender, sinc): (GroupId, u32, NodeId, u64),
         first_seq: u64,
         ack: u64,
-        payloads: Vec<P>,
+        payloads: Shared<P>,
     ) {
-        for (i, p) in payloads.into_iter().enumerate() {
+        for (i, p) in payloads.iter().enumerate() {
             let Some(seq) = first_seq.checked_add(i as u64) else {
                 return;
             };
-            self.on_data(from, group, epoch, sender, sinc, seq, ack, p);
+            self.on_data(from, group, epoch, sender, sinc, seq, ack, p.clone());
         }
     }
 

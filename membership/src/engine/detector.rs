@@ -115,18 +115,21 @@ impl<P: Payload> Engine<P> {
 
     /// Members of the view this node believes failed (suspected or restarted).
     /// Right after an admission only restarts count (see `Group::grace_until`).
-    pub(super) fn faulty(&self, g: &Group<P>) -> Vec<NodeId> {
+    /// An iterator, not a vector: the check runs on every tick.
+    pub(super) fn faulty<'a>(
+        &'a self,
+        g: &'a Group<P>,
+    ) -> impl Iterator<Item = NodeId> + Clone + 'a {
         let grace = self.now < g.grace_until;
         g.view
             .members
             .iter()
             .zip(g.incs.iter())
-            .filter(|(m, inc)| {
+            .filter(move |(m, inc)| {
                 (!grace && self.suspected(**m))
                     || self.peer_inc(**m) > **inc
                     || g.coord_gone == Some((g.view.id, **m, **inc))
             })
             .map(|(m, _)| *m)
-            .collect()
     }
 }

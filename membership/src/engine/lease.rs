@@ -32,7 +32,7 @@ impl<P: Payload> Engine<P> {
         seq.lease_next = now.plus(period);
         seq.lease_sent = now;
         seq.lease_grants.clear();
-        for n in self.cfg.nodes.clone() {
+        for &n in &self.cfg.nodes {
             self.ctx.send(
                 n,
                 Body::Lease {

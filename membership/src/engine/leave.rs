@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use super::Engine;
 use crate::error::LeaveError;
 use crate::group::SenderBuf;
-use crate::message::{Body, SenderNext};
+use crate::message::{Body, OrderEntries, SenderNext};
 use crate::types::{GroupId, NodeId, Payload, Time, View};
 
 /// What [`Engine::forget_group`] keeps of a left group: the own messages the
@@ -93,7 +93,7 @@ impl<P: Payload> Engine<P> {
                     group,
                     epoch,
                     first: pos + 1,
-                    entries: Vec::new(),
+                    entries: OrderEntries::new(),
                     stable: pos,
                 },
             );
@@ -113,7 +113,7 @@ impl<P: Payload> Engine<P> {
                 group,
                 epoch: g.epoch(),
                 first: g.delivered + 1,
-                entries: Vec::new(),
+                entries: OrderEntries::new(),
                 stable: g.stable,
             };
             self.ctx.send(from, body);

@@ -3,7 +3,7 @@
 
 use super::{Command, Engine, Kind, Stage};
 use crate::group::{Group, Phase, WelcomeInfo, next_of};
-use crate::message::{Ballot, Body, OrderEntry};
+use crate::message::{Ballot, Body, OrderEntries, OrderEntry};
 use crate::types::{GroupId, NodeId, Payload, Reason, Time};
 
 impl<P: Payload> Engine<P> {
@@ -96,15 +96,18 @@ impl<P: Payload> Engine<P> {
                     && !s.leased(now)
                     && now.0.saturating_sub(s.lease_since.max(s.lease_until).0) > ft
             });
-        let need = !faulty.is_empty() || frozen_long || unleased;
-        let alive: Vec<NodeId> = g
+        let need = faulty.clone().next().is_some() || frozen_long || unleased;
+        // This node's rank among the members not believed failed (0 if it
+        // is not one of them).
+        let rank = g
             .view
             .members
             .iter()
             .copied()
-            .filter(|m| !faulty.contains(m))
-            .collect();
-        let rank = alive.iter().position(|m| *m == me).unwrap_or(0) as u64;
+            .filter(|m| !faulty.clone().any(|f| f == *m))
+            .position(|m| m == me)
+            .unwrap_or(0) as u64;
+        drop(faulty);
         let epoch = g.epoch();
         let since = g.suspect_since;
         if need {
@@ -347,8 +350,12 @@ impl<P: Payload> Engine<P> {
                 let first = seq.next_pos;
                 let stable = seq.stable;
                 // Leavers still fetching up to their Leave need it too.
-                let mut targets: Vec<NodeId> = seq.view.members.clone();
-                targets.extend(seq.departing.iter().map(|(n, _)| *n));
+                let targets = seq
+                    .view
+                    .members
+                    .iter()
+                    .copied()
+                    .chain(seq.departing.iter().map(|(n, _)| *n));
                 for t in targets {
                     if t != me {
                         self.ctx.send(
@@ -357,7 +364,7 @@ impl<P: Payload> Engine<P> {
                                 group: gid,
                                 epoch,
                                 first,
-                                entries: Vec::new(),
+                                entries: OrderEntries::new(),
                                 stable,
                             },
                         );

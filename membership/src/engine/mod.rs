@@ -44,7 +44,7 @@ use proposer::{Kind, Proposer, Stage};
 use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::{ConfigError, MulticastError};
 use crate::group::{Group, Phase};
-use crate::message::{Body, Message};
+use crate::message::{Body, Message, OrderEntry, Pool};
 use crate::types::{
     Config, Delivery, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason, Stats, Time,
     View,
@@ -106,6 +106,12 @@ pub(crate) struct Ctx<P> {
     pub batch: usize,
     pub commands: VecDeque<Command<P>>,
     pub loopback: VecDeque<Body<P>>,
+    /// The order records lent to `Body::Order` messages, recycled.
+    pub records: Pool<OrderEntry>,
+    /// The payload lists lent to `Body::DataBatch` messages, recycled.
+    pub batches: Pool<P>,
+    /// Scratch for building a record (a retransmission) before sharing it.
+    pub scratch_entries: Vec<OrderEntry>,
     pub stats: Stats,
     pub versions: crate::version::Versions,
 }
@@ -191,6 +197,8 @@ pub struct Engine<P: Payload> {
     /// leases in an earlier life and forgotten them (a lease and its drift
     /// margin from the start).
     promise_after: Time,
+    /// Scratch for the group ids a tick visits.
+    scratch_ids: Vec<GroupId>,
 }
 
 impl<P: Payload> Engine<P> {
@@ -298,6 +306,9 @@ impl<P: Payload> Engine<P> {
                 batch: cfg.batch,
                 commands,
                 loopback: VecDeque::new(),
+                records: Pool::default(),
+                batches: Pool::default(),
+                scratch_entries: Vec::new(),
                 stats: Stats::default(),
                 versions: crate::version::Versions::new(&cfg.nodes),
             },
@@ -308,6 +319,7 @@ impl<P: Payload> Engine<P> {
             proposers: VecMap::new(),
             joiners: BTreeMap::new(),
             left: Left::new(),
+            scratch_ids: Vec::new(),
         })
     }
 
@@ -422,8 +434,12 @@ impl<P: Payload> Engine<P> {
         let hb = self.cfg.heartbeat_interval;
         self.detector.tick(&mut self.ctx, &self.cfg, now);
         let reachable = self.detector.reachable();
-        let ids: Vec<GroupId> = self.groups.keys().copied().collect();
-        for gid in ids {
+        // The ids are copied first (a group's tick may add or remove
+        // groups), into a vector the Engine keeps: a tick allocates nothing.
+        let mut ids = std::mem::take(&mut self.scratch_ids);
+        ids.clear();
+        ids.extend(self.groups.keys().copied());
+        for &gid in &ids {
             if reachable < self.majority
                 && self.groups.get(&gid).is_some_and(|g| now >= g.grace_until)
             {
@@ -431,10 +447,12 @@ impl<P: Payload> Engine<P> {
             }
             self.tick_group(gid);
         }
-        let pids: Vec<GroupId> = self.proposers.keys().copied().collect();
-        for gid in pids {
+        ids.clear();
+        ids.extend(self.proposers.keys().copied());
+        for &gid in &ids {
             self.tick_proposer(gid);
         }
+        self.scratch_ids = ids;
         self.version_tick();
         self.drain_loopback();
         self.ctx.commands.push_back(Command::WakeAt(
@@ -515,7 +533,7 @@ impl<P: Payload> Engine<P> {
                 first,
                 entries,
                 stable,
-            } => self.on_order(from, group, epoch, first, &entries, stable),
+            } => self.on_order(from, group, epoch, first, entries.as_slice(), stable),
             Body::Ack {
                 group,
                 epoch,

@@ -5,7 +5,7 @@ use super::Group;
 use super::ring::Slot;
 use super::senders::{find_buf, mark_delivered_at, next_of, set_next, set_next_at, skip_unordered};
 use crate::engine::{Command, Ctx};
-use crate::message::Body;
+use crate::message::{Body, OrderEntries};
 use crate::types::{Delivery, DeliveryMode, Payload, Reason};
 
 impl<P: Payload> Group<P> {
@@ -201,7 +201,7 @@ impl<P: Payload> Group<P> {
                                 group: self.id,
                                 epoch: self.view.id.epoch(),
                                 first: pos + 1,
-                                entries: Vec::new(),
+                                entries: OrderEntries::new(),
                                 stable: pos,
                             },
                         );

@@ -13,7 +13,10 @@ impl<P: Payload> Group<P> {
     pub fn retransmit_positions(&self, ctx: &mut Ctx<P>, to_node: NodeId, from: u64, to: u64) {
         let from = from.max(self.base);
         let to = to.min(from.saturating_add(ctx.batch as u64 * 4));
-        let mut entries: Vec<OrderEntry> = Vec::new();
+        // Built in the Engine's scratch vector, then shared as a pooled
+        // record: a retransmission allocates nothing either.
+        let mut entries = std::mem::take(&mut ctx.scratch_entries);
+        entries.clear();
         let mut first = from;
         let epoch = self.epoch();
         let mut pos = from;
@@ -66,17 +69,19 @@ impl<P: Payload> Group<P> {
         }
         if !entries.is_empty() {
             ctx.stats.retransmissions += 1;
+            let record = ctx.records.share(&mut entries);
             ctx.send(
                 to_node,
                 Body::Order {
                     group: self.id,
                     epoch,
                     first,
-                    entries,
+                    entries: record,
                     stable: self.stable,
                 },
             );
         }
+        ctx.scratch_entries = entries;
     }
 
     /// Answer a NACK for unordered payloads of one sender.

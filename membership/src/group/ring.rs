@@ -163,7 +163,12 @@ impl<P: Payload> Group<P> {
             && pos - self.base == self.slots.len() as u64
             && (pos - self.base).saturating_add(count) <= MAX_AHEAD
         {
-            self.slots.extend((0..count).map(|i| Some(data(i))));
+            // A loop of `push_back`, not `extend`: the latter's generic
+            // path was left out of line (callgrind: about 120 instructions
+            // per message on the order bench).
+            for i in 0..count {
+                self.slots.push_back(Some(data(i)));
+            }
             return count > 0;
         }
         let mut any = false;

@@ -316,31 +316,49 @@ impl<P: Payload> Group<P> {
     }
 
     /// Sequencer: send pending entries (and the stable point) to the members.
+    /// One shared record for every target, and the targets read from the
+    /// ordering view in place: publishing allocates nothing.
     pub fn publish(&mut self, ctx: &mut Ctx<P>) {
         let Some(seq) = self.seq.as_mut() else { return };
         if seq.pending.is_empty() && seq.stable <= seq.published_stable {
             return;
         }
-        let entries = std::mem::take(&mut seq.pending);
-        let first = if entries.is_empty() {
+        let first = if seq.pending.is_empty() {
             seq.next_pos
         } else {
             seq.pending_first
         };
+        let entries = ctx.records.share(&mut seq.pending);
         seq.published_stable = seq.stable;
-        // Send to the ordering view plus anyone who just left (they need
-        // their own Leave entry).
         let epoch = self.view.id.epoch();
         let stable = seq.stable;
-        let mut targets: Vec<NodeId> = seq.view.members.clone();
-        targets.extend(seq.departing.iter().map(|(n, _)| *n));
-        for e in &entries {
-            if let OrderEntry::Leave { node } = e
-                && !targets.contains(node)
-            {
-                targets.push(*node);
-            }
+        if seq.retired {
+            // Nothing more to order; the next coordinator takes over when it
+            // delivers the Leave.
+            seq.leaves.clear();
         }
+        // Send to the ordering view plus anyone who just left (they need
+        // their own Leave entry), each once.
+        let seq = &*seq;
+        let leavers = entries.iter().enumerate().filter_map(|(k, e)| match e {
+            OrderEntry::Leave { node }
+                if !seq.view.members.contains(node)
+                    && !seq.departing.iter().any(|(n, _)| n == node)
+                    && !entries[..k]
+                        .iter()
+                        .any(|x| matches!(x, OrderEntry::Leave { node: m } if m == node)) =>
+            {
+                Some(*node)
+            }
+            _ => None,
+        });
+        let targets = seq
+            .view
+            .members
+            .iter()
+            .copied()
+            .chain(seq.departing.iter().map(|(n, _)| *n))
+            .chain(leavers);
         for to in targets {
             if to == ctx.me {
                 continue;
@@ -355,12 +373,6 @@ impl<P: Payload> Group<P> {
                     stable,
                 },
             );
-        }
-        if seq.retired {
-            // Nothing more to order; the next coordinator takes over when it
-            // delivers the Leave.
-            let leaves = std::mem::take(&mut seq.leaves);
-            let _ = leaves;
         }
     }
 

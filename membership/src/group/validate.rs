@@ -414,6 +414,9 @@ mod tests {
             batch: 64,
             commands: VecDeque::new(),
             loopback: VecDeque::new(),
+            records: Default::default(),
+            batches: Default::default(),
+            scratch_entries: Vec::new(),
             stats: Stats::default(),
             versions: Versions::default(),
         }

@@ -39,7 +39,7 @@ fn run_node(cfg: NodeConfig, mode: DeliveryMode, per_node: u64) -> (Seen, u64) {
     let h = rt
         .spawn_on(0, move || async move {
             let node = Node::start(cfg).expect("start");
-            let mut g = node.join("orders", mode).await.expect("join");
+            let g = node.join("orders", mode).await.expect("join");
             let ctx = concord_runtime::ShardContext::current().unwrap();
             let mut seen = Seen::new();
             let mut sent = 0;

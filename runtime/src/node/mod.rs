@@ -48,7 +48,7 @@
 //! let rt = node::runtime(&cfg).build()?;
 //! let done = rt.spawn_on(0, move || async move {
 //!     let node = Node::start(cfg)?;
-//!     let mut prices = node.join("prices", DeliveryMode::Agreed).await?;
+//!     let prices = node.join("prices", DeliveryMode::Agreed).await?;
 //!     prices.send(&b"EURUSD 1.0841"[..]).await?; // waits for room if back-pressured
 //!     if let Multicast::BackPressured(_) = prices.multicast(&b"EURUSD 1.0842"[..])? {
 //!         prices.writable().await; // and try again
@@ -512,7 +512,17 @@ async fn pump(
         let Some(core) = core.upgrade() else {
             return;
         };
-        core.borrow_mut().on_event(ev);
+        let mut c = core.borrow_mut();
+        c.on_event(ev);
+        // Take what else the last poll queued before yielding (bounded).
+        for _ in 0..256 {
+            let ev = match ctx.reactor::<DriverReactor>() {
+                Ok(mut r) => r.try_event(),
+                Err(_) => None,
+            };
+            let Some(ev) = ev else { break };
+            c.on_event(ev);
+        }
     }
 }
 
@@ -624,7 +634,7 @@ impl Group {
     }
 
     /// The next event without waiting.
-    pub fn try_next(&mut self) -> Option<GroupEvent> {
+    pub fn try_next(&self) -> Option<GroupEvent> {
         self.core
             .borrow_mut()
             .groups
@@ -633,8 +643,9 @@ impl Group {
     }
 
     /// The next event of the group; `None` once this node left it (or the
-    /// node stopped) and every earlier event was read.
-    pub async fn next(&mut self) -> Option<GroupEvent> {
+    /// node stopped) and every earlier event was read. One task reads a
+    /// group's events (a second reader would take the first one's wake-up).
+    pub async fn next(&self) -> Option<GroupEvent> {
         poll_fn(|cx| {
             let mut c = self.core.borrow_mut();
             let failed = c.failed.is_some();

@@ -275,6 +275,7 @@ impl Core {
             self.stats.dropped_unconnected += 1;
             return;
         };
+        self.stats.send_commands += 1;
         if let Err(e) = codec::encode(msg, &mut self.scratch) {
             tracing::error!(%e, ?to, "cannot encode an Engine message");
             self.stats.encode_errors += 1;
@@ -305,7 +306,7 @@ impl Core {
             }
             Err(e) => {
                 tracing::debug!(%e, ?to, "send refused");
-                self.stats.dropped_unconnected += 1;
+                self.stats.dropped_broken += 1;
             }
         }
     }
@@ -331,7 +332,7 @@ impl Core {
                 Ok(SendOutcome::BackPressured) => return,
                 Err(e) => {
                     tracing::debug!(%e, ?to, "backlog send refused");
-                    self.stats.dropped_unconnected += peer.backlog.len() as u64;
+                    self.stats.dropped_broken += peer.backlog.len() as u64;
                     peer.backlog.clear();
                     return;
                 }
@@ -448,7 +449,7 @@ impl Core {
                 && peer.open == Some(conn)
             {
                 peer.open = None;
-                self.stats.dropped_unconnected += peer.backlog.len() as u64;
+                self.stats.dropped_broken += peer.backlog.len() as u64;
                 peer.backlog.clear();
             }
         }

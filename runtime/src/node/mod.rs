@@ -60,7 +60,7 @@
 //!         }
 //!     }
 //!     node.shutdown().await?; // ordered leave of every group
-//!     Ok::<(), Box<dyn std::error::Error>>(())
+//!     Ok::<(), Box<dyn std::error::Error + Send + Sync>>(())
 //! })?;
 //! done.join()?.map_err(|e| e.to_string())?;
 //! rt.shutdown()?;
@@ -176,15 +176,24 @@ pub enum Multicast {
 pub struct NodeStats {
     /// Application messages delivered.
     pub delivered: u64,
+    /// Engine messages to a peer with an open connection: each is handed to
+    /// the transport (`frames_sent`), waits in the backlog
+    /// (`backlog_frames`), or is counted in `dropped_broken` (its
+    /// connection broke) or `encode_errors`.
+    pub send_commands: u64,
     /// Engine messages handed to the transport.
     pub frames_sent: u64,
+    /// Frames waiting in back-pressured peers' backlogs now.
+    pub backlog_frames: u64,
     /// Engine messages received and decoded.
     pub frames_received: u64,
     /// Messages queued behind a back-pressured connection.
     pub backlogged: u64,
-    /// Messages not sent because their peer had no open connection (or lost
-    /// it with the messages still queued).
+    /// Messages not sent because their peer had no open connection.
     pub dropped_unconnected: u64,
+    /// Messages lost with a connection that broke while they were queued
+    /// (TCP would have lost them too; the Engine retransmits).
+    pub dropped_broken: u64,
     /// Messages to a node outside the configuration (never expected).
     pub dropped_unknown_peer: u64,
     /// Messages that could not be encoded (never expected).
@@ -334,7 +343,10 @@ impl Node {
 
     /// Counters.
     pub fn stats(&self) -> NodeStats {
-        self.core.borrow().stats.clone()
+        let c = self.core.borrow();
+        let mut s = c.stats.clone();
+        s.backlog_frames = c.peers.values().map(|p| p.backlog.len() as u64).sum();
+        s
     }
 
     /// The Engine's counters.

@@ -51,6 +51,11 @@ pub struct NodeConfig {
     /// Frames queued per peer behind a back-pressured connection before
     /// `multicast` back-pressures too (control traffic is always queued).
     pub peer_backlog: usize,
+    /// Unread events a group may hold: past it the node stops reading from
+    /// the transport (its senders back-pressure) until the application
+    /// reads. A soft bound: one order record can deliver up to `batch`
+    /// messages at once.
+    pub event_queue: usize,
     /// Time a peer has to complete the transport handshake.
     pub handshake_timeout: Duration,
     /// How long [`Node::shutdown`](super::Node::shutdown) waits for its
@@ -81,6 +86,7 @@ impl NodeConfig {
             window: 1024,
             batch: 256,
             peer_backlog: 4096,
+            event_queue: 16384,
             handshake_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }
@@ -143,6 +149,12 @@ impl NodeConfig {
         if self.peer_backlog == 0 {
             return Err(ConfigError::Invalid {
                 field: "peer_backlog",
+                reason: "must be at least 1",
+            });
+        }
+        if self.event_queue == 0 {
+            return Err(ConfigError::Invalid {
+                field: "event_queue",
                 reason: "must be at least 1",
             });
         }

@@ -7,7 +7,7 @@
 
 use std::cell::RefCell;
 use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::rc::Weak;
+use std::rc::{Rc, Weak};
 use std::task::Waker;
 use std::time::{Duration, Instant};
 
@@ -90,6 +90,13 @@ pub(crate) struct Core {
     pub peer_backlog: usize,
     /// Tasks waiting for every connection to close (shutdown).
     pub closing: Option<Waker>,
+    /// Events a group may hold before the node stops taking transport
+    /// events (`NodeConfig::event_queue`).
+    pub event_bound: usize,
+    /// The pump stopped taking events because a group's queue is full.
+    pub paused: bool,
+    /// Wakes the pump.
+    pub pump_waker: Rc<RefCell<Option<Waker>>>,
 }
 
 impl std::fmt::Debug for Core {
@@ -104,6 +111,27 @@ impl std::fmt::Debug for Core {
 }
 
 impl Core {
+    /// Whether some group holds as many unread events as it may: the pump
+    /// then leaves the transport's events where they are (their frames hold
+    /// their receive buffers, the transport stops reading, and the senders
+    /// back-pressure), until the application reads.
+    pub fn over_bound(&self) -> bool {
+        self.groups
+            .values()
+            .any(|s| s.events.len() >= self.event_bound)
+    }
+
+    /// An event was read: resume a paused pump once there is room.
+    pub fn event_read(&mut self) {
+        if self.paused && !self.over_bound() {
+            self.paused = false;
+            if let Some(w) = self.pump_waker.borrow_mut().take() {
+                w.wake();
+            }
+            self.wake_writable();
+        }
+    }
+
     pub fn check(&self) -> Result<(), NodeError> {
         match &self.failed {
             Some(e) => Err(e.clone()),

@@ -165,8 +165,9 @@ pub enum Multicast {
         /// The sender sequence number.
         sender_seq: u64,
     },
-    /// No room (the sender window is full, or a peer's connection is
-    /// back-pressured): nothing was sent; here is the payload back. Await
+    /// No room (the sender window is full, a peer's connection is
+    /// back-pressured, or a group's application has `NodeConfig::event_queue`
+    /// events unread): nothing was sent; here is the payload back. Await
     /// [`Group::writable`] and offer it again.
     BackPressured(Bytes),
 }
@@ -212,6 +213,9 @@ pub struct NodeStats {
     pub persists: u64,
     /// Multicasts answered `BackPressured`.
     pub back_pressured: u64,
+    /// Times the node stopped taking transport events because a group's
+    /// application had `NodeConfig::event_queue` events unread.
+    pub reader_stalls: u64,
 }
 
 thread_local! {
@@ -292,6 +296,7 @@ impl Node {
             }
         }
         tracing::info!(node = ?config.node, incarnation, listen = %config.listen, "node started");
+        let pump_waker = Rc::new(RefCell::new(None));
         let core = Rc::new_cyclic(|weak| {
             RefCell::new(Core {
                 ctx: ctx.clone(),
@@ -309,12 +314,14 @@ impl Node {
                 weak: weak.clone(),
                 peer_backlog: config.peer_backlog,
                 closing: None,
+                event_bound: config.event_queue,
+                paused: false,
+                pump_waker: Rc::clone(&pump_waker),
             })
         });
         RUNNING.with(|r| r.set(true));
         core.borrow_mut().drain();
         let stop = Rc::new(Cell::new(false));
-        let pump_waker = Rc::new(RefCell::new(None));
         let pump = pump(
             ctx.clone(),
             Rc::downgrade(&core),
@@ -419,6 +426,9 @@ impl Node {
         let ctx = {
             let mut c = self.core.borrow_mut();
             c.check()?;
+            // The leaves must complete even if nobody reads the events.
+            c.event_bound = usize::MAX;
+            c.event_read();
             let gids = c.engine.shutdown(clock::now());
             for g in gids {
                 if let Some(s) = c.groups.get_mut(&g) {
@@ -515,6 +525,16 @@ async fn pump(
                 return Poll::Ready(None);
             }
             *waker.borrow_mut() = Some(cx.waker().clone());
+            if let Some(c) = core.upgrade() {
+                let mut c = c.borrow_mut();
+                if c.over_bound() {
+                    if !c.paused {
+                        c.paused = true;
+                        c.stats.reader_stalls += 1;
+                    }
+                    return Poll::Pending;
+                }
+            }
             Pin::new(&mut next).poll(cx).map(Some)
         })
         .await;
@@ -528,6 +548,9 @@ async fn pump(
         c.on_event(ev);
         // Take what else the last poll queued before yielding (bounded).
         for _ in 0..256 {
+            if c.over_bound() {
+                break;
+            }
             let ev = match ctx.reactor::<DriverReactor>() {
                 Ok(mut r) => r.try_event(),
                 Err(_) => None,
@@ -585,7 +608,7 @@ impl Group {
             Some(s) if s.state == Membership::Member && !s.leaving => {}
             _ => return Err(MulticastError::NotMember { group }),
         }
-        if !c.transport_has_room() {
+        if !c.transport_has_room() || c.over_bound() {
             c.stats.back_pressured += 1;
             return Ok(Multicast::BackPressured(payload));
         }
@@ -607,7 +630,10 @@ impl Group {
     }
 
     /// Multicasts `payload`, waiting for room while back-pressured. Returns
-    /// its sender sequence number.
+    /// its sender sequence number. Read the group's events in another task
+    /// meanwhile: an application that stops reading (past
+    /// `NodeConfig::event_queue`) stops the node taking the frames that free
+    /// room, so a task that only reads after `send` returns can wait forever.
     pub async fn send(&self, payload: impl Into<Bytes>) -> Result<u64, MulticastError> {
         let mut payload = payload.into();
         loop {
@@ -647,11 +673,24 @@ impl Group {
 
     /// The next event without waiting.
     pub fn try_next(&self) -> Option<GroupEvent> {
-        self.core
-            .borrow_mut()
+        let mut c = self.core.borrow_mut();
+        let ev = c
             .groups
             .get_mut(&self.id)
-            .and_then(|s| s.events.pop_front())
+            .and_then(|s| s.events.pop_front());
+        if ev.is_some() {
+            c.event_read();
+        }
+        ev
+    }
+
+    /// Events waiting to be read.
+    pub fn pending_events(&self) -> usize {
+        self.core
+            .borrow()
+            .groups
+            .get(&self.id)
+            .map_or(0, |s| s.events.len())
     }
 
     /// The next event of the group; `None` once this node left it (or the
@@ -665,6 +704,7 @@ impl Group {
                 return Poll::Ready(None);
             };
             if let Some(ev) = s.events.pop_front() {
+                c.event_read();
                 return Poll::Ready(Some(ev));
             }
             if s.state == Membership::Left || failed {

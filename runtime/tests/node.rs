@@ -248,3 +248,87 @@ fn a_slow_reader_bounds_its_queue_and_loses_nothing() {
         "queue grew to {max_pending} with a bound of {bound}"
     );
 }
+
+fn single(dir: &std::path::Path) -> NodeConfig {
+    let addr = free_ports(1)[0];
+    NodeConfig::new(NodeId(1), 7, addr, dir.to_path_buf())
+}
+
+/// A state file that cannot be trusted stops the start, naming the file;
+/// the node never starts afresh over it.
+#[test]
+fn a_corrupt_state_file_stops_the_start() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = single(tmp.path());
+    std::fs::write(tmp.path().join("node.state"), b"CNDS\x01\0\0\0garbage").unwrap();
+    let rt = node::runtime(&cfg).build().unwrap();
+    let err = rt
+        .spawn_on(0, move || async move {
+            Node::start(cfg).err().map(|e| e.to_string())
+        })
+        .unwrap()
+        .join()
+        .unwrap()
+        .expect("start must fail");
+    rt.shutdown().unwrap();
+    assert!(err.contains("node.state"), "{err}");
+    // Nothing replaced the damaged file.
+    assert_eq!(
+        std::fs::read(tmp.path().join("node.state")).unwrap(),
+        b"CNDS\x01\0\0\0garbage"
+    );
+}
+
+/// A restart recovers the incarnation and runs the next one.
+#[test]
+fn a_restart_runs_a_new_persisted_incarnation() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut incs = Vec::new();
+    for _ in 0..3 {
+        let cfg = single(tmp.path());
+        let rt = node::runtime(&cfg).build().unwrap();
+        let inc = rt
+            .spawn_on(0, move || async move {
+                let node = Node::start(cfg).unwrap();
+                let g = node.join("solo", DeliveryMode::Agreed).await.unwrap();
+                assert!(g.view().is_some());
+                let inc = node.incarnation();
+                drop(node); // a crash, as far as the membership knows
+                inc
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        rt.shutdown().unwrap();
+        incs.push(inc);
+    }
+    assert_eq!(incs, vec![1, 2, 3]);
+}
+
+/// A durable write that fails stops the node before anything after it is
+/// carried out: the join (whose group creation persists) fails with the
+/// persist error.
+#[test]
+fn a_failed_persist_stops_the_node() {
+    let tmp = tempfile::tempdir().unwrap();
+    let cfg = single(tmp.path());
+    let dir = tmp.path().to_path_buf();
+    let rt = node::runtime(&cfg).build().unwrap();
+    let out = rt
+        .spawn_on(0, move || async move {
+            let node = Node::start(cfg).unwrap();
+            // The temporary file's name is taken by a directory: the next
+            // write cannot create it (even as root).
+            std::fs::create_dir(dir.join("node.state.tmp")).unwrap();
+            let r = node.join("solo", DeliveryMode::Agreed).await;
+            (r.err().map(|e| e.to_string()), node.stats().persists)
+        })
+        .unwrap()
+        .join()
+        .unwrap();
+    rt.shutdown().unwrap();
+    let (err, persists) = out;
+    let err = err.expect("the join must fail");
+    assert!(err.contains("durable state write failed"), "{err}");
+    assert_eq!(persists, 0);
+}

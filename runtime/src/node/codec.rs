@@ -3,14 +3,14 @@
 //! Engine message.
 //!
 //! Today a received payload is copied out of the transport's
-//! [`RecvFrame`](concord_transport::RecvFrame) into a refcounted [`Bytes`]
+//! [`RecvFrame`] into a refcounted [`Bytes`]
 //! (one allocation and one copy per payload), because a `RecvFrame` can be
 //! neither cloned nor sliced and holding it would pin its whole receive
 //! buffer while the Engine keeps the payload until it is stable. A message is
 //! encoded with [`concord_membership::wire::encode`] into a reused scratch
 //! buffer and copied once into the connection's staging chunk. When the
 //! transport's frames become refcounted views (clone and slice), [`Bytes`]
-//! becomes such a view and [`decode`] slices the frame instead of copying:
+//! becomes such a view and `decode` slices the frame instead of copying:
 //! nothing outside this module changes.
 
 use std::fmt;

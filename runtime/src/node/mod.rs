@@ -3,10 +3,10 @@
 //!
 //! # The model
 //!
-//! One [`Node`] per process runs on one shard of a [`Runtime`](crate::Runtime)
+//! One [`Node`] per process runs on one shard of a [`Runtime`]
 //! whose reactor is the transport's driver ([`runtime`] builds one). The node
 //! owns the shard's driver and the one membership
-//! [`Engine`](concord_membership::Engine) of the process, and everything
+//! [`Engine`] of the process, and everything
 //! happens on that shard's thread: a frame is decoded and handed to the
 //! Engine inside the duty loop, the Engine's `WakeAt` is a runtime timer, and
 //! the Engine's commands are carried out at once, in order. The application's

@@ -158,9 +158,12 @@ fn three_nodes_agree(run: Run) -> Vec<(NodeStats, usize)> {
     let results: Vec<(Seen, u64, NodeStats, usize)> =
         threads.into_iter().map(|t| t.join().unwrap()).collect();
     let total = run.per_node as usize * 3;
-    for (seen, inc, _, _) in &results {
+    for (seen, inc, stats, _) in &results {
         assert_eq!(*inc, 1, "a first start runs incarnation 1");
         assert_eq!(seen.len(), total);
+        // One connection per peer pair: each node holds exactly two, and
+        // none was refused (neither side dialed the wrong way).
+        assert_eq!((stats.connects, stats.refused_conns), (2, 0), "{stats:?}");
     }
     // Every node delivered the same sequence, positions strictly increasing.
     assert_eq!(results[0].0, results[1].0);

@@ -545,3 +545,41 @@ pub fn summary(logs: &[ParsedLog]) -> String {
 pub fn check_all(logs: &Logs) -> Result<(), check::Violation> {
     check::check_all(logs)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> anyhow::Result<ParsedLog> {
+        let dir = tempfile::tempdir()?;
+        let p = dir.path().join("log-1.txt");
+        std::fs::write(&p, text)?;
+        parse_log(&p)
+    }
+
+    #[test]
+    fn parses_every_record() {
+        let log = parse(
+            "N 2 5\nV 10 7 1 1 0 J:2 1,2\nS 11 7 1 99\nD 12 7 1 1 2 1 99\nP 13 7\nV 14 7 2 2 1 A:1:2 1,2\nEND\n",
+        )
+        .unwrap();
+        assert_eq!((log.node, log.incarnation, log.ended), (2, 5, true));
+        assert_eq!(log.sent.len(), 1);
+        assert_eq!(log.delivered(7), BTreeSet::from([99]));
+        assert_eq!(log.events.len(), 4);
+        assert_eq!(
+            log.member_since(7),
+            Some(14),
+            "a new run of views after the partition"
+        );
+    }
+
+    #[test]
+    fn a_torn_last_line_is_ignored_and_garbage_is_refused() {
+        let log = parse("N 1 1\nD 12 7 1 1 2 1 99\nD 13 7").unwrap();
+        assert_eq!(log.events.len(), 1);
+        assert!(parse("N 1 1\nX what\n").is_err());
+        assert!(parse("N 1 1\nD 12 7 one 1 2 1 99\n").is_err());
+        assert!(parse("N 1 1\nV 10 7 1 1 0 Q:2 1,2\n").is_err());
+    }
+}

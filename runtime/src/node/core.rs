@@ -456,6 +456,7 @@ impl Core {
                 let _ = d.close(old);
             }
         }
+        self.stats.dropped_broken += peer.backlog.len() as u64;
         peer.backlog.clear();
         self.conns.insert(conn, node);
         self.stats.connects += 1;

@@ -364,6 +364,19 @@ impl Node {
     /// Joins the group `name` (its id is [`GroupId::from_name`]) and waits
     /// until this node is a member: the first [`GroupEvent`] of the group
     /// is the view that admitted it.
+    ///
+    /// ```no_run
+    /// # use concord_membership::{DeliveryMode, NodeId};
+    /// # use concord_runtime::node::{self, GroupEvent, Multicast, Node, NodeConfig};
+    /// # async fn demo(node: Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// let orders = node.join("orders", DeliveryMode::Safe).await?;
+    /// assert_eq!(orders.id(), concord_membership::GroupId::from_name("orders"));
+    /// if let Some(GroupEvent::ViewChange { view, .. }) = orders.next().await {
+    ///     assert!(view.members.contains(&node.id()));
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn join(&self, name: &str, mode: DeliveryMode) -> Result<Group, JoinError> {
         let id = GroupId::from_name(name);
         {
@@ -422,6 +435,16 @@ impl Node {
     /// Leaves every group with an ordered leave, waits (at most
     /// `NodeConfig::shutdown_timeout`) until the leaves are delivered, then
     /// closes every connection gracefully and stops.
+    ///
+    /// ```no_run
+    /// # use concord_membership::{DeliveryMode, NodeId};
+    /// # use concord_runtime::node::{self, GroupEvent, Multicast, Node, NodeConfig};
+    /// # async fn demo(node: Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// let _orders = node.join("orders", DeliveryMode::Agreed).await?;
+    /// node.shutdown().await?; // orders sees Leave(this node) at every member
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn shutdown(self) -> Result<(), NodeError> {
         let ctx = {
             let mut c = self.core.borrow_mut();
@@ -599,6 +622,25 @@ impl Group {
     /// Multicasts `payload` to the group: it will be delivered to every
     /// member (this one included) in the group's total order. Returns at
     /// once; a full window or transport is [`Multicast::BackPressured`].
+    ///
+    /// ```no_run
+    /// # use concord_membership::{DeliveryMode, NodeId};
+    /// # use concord_runtime::node::{self, GroupEvent, Multicast, Node, NodeConfig};
+    /// # async fn demo(node: Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// let prices = node.join("prices", DeliveryMode::Agreed).await?;
+    /// let mut quote = node::Bytes::copy_from(b"EURUSD 1.0841");
+    /// loop {
+    ///     match prices.multicast(quote)? {
+    ///         Multicast::Accepted { sender_seq } => break println!("sent #{sender_seq}"),
+    ///         Multicast::BackPressured(back) => {
+    ///             quote = back; // nothing was sent: wait for room, offer it again
+    ///             prices.writable().await;
+    ///         }
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub fn multicast(&self, payload: impl Into<Bytes>) -> Result<Multicast, MulticastError> {
         let payload = payload.into();
         let mut c = self.core.borrow_mut();
@@ -696,6 +738,24 @@ impl Group {
     /// The next event of the group; `None` once this node left it (or the
     /// node stopped) and every earlier event was read. One task reads a
     /// group's events (a second reader would take the first one's wake-up).
+    ///
+    /// ```no_run
+    /// # use concord_membership::{DeliveryMode, NodeId};
+    /// # use concord_runtime::node::{self, GroupEvent, Multicast, Node, NodeConfig};
+    /// # async fn demo(node: Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// let prices = node.join("prices", DeliveryMode::Agreed).await?;
+    /// while let Some(event) = prices.next().await {
+    ///     match event {
+    ///         // `payload` is the received bytes, shared, not copied.
+    ///         GroupEvent::Delivery(d) => println!("{:?} #{}: {} bytes", d.sender, d.seq, d.payload.len()),
+    ///         GroupEvent::ViewChange { view, reason, .. } => println!("{:?} ({reason:?})", view.members),
+    ///         GroupEvent::VersionAdjusted { from, to } => println!("protocol {from:?} -> {to:?}"),
+    ///         GroupEvent::Partitioned => println!("cut off; rejoining by itself"),
+    ///     }
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn next(&self) -> Option<GroupEvent> {
         poll_fn(|cx| {
             let mut c = self.core.borrow_mut();
@@ -719,6 +779,20 @@ impl Group {
     /// Leaves the group with an ordered leave (after this member's own
     /// messages) and waits until the view without this node is installed.
     /// The events up to that view stay readable with [`Group::next`].
+    ///
+    /// ```no_run
+    /// # use concord_membership::{DeliveryMode, NodeId};
+    /// # use concord_runtime::node::{self, GroupEvent, Multicast, Node, NodeConfig};
+    /// # async fn demo(node: Node) -> Result<(), Box<dyn std::error::Error>> {
+    /// let audit = node.join("audit", DeliveryMode::Safe).await?;
+    /// audit.leave().await?;
+    /// while let Some(event) = audit.next().await {
+    ///     // the events up to and including the view without this node
+    ///     # let _ = event;
+    /// }
+    /// # Ok(())
+    /// # }
+    /// ```
     pub async fn leave(&self) -> Result<(), NodeError> {
         {
             let mut c = self.core.borrow_mut();

@@ -61,6 +61,7 @@ fn run(cfg: NodeConfig) -> (u32, u64, u64, bool) {
             let payload = [7u8; 64];
             let (mut sent, mut delivered, mut full) = (0u64, 0u64, false);
             let mut mark = None;
+            let mut held = None;
             let deadline = Instant::now() + Duration::from_secs(120);
             while delivered < 3 * PER_NODE && Instant::now() < deadline {
                 while let Some(ev) = g.try_next() {
@@ -76,10 +77,18 @@ fn run(cfg: NodeConfig) -> (u32, u64, u64, bool) {
                     }
                 }
                 if full && sent < PER_NODE {
-                    if let Ok(node::Multicast::Accepted { .. }) = g.multicast(&payload[..]) {
-                        sent += 1;
-                    } else {
-                        concord_runtime::yield_now().await;
+                    // A back-pressured payload is offered again as it is:
+                    // a fresh copy per attempt would count against the node.
+                    let p = held
+                        .take()
+                        .unwrap_or_else(|| node::Bytes::copy_from(&payload));
+                    match g.multicast(p) {
+                        Ok(node::Multicast::Accepted { .. }) => sent += 1,
+                        Ok(node::Multicast::BackPressured(p)) => {
+                            held = Some(p);
+                            concord_runtime::yield_now().await;
+                        }
+                        Err(e) => panic!("multicast: {e}"),
                     }
                 } else {
                     concord_runtime::yield_now().await;

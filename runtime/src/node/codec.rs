@@ -18,8 +18,10 @@ use std::ops::Deref;
 use std::rc::Rc;
 
 use concord_membership::wire::{self, WireError};
-use concord_membership::{Message, NodeId};
+use concord_membership::{Body, Message, NodeId};
 use concord_transport::RecvFrame;
+use rkyv::rancor;
+use rkyv::util::AlignedVec;
 
 /// Bytes of one application payload: refcounted, so the Engine's clones (one
 /// per destination, one per delivery) and the application's copy of a
@@ -80,10 +82,66 @@ impl fmt::Debug for Bytes {
     }
 }
 
-/// Appends the frame for `msg` to `out` (cleared first).
-pub(crate) fn encode(msg: &Message<Bytes>, out: &mut Vec<u8>) -> Result<(), WireError> {
-    out.clear();
-    wire::encode(msg, out)
+/// Encodes Engine messages in the [`wire`] format into a reused buffer.
+///
+/// `Data`, the message of every multicast to every member, is encoded
+/// here without allocating: its header is built field by field (no clone of
+/// the message) and archived into a reused aligned buffer with rkyv's
+/// thread-local arena. Every other kind goes through [`wire::encode`]. The
+/// bytes are exactly `wire::encode`'s (`encodes_data_as_wire_does`).
+#[derive(Debug, Default)]
+pub(crate) struct Encoder {
+    header: AlignedVec,
+}
+
+impl Encoder {
+    /// The frame for `msg`, in `out` (cleared first).
+    pub(crate) fn encode(
+        &mut self,
+        msg: &Message<Bytes>,
+        out: &mut Vec<u8>,
+    ) -> Result<(), WireError> {
+        out.clear();
+        let Body::Data {
+            group,
+            epoch,
+            sender,
+            sender_incarnation,
+            sender_seq,
+            ack,
+            payload,
+        } = &msg.body
+        else {
+            return wire::encode(msg, out);
+        };
+        let header: Message<()> = Message {
+            incarnation: msg.incarnation,
+            body: Body::Data {
+                group: *group,
+                epoch: *epoch,
+                sender: *sender,
+                sender_incarnation: *sender_incarnation,
+                sender_seq: *sender_seq,
+                ack: *ack,
+                payload: (),
+            },
+        };
+        let mut buf = std::mem::take(&mut self.header);
+        buf.clear();
+        let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&header, buf)
+            .map_err(|_| WireError::Serialize)?;
+        let header_len = u32::try_from(buf.len()).map_err(|_| WireError::Serialize)?;
+        let payload_len = u32::try_from(payload.len()).map_err(|_| WireError::Serialize)?;
+        out.reserve(wire::PREFIX + buf.len() + payload.len());
+        out.push(wire::MAGIC);
+        out.push(wire::VERSION);
+        out.extend_from_slice(&header_len.to_le_bytes());
+        out.extend_from_slice(&payload_len.to_le_bytes());
+        out.extend_from_slice(&buf);
+        out.extend_from_slice(payload);
+        self.header = buf;
+        Ok(())
+    }
 }
 
 /// The Engine message in `frame`, from `from`.
@@ -100,6 +158,58 @@ pub(crate) fn node_from_wire(id: u64) -> Option<NodeId> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use concord_membership::{GroupId, OrderEntry};
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn encodes_data_as_wire_does(
+            inc in any::<u64>(), group in any::<u64>(), epoch in any::<u32>(), sender in any::<u32>(),
+            sinc in any::<u64>(), seq in any::<u64>(), ack in any::<u64>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..300),
+        ) {
+            let msg = Message {
+                incarnation: inc,
+                body: Body::Data {
+                    group: GroupId(group),
+                    epoch,
+                    sender: NodeId(sender),
+                    sender_incarnation: sinc,
+                    sender_seq: seq,
+                    ack,
+                    payload: Bytes::from(payload),
+                },
+            };
+            let mut want = Vec::new();
+            wire::encode(&msg, &mut want).unwrap();
+            let mut enc = Encoder::default();
+            let mut got = vec![1, 2, 3];
+            // Twice: the reused buffers must not leak the previous frame.
+            enc.encode(&msg, &mut got).unwrap();
+            enc.encode(&msg, &mut got).unwrap();
+            prop_assert_eq!(&got, &want);
+            prop_assert!(wire::decode(&got).is_ok());
+        }
+    }
+
+    #[test]
+    fn other_messages_go_through_wire() {
+        let msg: Message<Bytes> = Message {
+            incarnation: 3,
+            body: Body::Order {
+                group: GroupId(1),
+                epoch: 2,
+                first: 5,
+                entries: vec![OrderEntry::Leave { node: NodeId(2) }],
+                stable: 4,
+            },
+        };
+        let mut want = Vec::new();
+        wire::encode(&msg, &mut want).unwrap();
+        let mut got = Vec::new();
+        Encoder::default().encode(&msg, &mut got).unwrap();
+        assert_eq!(got, want);
+    }
 
     #[test]
     fn clones_share_the_buffer() {

@@ -84,6 +84,7 @@ pub(crate) struct Core {
     pub wake: Option<(Time, TimerHandle)>,
     pub groups: BTreeMap<GroupId, Slot>,
     pub scratch: Vec<u8>,
+    pub encoder: codec::Encoder,
     pub stats: NodeStats,
     pub failed: Option<NodeError>,
     pub weak: Weak<RefCell<Core>>,
@@ -213,7 +214,9 @@ impl Core {
         let inside = view.contains(me);
         match (slot.state, inside) {
             (Membership::Joining, true) => slot.state = Membership::Member,
-            (Membership::Member, false) => slot.state = Membership::Left,
+            // Only our own leave ends the membership for the application; a
+            // view without us otherwise means the Engine rejoins by itself.
+            (Membership::Member, false) if slot.leaving => slot.state = Membership::Left,
             _ => {}
         }
         if let Reason::AdjustVersion { from, to } = reason {
@@ -304,7 +307,7 @@ impl Core {
             return;
         };
         self.stats.send_commands += 1;
-        if let Err(e) = codec::encode(msg, &mut self.scratch) {
+        if let Err(e) = self.encoder.encode(msg, &mut self.scratch) {
             tracing::error!(%e, ?to, "cannot encode an Engine message");
             self.stats.encode_errors += 1;
             return;

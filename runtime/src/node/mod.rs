@@ -309,6 +309,7 @@ impl Node {
                 wake: None,
                 groups: BTreeMap::new(),
                 scratch: Vec::with_capacity(4096),
+                encoder: codec::Encoder::default(),
                 stats: NodeStats::default(),
                 failed: None,
                 weak: weak.clone(),

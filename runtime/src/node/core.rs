@@ -85,6 +85,7 @@ pub(crate) struct Core {
     pub groups: BTreeMap<GroupId, Slot>,
     pub scratch: Vec<u8>,
     pub encoder: codec::Encoder,
+    pub decoder: codec::Decoder,
     pub stats: NodeStats,
     pub failed: Option<NodeError>,
     pub weak: Weak<RefCell<Core>>,
@@ -396,7 +397,7 @@ impl Core {
                     self.stats.stray_frames += 1;
                     return;
                 };
-                match codec::decode(&frame) {
+                match self.decoder.decode(&frame) {
                     Ok(msg) => {
                         drop(frame);
                         self.stats.frames_received += 1;

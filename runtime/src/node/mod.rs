@@ -310,6 +310,7 @@ impl Node {
                 groups: BTreeMap::new(),
                 scratch: Vec::with_capacity(4096),
                 encoder: codec::Encoder::default(),
+                decoder: codec::Decoder::default(),
                 stats: NodeStats::default(),
                 failed: None,
                 weak: weak.clone(),

@@ -52,7 +52,7 @@ struct Run {
     /// back-pressures all the time.
     tiny_transport: bool,
     /// `NodeConfig::event_queue`, and the node whose application reads
-    /// its events slowly (4 at a time, every 2 ms).
+    /// its events slowly (one every 2 ms).
     slow_reader: Option<(usize, u32)>,
 }
 
@@ -103,7 +103,7 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
                     seen.len()
                 );
                 max_pending = max_pending.max(g.pending_events());
-                let mut budget = if slow { 4 } else { usize::MAX };
+                let mut budget = if slow { 1 } else { usize::MAX };
                 while budget > 0
                     && let Some(ev) = g.try_next()
                 {
@@ -244,10 +244,11 @@ fn a_slow_reader_bounds_its_queue_and_loses_nothing() {
     });
     let (slow, max_pending) = &stats[1];
     assert!(slow.reader_stalls > 0, "{slow:?}");
-    // Soft bound: one frame's worth of deliveries may land past it (an
-    // order record covers up to `batch` = 256 messages) and own multicasts.
+    // Soft bound: what arrived while the pump was paused can be released
+    // by one frame past it (up to about two order records, `batch` = 256
+    // each). Without the pause the queue grows to most of the 900.
     assert!(
-        *max_pending < bound + 256 + 64,
+        *max_pending < bound + 2 * 256,
         "queue grew to {max_pending} with a bound of {bound}"
     );
 }

@@ -118,6 +118,7 @@ mod driver;
 pub mod env;
 mod error;
 mod idle;
+pub mod node;
 mod reactor;
 mod runtime;
 mod shard;

@@ -55,6 +55,76 @@ impl Net {
     }
 }
 
+/// The unit of a clock rate: a node's clock advances `rate / RATE_ONE`
+/// nanoseconds per nanosecond of world time.
+pub const RATE_ONE: u64 = 1_000_000_000;
+
+/// One node's clock: it reads `offset + world_time * rate / RATE_ONE`, a
+/// fresh value on every call, never going back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSpec {
+    pub offset: u64,
+    pub rate: u64,
+}
+
+/// How far apart the nodes' clock rates may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// Within the bound the sequencer lease assumes: over a lease
+    /// (`failure_timeout / 2`) two clocks part by less than
+    /// `Config::lease_drift`. The Engine's safety must hold.
+    Within,
+    /// Beyond it, by a factor of 2 to 8: the lease may fail, by design.
+    Beyond,
+}
+
+/// Draws the lease's drift margin and every node's clock. Lease length
+/// `L = timeout / 2` and margin `d`: the lease holds while the fastest
+/// clock's rate over the slowest's stays below `1 + d / L` (an acceptor
+/// waits `L + d` on its clock from the grant, the holder's lease ends `L`
+/// on its clock after the request, which went out earlier).
+fn draw_clocks(rng: &mut Rng, nodes: usize, timeout: u64, drift: Drift) -> (u64, Vec<ClockSpec>) {
+    let lease = timeout / 2;
+    let margin = *rng.pick(&[MS, timeout / 20, timeout / 8]);
+    let bound = margin as f64 / lease as f64;
+    // The spread s: the fastest rate is (1 + s) times the slowest.
+    let s = match drift {
+        Drift::Within => bound * rng.range(0, 95) as f64 / 100.0,
+        Drift::Beyond => bound * rng.range(200, 800) as f64 / 100.0,
+    };
+    let slow = RATE_ONE as f64 * 2.0 / (2.0 + s);
+    let fast = slow * (1.0 + s);
+    // Within the bound the two ends are taken by two nodes half the time
+    // (the edge of the bound); beyond it every node is at one end, at
+    // least one at each.
+    let ends = rng.chance(0.5) || drift == Drift::Beyond;
+    let (a, b) = (rng.below(nodes), rng.below(nodes));
+    let mut clocks: Vec<ClockSpec> = (0..nodes)
+        .map(|i| {
+            let u = match drift {
+                Drift::Within if ends && i == a => 0.0,
+                Drift::Within if ends && i == b => 1.0,
+                Drift::Within => rng.range(0, 1000) as f64 / 1000.0,
+                Drift::Beyond => f64::from(u8::from(rng.chance(0.5))),
+            };
+            ClockSpec {
+                offset: rng.range(0, 1 << 40),
+                rate: (slow + u * (fast - slow)).round() as u64,
+            }
+        })
+        .collect();
+    if drift == Drift::Beyond {
+        let (lo, hi) = (slow.round() as u64, fast.round() as u64);
+        clocks[a].rate = lo;
+        if a != b {
+            clocks[b].rate = hi;
+        } else {
+            clocks[(a + 1) % nodes].rate = hi;
+        }
+    }
+    (margin, clocks)
+}
+
 /// A scripted action. Node and group are indexes into the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -164,15 +234,29 @@ pub struct Scenario {
     pub adjust_delay: u64,
     /// `Some` for the upgrade family.
     pub upgrade: Option<UpgradePlan>,
+    /// `Config::lease_drift` of every node.
+    pub lease_drift: u64,
+    /// Per node, its clock.
+    pub clocks: Vec<ClockSpec>,
+    /// Whether the clocks keep within the lease's drift bound.
+    pub drift: Drift,
 }
 
 impl Scenario {
     pub fn from_seed(seed: u64) -> Scenario {
+        Scenario::base(seed, Drift::Within)
+    }
+
+    /// The base family's seed `seed`, its clocks drifting apart `drift`
+    /// (the same cluster, network, workload and faults either way).
+    pub fn base(seed: u64, drift: Drift) -> Scenario {
         let mut rng = Rng::new(seed);
         let mut shape = rng.fork();
         let mut net_rng = rng.fork();
         let mut work = rng.fork();
         let mut faults = rng.fork();
+        // Drawn after the streams above, which keep their meaning.
+        let mut clock_rng = rng.fork();
 
         let nodes = shape.range(3, 7) as usize;
         let groups: Vec<GroupSpec> = (0..shape.range(1, 3))
@@ -286,6 +370,7 @@ impl Scenario {
         }
         script.sort_by_key(|(at, _)| *at);
         let restart_at_heal = (0..nodes).map(|_| faults.chance(0.75)).collect();
+        let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, drift);
         Scenario {
             seed,
             nodes,
@@ -302,6 +387,9 @@ impl Scenario {
             initial_max: vec![CURRENT.0; nodes],
             adjust_delay: 0,
             upgrade: None,
+            lease_drift,
+            clocks,
+            drift,
         }
     }
 
@@ -324,6 +412,7 @@ impl Scenario {
         // Drawn last, so the streams above (and what every seed meant before
         // the straggler existed) are unchanged.
         let mut straggle = rng.fork();
+        let mut clock_rng = rng.fork();
         let (old, new) = (OLDEST.0, CURRENT.0);
 
         let nodes = shape.range(3, 5) as usize;
@@ -560,6 +649,7 @@ impl Scenario {
             ));
         }
         script.sort_by_key(|(at, _)| *at);
+        let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, Drift::Within);
         Scenario {
             seed,
             nodes,
@@ -576,6 +666,9 @@ impl Scenario {
             initial_max: vec![old; nodes],
             adjust_delay,
             upgrade: Some(UpgradePlan { old, race }),
+            lease_drift,
+            clocks,
+            drift: Drift::Within,
         }
     }
 }

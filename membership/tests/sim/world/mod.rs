@@ -25,6 +25,7 @@
 
 mod app;
 mod faults;
+mod lease;
 mod logs;
 mod net;
 mod node;
@@ -41,7 +42,8 @@ pub use outcome::{Coverage, Failure, Gaps, Outcome};
 pub use trace::TraceLines;
 
 use super::rng::Rng;
-use super::scenario::{Action, MS, Race, Scenario};
+use super::scenario::{Action, Drift, MS, RATE_ONE, Race, Scenario};
+use lease::LeaseWatch;
 use net::{Flight, Network};
 use node::Slot;
 use trace::{Trace, show};
@@ -120,6 +122,8 @@ pub struct World {
     scripts_left: usize,
     /// The no-pause measurement (upgrade family).
     gaps: Gaps,
+    /// The sequencer lease's promise, watched.
+    lease: LeaseWatch,
 }
 
 impl World {
@@ -129,6 +133,11 @@ impl World {
 
     pub fn upgrade(seed: u64, trace: Option<TraceLines>) -> World {
         World::with(Scenario::upgrade_from_seed(seed), trace)
+    }
+
+    /// The base family's seed with clocks beyond the lease's drift bound.
+    pub fn drifting(seed: u64, trace: Option<TraceLines>) -> World {
+        World::with(Scenario::base(seed, Drift::Beyond), trace)
     }
 
     fn with(sc: Scenario, trace: Option<TraceLines>) -> World {
@@ -150,6 +159,7 @@ impl World {
             world_failure: None,
             scripts_left: sc.script.len(),
             gaps: Gaps::default(),
+            lease: LeaseWatch::default(),
             sc,
         };
         let sc = w.sc.clone();
@@ -171,6 +181,18 @@ impl World {
                 sc.net
             )
         });
+        w.trace.note(0, &[sc.lease_drift], || {
+            format!(
+                "clocks ({:?} the bound, lease_drift {:.3}ms; per node offset ms, rate ppm off 1): {:?}",
+                sc.drift,
+                sc.lease_drift as f64 / MS as f64,
+                sc.clocks
+                    .iter()
+                    .map(|c| (c.offset / MS, c.rate as i64 / 1000 - (RATE_ONE / 1000) as i64))
+                    .collect::<Vec<_>>()
+            )
+        });
+        w.cov.drifting_clocks += sc.clocks.iter().filter(|c| c.rate != RATE_ONE).count() as u64;
         if let Some(plan) = &sc.upgrade {
             w.cov.races += u64::from(plan.race != Race::None);
             w.trace
@@ -263,6 +285,7 @@ impl World {
     /// own failure, or the checkers, or the applications' liveness.
     fn finish(mut self, events: u64) -> Outcome {
         self.cov.events = events;
+        self.cov.lease_closings = self.lease.closings;
         for slot in &self.slots {
             if let Some(e) = &slot.engine {
                 self.cov.add_stats(e.stats());

@@ -83,6 +83,10 @@ impl World {
             );
             return;
         };
+        let now = self.now;
+        if let Err(detail) = self.lease.sent(from, &msg, self.slots.len(), now) {
+            self.fail_world("lease", detail);
+        }
         let key = [11, from as u64, to as u64];
         if !self.net.connected(from, to) {
             self.trace.note(self.now, &key, || {

@@ -15,6 +15,7 @@ use concord_membership::{
 use super::outcome::Failure;
 use super::{Bytes, Ev, World};
 use crate::sim::rng::{FNV_START, fnv1a};
+use crate::sim::scenario::RATE_ONE;
 
 /// One node and the application on it.
 #[derive(Debug)]
@@ -74,10 +75,32 @@ impl Slot {
 }
 
 impl World {
-    /// The time `node`'s Engine reads. Every node reads the world's clock,
-    /// so the times an Engine asks for (`WakeAt`) are world times.
-    pub(super) fn clock(&self, _node: usize) -> Time {
-        Time(self.now)
+    /// The time `node`'s Engine reads: its own clock (an offset and a rate
+    /// of its own, `ClockSpec`) at the world's time, read afresh on every
+    /// call; it never goes back, as the world's time does not.
+    pub(super) fn clock(&self, node: usize) -> Time {
+        Time(self.local_time(node, self.now))
+    }
+
+    /// `node`'s clock at world time `world`.
+    fn local_time(&self, node: usize, world: u64) -> u64 {
+        let c = self.sc.clocks[node];
+        let ticks = u128::from(world) * u128::from(c.rate) / u128::from(RATE_ONE);
+        c.offset + u64::try_from(ticks).expect("a clock past u64")
+    }
+
+    /// The earliest world time at which `node`'s clock reads `local` or more
+    /// (the world time of a `WakeAt` the Engine asked for on its clock).
+    fn world_time(&self, node: usize, local: u64) -> u64 {
+        let c = self.sc.clocks[node];
+        let Some(ahead) = local.checked_sub(c.offset) else {
+            return 0;
+        };
+        let rate = u128::from(c.rate);
+        let world = (u128::from(ahead) * u128::from(RATE_ONE)).div_ceil(rate);
+        let world = u64::try_from(world).expect("a wake-up past u64");
+        debug_assert!(self.local_time(node, world) >= local);
+        world
     }
 
     fn config(&self, node: usize, incarnation: u64) -> Config {
@@ -91,6 +114,7 @@ impl World {
         c.window = self.sc.window;
         c.batch = self.sc.batch;
         c.protocol = self.slots[node].range;
+        c.lease_drift = self.sc.lease_drift;
         c
     }
 
@@ -260,6 +284,13 @@ impl World {
                 Command::Send { to, msg } => self.send(node, to, msg),
                 Command::Persist(state) => self.slots[node].disk = Some(state),
                 Command::Deliver(d) => {
+                    let now = self.now;
+                    if let Err(detail) =
+                        self.lease
+                            .ordered(node, d.group.0, d.view.epoch(), d.seq, now)
+                    {
+                        self.fail_world("lease", detail);
+                    }
                     if !self.record_delivery(node, d) {
                         return;
                     }
@@ -306,12 +337,12 @@ impl World {
         }
     }
 
-    /// The Engine asks to be woken at `t` (at once if `t` has passed); one
-    /// event per distinct time.
+    /// The Engine asks to be woken at `t` on its clock (at once if `t` has
+    /// passed); one event per distinct world time.
     fn wake_at(&mut self, node: usize, t: Time) {
         let now = self.now;
         let inc = self.slots[node].incarnation;
-        let t = t.0.max(now);
+        let t = self.world_time(node, t.0).max(now);
         if self.slots[node].wakes.insert(t) {
             self.schedule(
                 t,

@@ -66,6 +66,10 @@ pub struct Coverage {
     pub lost: u64,
     pub duplicated: u64,
     pub events: u64,
+    /// Nodes whose clock runs at another rate than the world's.
+    pub drifting_clocks: u64,
+    /// Times a majority promise closed earlier epochs (the lease watch).
+    pub lease_closings: u64,
     // The upgrade family.
     /// Rolling-upgrade steps (shutdown, stop, restart with another version).
     pub upgrades: u64,
@@ -115,6 +119,8 @@ impl Coverage {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.events += o.events;
+        self.drifting_clocks += o.drifting_clocks;
+        self.lease_closings += o.lease_closings;
         self.upgrades += o.upgrades;
         self.upgrades_forced += o.upgrades_forced;
         self.adjusts += o.adjusts;

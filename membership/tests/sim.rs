@@ -98,6 +98,12 @@ fn every_seed_holds_every_invariant() {
             ("deliveries", c.delivered),
             ("view changes", c.views),
             ("drifting clocks", c.drifting_clocks),
+            ("one-way cuts", c.one_way_cuts),
+            ("single-link cuts", c.link_cuts),
+            ("flapping links", c.flaps),
+            ("losses after the final heal", c.lost_after_heal),
+            ("duplicates after the final heal", c.duplicated_after_heal),
+            ("reorderings after the final heal", c.reordered_after_heal),
             (
                 "lease closings (majority promises watched)",
                 c.lease_closings,

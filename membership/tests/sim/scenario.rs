@@ -17,8 +17,8 @@ pub struct GroupSpec {
     pub mode: DeliveryMode,
 }
 
-/// The network's misbehaviour during the chaos phase (the heal phase keeps
-/// only the base latency).
+/// The network's misbehaviour: one for the chaos phase, a milder one for
+/// the liveness phase after the final heal (`Net::draw_heal`).
 #[derive(Debug, Clone)]
 pub struct Net {
     pub lat_min: u64,
@@ -51,6 +51,24 @@ impl Net {
             reorder_max: rng.range(100 * US, 2 * MS),
             delay: *rng.pick(&[0.0, 0.0, 0.001, 0.005]),
             delay_max: rng.range(timeout / 2, 3 * timeout),
+        }
+    }
+
+    /// The liveness phase's network: the chaos phase's latency, with loss,
+    /// duplication and reordering still on, at rates the liveness deadline
+    /// allows, and no long delays: a delay past the failure timeout is a
+    /// false suspicion, which starts a flush, so a cluster under them never
+    /// stays converged for the quiet period the run ends on.
+    fn draw_heal(rng: &mut Rng, chaos: &Net) -> Net {
+        Net {
+            lat_min: chaos.lat_min,
+            lat_max: chaos.lat_max,
+            loss: *rng.pick(&[0.001, 0.003, 0.01]),
+            dup: *rng.pick(&[0.001, 0.005, 0.01]),
+            reorder: *rng.pick(&[0.01, 0.05, 0.1]),
+            reorder_max: rng.range(100 * US, MS),
+            delay: 0.0,
+            delay_max: 0,
         }
     }
 }
@@ -125,6 +143,52 @@ fn draw_clocks(rng: &mut Rng, nodes: usize, timeout: u64, drift: Drift) -> (u64,
     (margin, clocks)
 }
 
+/// Up to `most` cuts beyond the two-way partitions, each healed again: one
+/// way, one link only (non-transitive), or a flapping link.
+fn draw_net_faults(
+    rng: &mut Rng,
+    nodes: usize,
+    timeout: u64,
+    chaos_end: u64,
+    most: u64,
+    script: &mut Vec<(u64, Action)>,
+) {
+    for _ in 0..rng.range(0, most) {
+        let at = rng.range(60 * MS, chaos_end - 50 * MS);
+        let heal = (at + rng.range(timeout, 400 * MS)).min(chaos_end - MS);
+        let a = rng.below(nodes);
+        let b = (a + 1 + rng.below(nodes - 1)) % nodes;
+        match rng.below(3) {
+            0 => {
+                let side = if rng.chance(0.5) {
+                    1u64 << a
+                } else {
+                    rng.range(1, (1u64 << nodes) - 2)
+                };
+                script.push((at, Action::CutOneWay { side }));
+                script.push((heal, Action::Heal));
+            }
+            1 => {
+                script.push((at, Action::CutLink { a, b }));
+                script.push((heal, Action::Heal));
+            }
+            _ => {
+                // Around the failure timeout: suspected, then heard again.
+                let period = rng.range(timeout / 4, 2 * timeout);
+                script.push((
+                    at,
+                    Action::Flap {
+                        a,
+                        b,
+                        period,
+                        until: heal,
+                    },
+                ));
+            }
+        }
+    }
+}
+
 /// A scripted action. Node and group are indexes into the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -159,6 +223,25 @@ pub enum Action {
     /// Cut the network between the nodes whose bit is set and the others.
     Partition {
         side: u64,
+    },
+    /// Cut what the nodes whose bit is set send to the others; what the
+    /// others send them still arrives (a one-way cut).
+    CutOneWay {
+        side: u64,
+    },
+    /// Cut the link between `a` and `b` both ways; each still reaches every
+    /// other node (a non-transitive cut: a-c and c-b work).
+    CutLink {
+        a: usize,
+        b: usize,
+    },
+    /// The link between `a` and `b` goes down, then up, every `period`,
+    /// until `until` (it ends up).
+    Flap {
+        a: usize,
+        b: usize,
+        period: u64,
+        until: u64,
     },
     /// Remove every cut.
     Heal,
@@ -224,6 +307,8 @@ pub struct Scenario {
     pub chaos_end: u64,
     /// Actions by time; ties keep script order.
     pub script: Vec<(u64, Action)>,
+    /// The network of the liveness phase, after the final heal.
+    pub heal_net: Net,
     /// Per node, whether a node still down at the final heal restarts.
     pub restart_at_heal: Vec<bool>,
     /// Per node, the highest protocol version it runs at the start.
@@ -257,6 +342,7 @@ impl Scenario {
         let mut faults = rng.fork();
         // Drawn after the streams above, which keep their meaning.
         let mut clock_rng = rng.fork();
+        let mut net_faults = rng.fork();
 
         let nodes = shape.range(3, 7) as usize;
         let groups: Vec<GroupSpec> = (0..shape.range(1, 3))
@@ -368,9 +454,11 @@ impl Scenario {
                 }
             }
         }
+        draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 3, &mut script);
         script.sort_by_key(|(at, _)| *at);
         let restart_at_heal = (0..nodes).map(|_| faults.chance(0.75)).collect();
         let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, drift);
+        let heal_net = Net::draw_heal(&mut net_faults, &net);
         Scenario {
             seed,
             nodes,
@@ -383,6 +471,7 @@ impl Scenario {
             wire,
             chaos_end,
             script,
+            heal_net,
             restart_at_heal,
             initial_max: vec![CURRENT.0; nodes],
             adjust_delay: 0,
@@ -413,6 +502,7 @@ impl Scenario {
         // the straggler existed) are unchanged.
         let mut straggle = rng.fork();
         let mut clock_rng = rng.fork();
+        let mut net_faults = rng.fork();
         let (old, new) = (OLDEST.0, CURRENT.0);
 
         let nodes = shape.range(3, 5) as usize;
@@ -648,8 +738,10 @@ impl Scenario {
                 },
             ));
         }
+        draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 2, &mut script);
         script.sort_by_key(|(at, _)| *at);
         let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, Drift::Within);
+        let heal_net = Net::draw_heal(&mut net_faults, &net);
         Scenario {
             seed,
             nodes,
@@ -662,6 +754,7 @@ impl Scenario {
             wire,
             chaos_end,
             script,
+            heal_net,
             restart_at_heal: vec![true; nodes],
             initial_max: vec![old; nodes],
             adjust_delay,

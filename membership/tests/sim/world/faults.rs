@@ -63,6 +63,36 @@ impl World {
         self.net.partition(side);
     }
 
+    /// A flapping link between `a` and `b` goes down (`down`) or up; it
+    /// toggles again `period` later, and ends up at `until`.
+    pub(super) fn flap(&mut self, a: usize, b: usize, period: u64, until: u64, down: bool) {
+        let now = self.now;
+        let down = down && now < until;
+        self.cov.flap_toggles += 1;
+        self.net.set_link(a, b, down);
+        self.trace
+            .note(now, &[24, a as u64, b as u64, u64::from(down)], || {
+                format!(
+                    "link n{}-n{} {}",
+                    a + 1,
+                    b + 1,
+                    if down { "DOWN (flapping)" } else { "up" }
+                )
+            });
+        if now < until {
+            self.schedule(
+                (now + period).min(until),
+                Ev::Flap {
+                    a,
+                    b,
+                    period,
+                    until,
+                    down: !down,
+                },
+            );
+        }
+    }
+
     /// The coordinator of `group` as seen by the first live member.
     fn coordinator(&self, group: usize) -> Option<usize> {
         let gid = self.sc.groups[group].id;

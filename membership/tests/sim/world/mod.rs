@@ -92,6 +92,15 @@ enum Ev {
         incarnation: u64,
         tries: u32,
     },
+    /// A flapping link goes down (`down`) or up; the next toggle follows
+    /// `period` later until `until`.
+    Flap {
+        a: usize,
+        b: usize,
+        period: u64,
+        until: u64,
+        down: bool,
+    },
     /// The end of the chaos phase.
     FinalHeal,
     /// After the final heal: has the cluster converged?
@@ -273,6 +282,13 @@ impl World {
                     }
                 }
                 Ev::UpgradeBoot { node } => self.restart(node),
+                Ev::Flap {
+                    a,
+                    b,
+                    period,
+                    until,
+                    down,
+                } => self.flap(a, b, period, until, down),
                 Ev::FinalHeal => self.final_heal(),
                 Ev::Poll => self.poll(),
             }
@@ -369,6 +385,23 @@ impl World {
             Action::CrashCoordinator { group } => self.crash_coordinator(group),
             Action::Restart { node } => self.restart(node),
             Action::Partition { side } => self.partition(side),
+            Action::CutOneWay { side } => {
+                self.cov.one_way_cuts += 1;
+                self.net.cut_one_way(side);
+            }
+            Action::CutLink { a, b } => {
+                self.cov.link_cuts += 1;
+                self.net.set_link(a, b, true);
+            }
+            Action::Flap {
+                a,
+                b,
+                period,
+                until,
+            } => {
+                self.cov.flaps += 1;
+                self.flap(a, b, period, until, true);
+            }
             Action::Heal => self.net.heal(),
             Action::Upgrade { node, max, down } => self.upgrade_start(node, max, down),
             Action::Adjust { node, group, to } => self.adjust(node, group, to),

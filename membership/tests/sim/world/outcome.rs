@@ -66,6 +66,16 @@ pub struct Coverage {
     pub lost: u64,
     pub duplicated: u64,
     pub events: u64,
+    /// One-way cuts, single-link (non-transitive) cuts, flapping links,
+    /// and their link toggles.
+    pub one_way_cuts: u64,
+    pub link_cuts: u64,
+    pub flaps: u64,
+    pub flap_toggles: u64,
+    /// The liveness phase's link model at work.
+    pub lost_after_heal: u64,
+    pub duplicated_after_heal: u64,
+    pub reordered_after_heal: u64,
     /// Nodes whose clock runs at another rate than the world's.
     pub drifting_clocks: u64,
     /// Times a majority promise closed earlier epochs (the lease watch).
@@ -120,6 +130,13 @@ impl Coverage {
         self.duplicated += o.duplicated;
         self.events += o.events;
         self.drifting_clocks += o.drifting_clocks;
+        self.one_way_cuts += o.one_way_cuts;
+        self.link_cuts += o.link_cuts;
+        self.flaps += o.flaps;
+        self.flap_toggles += o.flap_toggles;
+        self.lost_after_heal += o.lost_after_heal;
+        self.duplicated_after_heal += o.duplicated_after_heal;
+        self.reordered_after_heal += o.reordered_after_heal;
         self.lease_closings += o.lease_closings;
         self.upgrades += o.upgrades;
         self.upgrades_forced += o.upgrades_forced;

@@ -67,6 +67,26 @@ pub(super) fn show(a: &Action) -> String {
                 .collect();
             format!("partition: {} | the rest", cut.join(" "))
         }
+        Action::CutOneWay { side } => {
+            let cut: Vec<String> = (0..64)
+                .filter(|i| side & (1 << i) != 0)
+                .map(|i| format!("n{}", i + 1))
+                .collect();
+            format!("one-way cut: {} -> the rest lost", cut.join(" "))
+        }
+        Action::CutLink { a, b } => format!("link cut: n{} - n{} (only)", a + 1, b + 1),
+        Action::Flap {
+            a,
+            b,
+            period,
+            until,
+        } => format!(
+            "link n{}-n{} flaps every {:.1}ms until {:.1}ms",
+            a + 1,
+            b + 1,
+            *period as f64 / MS as f64,
+            *until as f64 / MS as f64
+        ),
         Action::Heal => "heal".to_string(),
         Action::Upgrade { node, max, down } => format!(
             "n{} upgrades to max version {max} (down {}ms)",

@@ -189,6 +189,29 @@ fn draw_net_faults(
     }
 }
 
+/// Up to two pauses, most longer than the failure timeout (the peers
+/// remove the node), some shorter (they do not), each over before the
+/// final heal.
+fn draw_pauses(
+    rng: &mut Rng,
+    nodes: usize,
+    timeout: u64,
+    chaos_end: u64,
+    script: &mut Vec<(u64, Action)>,
+) {
+    for _ in 0..rng.range(0, 2) {
+        let at = rng.range(60 * MS, chaos_end - 50 * MS);
+        let len = if rng.chance(0.8) {
+            rng.range(timeout + timeout / 4, 6 * timeout)
+        } else {
+            rng.range(timeout / 4, timeout)
+        };
+        let len = len.min(chaos_end - MS - at);
+        let node = rng.below(nodes);
+        script.push((at, Action::Pause { node, len }));
+    }
+}
+
 /// A scripted action. Node and group are indexes into the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -242,6 +265,13 @@ pub enum Action {
         b: usize,
         period: u64,
         until: u64,
+    },
+    /// The node stops being stepped for `len` (a stop signal, a long GC
+    /// pause, a stalled VM): what reaches it waits, its timers do not fire,
+    /// its application stands still; then it resumes, its clock jumped.
+    Pause {
+        node: usize,
+        len: u64,
     },
     /// Remove every cut.
     Heal,
@@ -343,6 +373,7 @@ impl Scenario {
         // Drawn after the streams above, which keep their meaning.
         let mut clock_rng = rng.fork();
         let mut net_faults = rng.fork();
+        let mut pauses = rng.fork();
 
         let nodes = shape.range(3, 7) as usize;
         let groups: Vec<GroupSpec> = (0..shape.range(1, 3))
@@ -455,6 +486,7 @@ impl Scenario {
             }
         }
         draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 3, &mut script);
+        draw_pauses(&mut pauses, nodes, timeout, chaos_end, &mut script);
         script.sort_by_key(|(at, _)| *at);
         let restart_at_heal = (0..nodes).map(|_| faults.chance(0.75)).collect();
         let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, drift);

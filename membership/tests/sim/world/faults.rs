@@ -23,6 +23,7 @@ impl World {
         };
         self.cov.add_stats(engine.stats());
         self.cov.crashes += 1;
+        slot.paused = None;
         slot.pending.clear();
         slot.wakes.clear();
         self.logs.nodes[slot.log].crashed = true;
@@ -94,7 +95,7 @@ impl World {
     }
 
     /// The coordinator of `group` as seen by the first live member.
-    fn coordinator(&self, group: usize) -> Option<usize> {
+    pub(super) fn coordinator(&self, group: usize) -> Option<usize> {
         let gid = self.sc.groups[group].id;
         self.slots.iter().find_map(|s| {
             let view = s.engine.as_ref()?.view(gid)?;

@@ -30,6 +30,7 @@ mod logs;
 mod net;
 mod node;
 mod outcome;
+mod pause;
 mod trace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -101,6 +102,8 @@ enum Ev {
         until: u64,
         down: bool,
     },
+    /// A paused node is stepped again.
+    Resume { node: usize, incarnation: u64 },
     /// The end of the chaos phase.
     FinalHeal,
     /// After the final heal: has the cluster converged?
@@ -133,6 +136,8 @@ pub struct World {
     gaps: Gaps,
     /// The sequencer lease's promise, watched.
     lease: LeaseWatch,
+    /// Per paused member and group: was it removed, did it learn it.
+    pause_records: Vec<pause::PauseRecord>,
 }
 
 impl World {
@@ -169,6 +174,7 @@ impl World {
             scripts_left: sc.script.len(),
             gaps: Gaps::default(),
             lease: LeaseWatch::default(),
+            pause_records: Vec::new(),
             sc,
         };
         let sc = w.sc.clone();
@@ -262,7 +268,7 @@ impl World {
                 Ev::Script(i) => {
                     self.scripts_left -= 1;
                     let action = self.sc.script[i].1.clone();
-                    self.act(action);
+                    self.act(action, i);
                 }
                 Ev::UpgradeStep {
                     node,
@@ -277,7 +283,18 @@ impl World {
                     incarnation,
                     tries,
                 } => {
-                    if self.slots[node].incarnation == incarnation {
+                    if self.slots[node].incarnation != incarnation {
+                    } else if self.paused(node) {
+                        self.schedule(
+                            self.now + 5 * MS,
+                            Ev::RetryJoin {
+                                node,
+                                group,
+                                incarnation,
+                                tries,
+                            },
+                        );
+                    } else {
                         self.join_retrying(node, group, tries);
                     }
                 }
@@ -289,6 +306,7 @@ impl World {
                     until,
                     down,
                 } => self.flap(a, b, period, until, down),
+                Ev::Resume { node, incarnation } => self.resume(node, incarnation),
                 Ev::FinalHeal => self.final_heal(),
                 Ev::Poll => self.poll(),
             }
@@ -302,6 +320,7 @@ impl World {
     fn finish(mut self, events: u64) -> Outcome {
         self.cov.events = events;
         self.cov.lease_closings = self.lease.closings;
+        self.check_pauses();
         for slot in &self.slots {
             if let Some(e) = &slot.engine {
                 self.cov.add_stats(e.stats());
@@ -367,11 +386,27 @@ impl World {
         })
     }
 
-    /// Carries out one action of the script.
-    fn act(&mut self, action: Action) {
+    /// Carries out the script's action `index`; one of a paused node's
+    /// application waits for its resume.
+    fn act(&mut self, action: Action, index: usize) {
         let now = self.now;
         self.trace
             .note(now, &[3], || format!("script: {}", show(&action)));
+        let app = match action {
+            Action::Multicast { node, .. }
+            | Action::Join { node, .. }
+            | Action::Leave { node, .. }
+            | Action::Upgrade { node, .. }
+            | Action::Adjust { node, .. }
+            | Action::Batch { node, .. }
+            | Action::Pause { node, .. } => Some(node),
+            Action::LeaveCoordinator { group } => self.coordinator(group),
+            _ => None,
+        };
+        if let Some(node) = app.filter(|&n| self.paused(n)) {
+            self.hold_action(node, index);
+            return;
+        }
         match action {
             Action::Multicast { node, group, count } => self.multicast(node, group, count),
             Action::Join { node, group } => self.scripted_join(node, group),
@@ -402,6 +437,7 @@ impl World {
                 self.cov.flaps += 1;
                 self.flap(a, b, period, until, true);
             }
+            Action::Pause { node, len } => self.pause(node, len),
             Action::Heal => self.net.heal(),
             Action::Upgrade { node, max, down } => self.upgrade_start(node, max, down),
             Action::Adjust { node, group, to } => self.adjust(node, group, to),

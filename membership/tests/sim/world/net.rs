@@ -157,6 +157,10 @@ impl World {
                 });
             return;
         }
+        if self.paused(to) {
+            self.hold_message(from, to, flight);
+            return;
+        }
         let msg = match flight {
             Flight::Typed(m) => *m,
             Flight::Encoded(bytes) => match wire::decode(&bytes) {

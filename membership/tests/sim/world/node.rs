@@ -47,6 +47,8 @@ pub(super) struct Slot {
     pub(super) range: VersionRange,
     /// Shutting down for a rolling upgrade.
     pub(super) upgrading: bool,
+    /// Not stepped now, and what waits for its resume.
+    pub(super) paused: Option<super::pause::Paused>,
 }
 
 impl Slot {
@@ -70,6 +72,7 @@ impl Slot {
                 max,
             },
             upgrading: false,
+            paused: None,
         }
     }
 }
@@ -173,6 +176,12 @@ impl World {
     /// incarnation or was already served).
     pub(super) fn wake(&mut self, node: usize, incarnation: u64, at: u64) {
         let now = self.clock(node);
+        if self.slots[node].incarnation == incarnation && self.paused(node) {
+            if self.slots[node].wakes.remove(&at) {
+                self.hold_wake(node);
+            }
+            return;
+        }
         let slot = &mut self.slots[node];
         if slot.incarnation == incarnation && slot.wakes.remove(&at) {
             if let Some(e) = slot.engine.as_mut() {
@@ -198,7 +207,7 @@ impl World {
         let now = self.now;
         let time = self.clock(node);
         let slot = &mut self.slots[node];
-        let Some(engine) = slot.engine.as_mut() else {
+        let Some(engine) = slot.engine.as_mut().filter(|_| slot.paused.is_none()) else {
             return false;
         };
         let mut progressed = false;
@@ -300,11 +309,15 @@ impl World {
                     reason,
                     position,
                 } => {
+                    self.watch_view(node, &view, &reason);
                     if !self.record_view(node, view, reason, position) {
                         return;
                     }
                 }
-                Command::Partitioned { group } => self.record_partitioned(node, group),
+                Command::Partitioned { group } => {
+                    self.watch_partitioned(node, group);
+                    self.record_partitioned(node, group);
+                }
                 Command::JoinRefused { group, active } => self.join_refused(node, group, active),
                 Command::WakeAt(t) => self.wake_at(node, t),
             }

@@ -76,6 +76,11 @@ pub struct Coverage {
     pub lost_after_heal: u64,
     pub duplicated_after_heal: u64,
     pub reordered_after_heal: u64,
+    /// Pauses; paused members the peers removed; removals the resumed
+    /// member learned.
+    pub pauses: u64,
+    pub paused_removed: u64,
+    pub removals_learned: u64,
     /// Nodes whose clock runs at another rate than the world's.
     pub drifting_clocks: u64,
     /// Times a majority promise closed earlier epochs (the lease watch).
@@ -131,6 +136,9 @@ impl Coverage {
         self.events += o.events;
         self.drifting_clocks += o.drifting_clocks;
         self.one_way_cuts += o.one_way_cuts;
+        self.pauses += o.pauses;
+        self.paused_removed += o.paused_removed;
+        self.removals_learned += o.removals_learned;
         self.link_cuts += o.link_cuts;
         self.flaps += o.flaps;
         self.flap_toggles += o.flap_toggles;

@@ -87,6 +87,9 @@ pub(super) fn show(a: &Action) -> String {
             *period as f64 / MS as f64,
             *until as f64 / MS as f64
         ),
+        Action::Pause { node, len } => {
+            format!("n{} PAUSES for {:.1}ms", node + 1, *len as f64 / MS as f64)
+        }
         Action::Heal => "heal".to_string(),
         Action::Upgrade { node, max, down } => format!(
             "n{} upgrades to max version {max} (down {}ms)",

@@ -212,6 +212,79 @@ fn draw_pauses(
     }
 }
 
+/// A phase of a flush (an epoch change) in which a flush trap crashes a
+/// node (see `world/flush.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPhase {
+    Prepare,
+    Promise,
+    Accept,
+    /// Decided, not installed yet.
+    Decided,
+    Install,
+}
+
+/// Whom a flush trap crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushTarget {
+    /// The proposer of the epoch change.
+    Leader,
+    /// The coordinator of the view the flush installs (the first member
+    /// other than the leader).
+    Next,
+}
+
+/// Up to two flush traps (each armed as the group's live coordinator
+/// crashes, which starts the flush it watches) and up to two persist
+/// traps; every trapped node restarts `down` later.
+fn draw_traps(
+    rng: &mut Rng,
+    nodes: usize,
+    groups: usize,
+    timeout: u64,
+    chaos_end: u64,
+    script: &mut Vec<(u64, Action)>,
+) {
+    const PHASES: [FlushPhase; 5] = [
+        FlushPhase::Prepare,
+        FlushPhase::Promise,
+        FlushPhase::Accept,
+        FlushPhase::Decided,
+        FlushPhase::Install,
+    ];
+    for _ in 0..rng.range(0, 2) {
+        let at = rng.range(60 * MS, chaos_end - 50 * MS);
+        let group = rng.below(groups);
+        let phase = *rng.pick(&PHASES);
+        let target = *rng.pick(&[FlushTarget::Leader, FlushTarget::Next]);
+        let down = rng.range(5 * MS, 150 * MS);
+        script.push((
+            at,
+            Action::ArmFlushTrap {
+                group,
+                phase,
+                target,
+                down,
+                window: 4 * timeout + 200 * MS,
+            },
+        ));
+        script.push((at, Action::CrashCoordinator { group }));
+        let back = (at + rng.range(5 * MS, 300 * MS)).min(chaos_end - MS);
+        script.push((back, Action::RestartCoordinatorsOf { group }));
+    }
+    for _ in 0..rng.range(0, 2) {
+        let at = rng.range(30 * MS, chaos_end - 50 * MS);
+        script.push((
+            at,
+            Action::ArmPersistTrap {
+                node: rng.below(nodes),
+                before: rng.chance(0.5),
+                down: rng.range(5 * MS, 150 * MS),
+            },
+        ));
+    }
+}
+
 /// A scripted action. Node and group are indexes into the scenario.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Action {
@@ -272,6 +345,27 @@ pub enum Action {
     Pause {
         node: usize,
         len: u64,
+    },
+    /// Arm a flush trap: the next epoch change of `group` (within
+    /// `window`) crashes its leader or next coordinator in `phase`, and
+    /// restarts it `down` later.
+    ArmFlushTrap {
+        group: usize,
+        phase: FlushPhase,
+        target: FlushTarget,
+        down: u64,
+        window: u64,
+    },
+    /// Restart the coordinator a `CrashCoordinator` of `group` crashed.
+    RestartCoordinatorsOf {
+        group: usize,
+    },
+    /// Arm a persist trap: `node` crashes at its next `Command::Persist`,
+    /// before writing it or right after, and restarts `down` later.
+    ArmPersistTrap {
+        node: usize,
+        before: bool,
+        down: u64,
     },
     /// Remove every cut.
     Heal,
@@ -374,6 +468,7 @@ impl Scenario {
         let mut clock_rng = rng.fork();
         let mut net_faults = rng.fork();
         let mut pauses = rng.fork();
+        let mut traps = rng.fork();
 
         let nodes = shape.range(3, 7) as usize;
         let groups: Vec<GroupSpec> = (0..shape.range(1, 3))
@@ -487,6 +582,14 @@ impl Scenario {
         }
         draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 3, &mut script);
         draw_pauses(&mut pauses, nodes, timeout, chaos_end, &mut script);
+        draw_traps(
+            &mut traps,
+            nodes,
+            groups.len(),
+            timeout,
+            chaos_end,
+            &mut script,
+        );
         script.sort_by_key(|(at, _)| *at);
         let restart_at_heal = (0..nodes).map(|_| faults.chance(0.75)).collect();
         let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, drift);

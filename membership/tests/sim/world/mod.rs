@@ -25,6 +25,7 @@
 
 mod app;
 mod faults;
+mod flush;
 mod lease;
 mod logs;
 mod net;
@@ -102,6 +103,8 @@ enum Ev {
         until: u64,
         down: bool,
     },
+    /// A trapped node restarts.
+    Restart { node: usize },
     /// A paused node is stepped again.
     Resume { node: usize, incarnation: u64 },
     /// The end of the chaos phase.
@@ -138,6 +141,12 @@ pub struct World {
     lease: LeaseWatch,
     /// Per paused member and group: was it removed, did it learn it.
     pause_records: Vec<pause::PauseRecord>,
+    /// Armed flush traps.
+    flush_traps: Vec<flush::FlushTrap>,
+    /// Armed persist traps: (node, incarnation, before writing, down).
+    persist_traps: Vec<(usize, u64, bool, u64)>,
+    /// Per group, the coordinators `CrashCoordinator` crashed.
+    crashed_coordinators: BTreeMap<usize, Vec<usize>>,
 }
 
 impl World {
@@ -175,6 +184,9 @@ impl World {
             gaps: Gaps::default(),
             lease: LeaseWatch::default(),
             pause_records: Vec::new(),
+            flush_traps: Vec::new(),
+            persist_traps: Vec::new(),
+            crashed_coordinators: BTreeMap::new(),
             sc,
         };
         let sc = w.sc.clone();
@@ -307,6 +319,7 @@ impl World {
                     down,
                 } => self.flap(a, b, period, until, down),
                 Ev::Resume { node, incarnation } => self.resume(node, incarnation),
+                Ev::Restart { node } => self.restart(node),
                 Ev::FinalHeal => self.final_heal(),
                 Ev::Poll => self.poll(),
             }
@@ -416,7 +429,9 @@ impl World {
                 }
             }
             Action::LeaveCoordinator { group } => self.leave_coordinator(group),
-            Action::Crash { node } => self.crash(node),
+            Action::Crash { node } => {
+                self.crash(node);
+            }
             Action::CrashCoordinator { group } => self.crash_coordinator(group),
             Action::Restart { node } => self.restart(node),
             Action::Partition { side } => self.partition(side),
@@ -438,6 +453,21 @@ impl World {
                 self.flap(a, b, period, until, true);
             }
             Action::Pause { node, len } => self.pause(node, len),
+            Action::ArmFlushTrap {
+                group,
+                phase,
+                target,
+                down,
+                window,
+            } => self.arm_flush_trap(group, phase, target, down, window),
+            Action::RestartCoordinatorsOf { group } => {
+                for node in self.crashed_coordinators.remove(&group).unwrap_or_default() {
+                    self.restart(node);
+                }
+            }
+            Action::ArmPersistTrap { node, before, down } => {
+                self.arm_persist_trap(node, before, down)
+            }
             Action::Heal => self.net.heal(),
             Action::Upgrade { node, max, down } => self.upgrade_start(node, max, down),
             Action::Adjust { node, group, to } => self.adjust(node, group, to),

@@ -171,6 +171,9 @@ impl World {
                 }
             },
         };
+        if self.flush_trap_arrival(to, &msg) {
+            return;
+        }
         let from_id = self.slots[from].id;
         let now = self.clock(to);
         let Some(engine) = self.slots[to].engine.as_mut() else {

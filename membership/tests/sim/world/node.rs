@@ -12,6 +12,7 @@ use concord_membership::{
     VersionRange, version,
 };
 
+use super::flush::Trap;
 use super::outcome::Failure;
 use super::{Bytes, Ev, World};
 use crate::sim::rng::{FNV_START, fnv1a};
@@ -290,8 +291,29 @@ impl World {
                 return;
             };
             match cmd {
-                Command::Send { to, msg } => self.send(node, to, msg),
-                Command::Persist(state) => self.slots[node].disk = Some(state),
+                Command::Send { to, msg } => {
+                    let trap = match (to.0 as usize).checked_sub(1) {
+                        Some(t) if t < self.slots.len() => self.flush_trap_sent(node, t, &msg),
+                        _ => Trap::Pass,
+                    };
+                    self.send(node, to, msg);
+                    if trap == Trap::CrashSelf {
+                        self.crash(node);
+                        return;
+                    }
+                }
+                Command::Persist(state) => match self.persist_trap(node) {
+                    Some(true) => {
+                        self.crash(node);
+                        return;
+                    }
+                    Some(false) => {
+                        self.slots[node].disk = Some(state);
+                        self.crash(node);
+                        return;
+                    }
+                    None => self.slots[node].disk = Some(state),
+                },
                 Command::Deliver(d) => {
                     let now = self.now;
                     if let Err(detail) =
@@ -310,7 +332,12 @@ impl World {
                     position,
                 } => {
                     self.watch_view(node, &view, &reason);
+                    let installed = view.clone();
                     if !self.record_view(node, view, reason, position) {
+                        return;
+                    }
+                    if self.flush_trap_installed(node, &installed) == Trap::CrashSelf {
+                        self.crash(node);
                         return;
                     }
                 }

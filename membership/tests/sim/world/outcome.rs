@@ -76,6 +76,16 @@ pub struct Coverage {
     pub lost_after_heal: u64,
     pub duplicated_after_heal: u64,
     pub reordered_after_heal: u64,
+    /// Flush traps armed, and the crashes they made per phase.
+    pub flush_traps: u64,
+    pub flush_crash_prepare: u64,
+    pub flush_crash_promise: u64,
+    pub flush_crash_accept: u64,
+    pub flush_crash_decided: u64,
+    pub flush_crash_install: u64,
+    /// Crashes at a `Persist`: before the state was written, right after.
+    pub persist_crashes_before: u64,
+    pub persist_crashes_after: u64,
     /// Pauses; paused members the peers removed; removals the resumed
     /// member learned.
     pub pauses: u64,
@@ -137,6 +147,14 @@ impl Coverage {
         self.drifting_clocks += o.drifting_clocks;
         self.one_way_cuts += o.one_way_cuts;
         self.pauses += o.pauses;
+        self.flush_traps += o.flush_traps;
+        self.flush_crash_prepare += o.flush_crash_prepare;
+        self.flush_crash_promise += o.flush_crash_promise;
+        self.flush_crash_accept += o.flush_crash_accept;
+        self.flush_crash_decided += o.flush_crash_decided;
+        self.flush_crash_install += o.flush_crash_install;
+        self.persist_crashes_before += o.persist_crashes_before;
+        self.persist_crashes_after += o.persist_crashes_after;
         self.paused_removed += o.paused_removed;
         self.removals_learned += o.removals_learned;
         self.link_cuts += o.link_cuts;

@@ -90,6 +90,30 @@ pub(super) fn show(a: &Action) -> String {
         Action::Pause { node, len } => {
             format!("n{} PAUSES for {:.1}ms", node + 1, *len as f64 / MS as f64)
         }
+        Action::ArmFlushTrap {
+            group,
+            phase,
+            target,
+            down,
+            window,
+        } => format!(
+            "flush trap on g{group}: crash the {target:?} in the {phase:?} phase (down {}ms, for {}ms)",
+            down / MS,
+            window / MS
+        ),
+        Action::RestartCoordinatorsOf { group } => {
+            format!("the crashed coordinator of g{group} restarts")
+        }
+        Action::ArmPersistTrap { node, before, down } => format!(
+            "persist trap on n{}: crash {} its next Persist (down {}ms)",
+            node + 1,
+            if *before {
+                "before writing"
+            } else {
+                "right after writing"
+            },
+            down / MS
+        ),
         Action::Heal => "heal".to_string(),
         Action::Upgrade { node, max, down } => format!(
             "n{} upgrades to max version {max} (down {}ms)",

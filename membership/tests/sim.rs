@@ -327,10 +327,15 @@ fn run_family(family: Family) -> (u64, Coverage, Gaps) {
                     }
                     let n = done.fetch_add(1, Ordering::Relaxed) + 1;
                     if count >= 10_000 && n.is_multiple_of(step) {
+                        let failed = failures.lock().unwrap();
+                        let mut by: BTreeMap<String, Vec<u64>> = BTreeMap::new();
+                        for (s, f) in failed.iter() {
+                            by.entry(f.invariant()).or_default().push(*s);
+                        }
                         eprintln!(
-                            "sim: {n} of {count} seeds done in {:.0}s, {} failed so far",
+                            "sim: {n} of {count} seeds done in {:.0}s, {} failed so far {by:?}",
                             t0.elapsed().as_secs_f64(),
-                            failures.lock().unwrap().len()
+                            failed.len()
                         );
                     }
                 }

@@ -638,6 +638,8 @@ impl Scenario {
         let mut straggle = rng.fork();
         let mut clock_rng = rng.fork();
         let mut net_faults = rng.fork();
+        let mut pauses = rng.fork();
+        let mut traps = rng.fork();
         let (old, new) = (OLDEST.0, CURRENT.0);
 
         let nodes = shape.range(3, 5) as usize;
@@ -874,6 +876,15 @@ impl Scenario {
             ));
         }
         draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 2, &mut script);
+        draw_pauses(&mut pauses, nodes, timeout, chaos_end, &mut script);
+        draw_traps(
+            &mut traps,
+            nodes,
+            groups.len(),
+            timeout,
+            chaos_end,
+            &mut script,
+        );
         script.sort_by_key(|(at, _)| *at);
         let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, Drift::Within);
         let heal_net = Net::draw_heal(&mut net_faults, &net);

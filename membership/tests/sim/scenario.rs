@@ -17,8 +17,8 @@ pub struct GroupSpec {
     pub mode: DeliveryMode,
 }
 
-/// The network's misbehaviour during the chaos phase (the heal phase keeps
-/// only the base latency).
+/// The network's misbehaviour: one for the chaos phase, a milder one for
+/// the liveness phase after the final heal (`Net::draw_heal`).
 #[derive(Debug, Clone)]
 pub struct Net {
     pub lat_min: u64,
@@ -52,6 +52,236 @@ impl Net {
             delay: *rng.pick(&[0.0, 0.0, 0.001, 0.005]),
             delay_max: rng.range(timeout / 2, 3 * timeout),
         }
+    }
+
+    /// The liveness phase's network: the chaos phase's latency, with loss,
+    /// duplication and reordering still on, at rates the liveness deadline
+    /// allows, and no long delays: a delay past the failure timeout is a
+    /// false suspicion, which starts a flush, so a cluster under them never
+    /// stays converged for the quiet period the run ends on.
+    fn draw_heal(rng: &mut Rng, chaos: &Net) -> Net {
+        Net {
+            lat_min: chaos.lat_min,
+            lat_max: chaos.lat_max,
+            loss: *rng.pick(&[0.001, 0.003, 0.01]),
+            dup: *rng.pick(&[0.001, 0.005, 0.01]),
+            reorder: *rng.pick(&[0.01, 0.05, 0.1]),
+            reorder_max: rng.range(100 * US, MS),
+            delay: 0.0,
+            delay_max: 0,
+        }
+    }
+}
+
+/// The unit of a clock rate: a node's clock advances `rate / RATE_ONE`
+/// nanoseconds per nanosecond of world time.
+pub const RATE_ONE: u64 = 1_000_000_000;
+
+/// One node's clock: it reads `offset + world_time * rate / RATE_ONE`, a
+/// fresh value on every call, never going back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ClockSpec {
+    pub offset: u64,
+    pub rate: u64,
+}
+
+/// How far apart the nodes' clock rates may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drift {
+    /// Within the bound the sequencer lease assumes: over a lease
+    /// (`failure_timeout / 2`) two clocks part by less than
+    /// `Config::lease_drift`. The Engine's safety must hold.
+    Within,
+    /// Beyond it, by a factor of 2 to 8: the lease may fail, by design.
+    Beyond,
+}
+
+/// Draws the lease's drift margin and every node's clock. Lease length
+/// `L = timeout / 2` and margin `d`: the lease holds while the fastest
+/// clock's rate over the slowest's stays below `1 + d / L` (an acceptor
+/// waits `L + d` on its clock from the grant, the holder's lease ends `L`
+/// on its clock after the request, which went out earlier).
+fn draw_clocks(rng: &mut Rng, nodes: usize, timeout: u64, drift: Drift) -> (u64, Vec<ClockSpec>) {
+    let lease = timeout / 2;
+    let margin = *rng.pick(&[MS, timeout / 20, timeout / 8]);
+    let bound = margin as f64 / lease as f64;
+    // The spread s: the fastest rate is (1 + s) times the slowest.
+    let s = match drift {
+        Drift::Within => bound * rng.range(0, 95) as f64 / 100.0,
+        Drift::Beyond => bound * rng.range(200, 800) as f64 / 100.0,
+    };
+    let slow = RATE_ONE as f64 * 2.0 / (2.0 + s);
+    let fast = slow * (1.0 + s);
+    // Within the bound the two ends are taken by two nodes half the time
+    // (the edge of the bound); beyond it every node is at one end, at
+    // least one at each.
+    let ends = rng.chance(0.5) || drift == Drift::Beyond;
+    let (a, b) = (rng.below(nodes), rng.below(nodes));
+    let mut clocks: Vec<ClockSpec> = (0..nodes)
+        .map(|i| {
+            let u = match drift {
+                Drift::Within if ends && i == a => 0.0,
+                Drift::Within if ends && i == b => 1.0,
+                Drift::Within => rng.range(0, 1000) as f64 / 1000.0,
+                Drift::Beyond => f64::from(u8::from(rng.chance(0.5))),
+            };
+            ClockSpec {
+                offset: rng.range(0, 1 << 40),
+                rate: (slow + u * (fast - slow)).round() as u64,
+            }
+        })
+        .collect();
+    if drift == Drift::Beyond {
+        let (lo, hi) = (slow.round() as u64, fast.round() as u64);
+        clocks[a].rate = lo;
+        if a != b {
+            clocks[b].rate = hi;
+        } else {
+            clocks[(a + 1) % nodes].rate = hi;
+        }
+    }
+    (margin, clocks)
+}
+
+/// Up to `most` cuts beyond the two-way partitions, each healed again: one
+/// way, one link only (non-transitive), or a flapping link.
+fn draw_net_faults(
+    rng: &mut Rng,
+    nodes: usize,
+    timeout: u64,
+    chaos_end: u64,
+    most: u64,
+    script: &mut Vec<(u64, Action)>,
+) {
+    for _ in 0..rng.range(0, most) {
+        let at = rng.range(60 * MS, chaos_end - 50 * MS);
+        let heal = (at + rng.range(timeout, 400 * MS)).min(chaos_end - MS);
+        let a = rng.below(nodes);
+        let b = (a + 1 + rng.below(nodes - 1)) % nodes;
+        match rng.below(3) {
+            0 => {
+                let side = if rng.chance(0.5) {
+                    1u64 << a
+                } else {
+                    rng.range(1, (1u64 << nodes) - 2)
+                };
+                script.push((at, Action::CutOneWay { side }));
+                script.push((heal, Action::Heal));
+            }
+            1 => {
+                script.push((at, Action::CutLink { a, b }));
+                script.push((heal, Action::Heal));
+            }
+            _ => {
+                // Around the failure timeout: suspected, then heard again.
+                let period = rng.range(timeout / 4, 2 * timeout);
+                script.push((
+                    at,
+                    Action::Flap {
+                        a,
+                        b,
+                        period,
+                        until: heal,
+                    },
+                ));
+            }
+        }
+    }
+}
+
+/// Up to two pauses, most longer than the failure timeout (the peers
+/// remove the node), some shorter (they do not), each over before the
+/// final heal.
+fn draw_pauses(
+    rng: &mut Rng,
+    nodes: usize,
+    timeout: u64,
+    chaos_end: u64,
+    script: &mut Vec<(u64, Action)>,
+) {
+    for _ in 0..rng.range(0, 2) {
+        let at = rng.range(60 * MS, chaos_end - 50 * MS);
+        let len = if rng.chance(0.8) {
+            rng.range(timeout + timeout / 4, 6 * timeout)
+        } else {
+            rng.range(timeout / 4, timeout)
+        };
+        let len = len.min(chaos_end - MS - at);
+        let node = rng.below(nodes);
+        script.push((at, Action::Pause { node, len }));
+    }
+}
+
+/// A phase of a flush (an epoch change) in which a flush trap crashes a
+/// node (see `world/flush.rs`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPhase {
+    Prepare,
+    Promise,
+    Accept,
+    /// Decided, not installed yet.
+    Decided,
+    Install,
+}
+
+/// Whom a flush trap crashes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushTarget {
+    /// The proposer of the epoch change.
+    Leader,
+    /// The coordinator of the view the flush installs (the first member
+    /// other than the leader).
+    Next,
+}
+
+/// Up to two flush traps (each armed as the group's live coordinator
+/// crashes, which starts the flush it watches) and up to two persist
+/// traps; every trapped node restarts `down` later.
+fn draw_traps(
+    rng: &mut Rng,
+    nodes: usize,
+    groups: usize,
+    timeout: u64,
+    chaos_end: u64,
+    script: &mut Vec<(u64, Action)>,
+) {
+    const PHASES: [FlushPhase; 5] = [
+        FlushPhase::Prepare,
+        FlushPhase::Promise,
+        FlushPhase::Accept,
+        FlushPhase::Decided,
+        FlushPhase::Install,
+    ];
+    for _ in 0..rng.range(0, 2) {
+        let at = rng.range(60 * MS, chaos_end - 50 * MS);
+        let group = rng.below(groups);
+        let phase = *rng.pick(&PHASES);
+        let target = *rng.pick(&[FlushTarget::Leader, FlushTarget::Next]);
+        let down = rng.range(5 * MS, 150 * MS);
+        script.push((
+            at,
+            Action::ArmFlushTrap {
+                group,
+                phase,
+                target,
+                down,
+                window: 4 * timeout + 200 * MS,
+            },
+        ));
+        script.push((at, Action::CrashCoordinator { group }));
+        let back = (at + rng.range(5 * MS, 300 * MS)).min(chaos_end - MS);
+        script.push((back, Action::RestartCoordinatorsOf { group }));
+    }
+    for _ in 0..rng.range(0, 2) {
+        let at = rng.range(30 * MS, chaos_end - 50 * MS);
+        script.push((
+            at,
+            Action::ArmPersistTrap {
+                node: rng.below(nodes),
+                before: rng.chance(0.5),
+                down: rng.range(5 * MS, 150 * MS),
+            },
+        ));
     }
 }
 
@@ -89,6 +319,53 @@ pub enum Action {
     /// Cut the network between the nodes whose bit is set and the others.
     Partition {
         side: u64,
+    },
+    /// Cut what the nodes whose bit is set send to the others; what the
+    /// others send them still arrives (a one-way cut).
+    CutOneWay {
+        side: u64,
+    },
+    /// Cut the link between `a` and `b` both ways; each still reaches every
+    /// other node (a non-transitive cut: a-c and c-b work).
+    CutLink {
+        a: usize,
+        b: usize,
+    },
+    /// The link between `a` and `b` goes down, then up, every `period`,
+    /// until `until` (it ends up).
+    Flap {
+        a: usize,
+        b: usize,
+        period: u64,
+        until: u64,
+    },
+    /// The node stops being stepped for `len` (a stop signal, a long GC
+    /// pause, a stalled VM): what reaches it waits, its timers do not fire,
+    /// its application stands still; then it resumes, its clock jumped.
+    Pause {
+        node: usize,
+        len: u64,
+    },
+    /// Arm a flush trap: the next epoch change of `group` (within
+    /// `window`) crashes its leader or next coordinator in `phase`, and
+    /// restarts it `down` later.
+    ArmFlushTrap {
+        group: usize,
+        phase: FlushPhase,
+        target: FlushTarget,
+        down: u64,
+        window: u64,
+    },
+    /// Restart the coordinator a `CrashCoordinator` of `group` crashed.
+    RestartCoordinatorsOf {
+        group: usize,
+    },
+    /// Arm a persist trap: `node` crashes at its next `Command::Persist`,
+    /// before writing it or right after, and restarts `down` later.
+    ArmPersistTrap {
+        node: usize,
+        before: bool,
+        down: u64,
     },
     /// Remove every cut.
     Heal,
@@ -154,6 +431,8 @@ pub struct Scenario {
     pub chaos_end: u64,
     /// Actions by time; ties keep script order.
     pub script: Vec<(u64, Action)>,
+    /// The network of the liveness phase, after the final heal.
+    pub heal_net: Net,
     /// Per node, whether a node still down at the final heal restarts.
     pub restart_at_heal: Vec<bool>,
     /// Per node, the highest protocol version it runs at the start.
@@ -164,15 +443,32 @@ pub struct Scenario {
     pub adjust_delay: u64,
     /// `Some` for the upgrade family.
     pub upgrade: Option<UpgradePlan>,
+    /// `Config::lease_drift` of every node.
+    pub lease_drift: u64,
+    /// Per node, its clock.
+    pub clocks: Vec<ClockSpec>,
+    /// Whether the clocks keep within the lease's drift bound.
+    pub drift: Drift,
 }
 
 impl Scenario {
     pub fn from_seed(seed: u64) -> Scenario {
+        Scenario::base(seed, Drift::Within)
+    }
+
+    /// The base family's seed `seed`, its clocks drifting apart `drift`
+    /// (the same cluster, network, workload and faults either way).
+    pub fn base(seed: u64, drift: Drift) -> Scenario {
         let mut rng = Rng::new(seed);
         let mut shape = rng.fork();
         let mut net_rng = rng.fork();
         let mut work = rng.fork();
         let mut faults = rng.fork();
+        // Drawn after the streams above, which keep their meaning.
+        let mut clock_rng = rng.fork();
+        let mut net_faults = rng.fork();
+        let mut pauses = rng.fork();
+        let mut traps = rng.fork();
 
         let nodes = shape.range(3, 7) as usize;
         let groups: Vec<GroupSpec> = (0..shape.range(1, 3))
@@ -284,8 +580,20 @@ impl Scenario {
                 }
             }
         }
+        draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 3, &mut script);
+        draw_pauses(&mut pauses, nodes, timeout, chaos_end, &mut script);
+        draw_traps(
+            &mut traps,
+            nodes,
+            groups.len(),
+            timeout,
+            chaos_end,
+            &mut script,
+        );
         script.sort_by_key(|(at, _)| *at);
         let restart_at_heal = (0..nodes).map(|_| faults.chance(0.75)).collect();
+        let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, drift);
+        let heal_net = Net::draw_heal(&mut net_faults, &net);
         Scenario {
             seed,
             nodes,
@@ -298,10 +606,14 @@ impl Scenario {
             wire,
             chaos_end,
             script,
+            heal_net,
             restart_at_heal,
             initial_max: vec![CURRENT.0; nodes],
             adjust_delay: 0,
             upgrade: None,
+            lease_drift,
+            clocks,
+            drift,
         }
     }
 
@@ -324,6 +636,10 @@ impl Scenario {
         // Drawn last, so the streams above (and what every seed meant before
         // the straggler existed) are unchanged.
         let mut straggle = rng.fork();
+        let mut clock_rng = rng.fork();
+        let mut net_faults = rng.fork();
+        let mut pauses = rng.fork();
+        let mut traps = rng.fork();
         let (old, new) = (OLDEST.0, CURRENT.0);
 
         let nodes = shape.range(3, 5) as usize;
@@ -559,7 +875,19 @@ impl Scenario {
                 },
             ));
         }
+        draw_net_faults(&mut net_faults, nodes, timeout, chaos_end, 2, &mut script);
+        draw_pauses(&mut pauses, nodes, timeout, chaos_end, &mut script);
+        draw_traps(
+            &mut traps,
+            nodes,
+            groups.len(),
+            timeout,
+            chaos_end,
+            &mut script,
+        );
         script.sort_by_key(|(at, _)| *at);
+        let (lease_drift, clocks) = draw_clocks(&mut clock_rng, nodes, timeout, Drift::Within);
+        let heal_net = Net::draw_heal(&mut net_faults, &net);
         Scenario {
             seed,
             nodes,
@@ -572,10 +900,14 @@ impl Scenario {
             wire,
             chaos_end,
             script,
+            heal_net,
             restart_at_heal: vec![true; nodes],
             initial_max: vec![old; nodes],
             adjust_delay,
             upgrade: Some(UpgradePlan { old, race }),
+            lease_drift,
+            clocks,
+            drift: Drift::Within,
         }
     }
 }

@@ -15,14 +15,15 @@ const LEAVE_DEADLINE: u64 = 1_000 * MS;
 
 impl World {
     /// `node` crashes: its Engine is gone (its disk stays), and so is what
-    /// its application had not handed over yet.
-    pub(super) fn crash(&mut self, node: usize) {
+    /// its application had not handed over yet. False if it was down.
+    pub(super) fn crash(&mut self, node: usize) -> bool {
         let slot = &mut self.slots[node];
         let Some(engine) = slot.engine.take() else {
-            return;
+            return false;
         };
         self.cov.add_stats(engine.stats());
         self.cov.crashes += 1;
+        slot.paused = None;
         slot.pending.clear();
         slot.wakes.clear();
         self.logs.nodes[slot.log].crashed = true;
@@ -30,14 +31,34 @@ impl World {
         self.trace.note(self.now, &[2, node as u64], || {
             format!("n{id}#{inc} CRASHES")
         });
+        true
     }
 
-    /// The coordinator of `group` (as the first live member sees it) crashes.
+    /// The live coordinator of `group` crashes: the coordinator of the view
+    /// the first live member holds if it is up, else (it crashed, a flush
+    /// is under way) the first live member of that view, who leads the
+    /// flush and coordinates next. Counted only when a node crashed.
     pub(super) fn crash_coordinator(&mut self, group: usize) {
-        if let Some(c) = self.coordinator(group) {
+        let Some(c) = self.live_coordinator(group) else {
+            return;
+        };
+        if self.crash(c) {
             self.cov.coordinator_crashes += 1;
-            self.crash(c);
+            self.crashed_coordinators.entry(group).or_default().push(c);
         }
+    }
+
+    /// See `crash_coordinator`.
+    fn live_coordinator(&self, group: usize) -> Option<usize> {
+        let gid = self.sc.groups[group].id;
+        let view = self.slots.iter().find_map(|s| {
+            let e = s.engine.as_ref()?;
+            e.is_member(gid).then(|| e.view(gid)).flatten()
+        })?;
+        view.members
+            .iter()
+            .map(|m| m.0 as usize - 1)
+            .find(|&m| self.slots[m].engine.is_some())
     }
 
     /// The coordinator of `group` (as the first live member sees it) leaves
@@ -63,8 +84,38 @@ impl World {
         self.net.partition(side);
     }
 
+    /// A flapping link between `a` and `b` goes down (`down`) or up; it
+    /// toggles again `period` later, and ends up at `until`.
+    pub(super) fn flap(&mut self, a: usize, b: usize, period: u64, until: u64, down: bool) {
+        let now = self.now;
+        let down = down && now < until;
+        self.cov.flap_toggles += 1;
+        self.net.set_link(a, b, down);
+        self.trace
+            .note(now, &[24, a as u64, b as u64, u64::from(down)], || {
+                format!(
+                    "link n{}-n{} {}",
+                    a + 1,
+                    b + 1,
+                    if down { "DOWN (flapping)" } else { "up" }
+                )
+            });
+        if now < until {
+            self.schedule(
+                (now + period).min(until),
+                Ev::Flap {
+                    a,
+                    b,
+                    period,
+                    until,
+                    down: !down,
+                },
+            );
+        }
+    }
+
     /// The coordinator of `group` as seen by the first live member.
-    fn coordinator(&self, group: usize) -> Option<usize> {
+    pub(super) fn coordinator(&self, group: usize) -> Option<usize> {
         let gid = self.sc.groups[group].id;
         self.slots.iter().find_map(|s| {
             let view = s.engine.as_ref()?.view(gid)?;

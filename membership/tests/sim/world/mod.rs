@@ -25,10 +25,13 @@
 
 mod app;
 mod faults;
+mod flush;
+mod lease;
 mod logs;
 mod net;
 mod node;
 mod outcome;
+mod pause;
 mod trace;
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -41,7 +44,8 @@ pub use outcome::{Coverage, Failure, Gaps, Outcome};
 pub use trace::TraceLines;
 
 use super::rng::Rng;
-use super::scenario::{Action, MS, Race, Scenario};
+use super::scenario::{Action, Drift, MS, RATE_ONE, Race, Scenario};
+use lease::LeaseWatch;
 use net::{Flight, Network};
 use node::Slot;
 use trace::{Trace, show};
@@ -90,6 +94,19 @@ enum Ev {
         incarnation: u64,
         tries: u32,
     },
+    /// A flapping link goes down (`down`) or up; the next toggle follows
+    /// `period` later until `until`.
+    Flap {
+        a: usize,
+        b: usize,
+        period: u64,
+        until: u64,
+        down: bool,
+    },
+    /// A trapped node restarts.
+    Restart { node: usize },
+    /// A paused node is stepped again.
+    Resume { node: usize, incarnation: u64 },
     /// The end of the chaos phase.
     FinalHeal,
     /// After the final heal: has the cluster converged?
@@ -120,6 +137,16 @@ pub struct World {
     scripts_left: usize,
     /// The no-pause measurement (upgrade family).
     gaps: Gaps,
+    /// The sequencer lease's promise, watched.
+    lease: LeaseWatch,
+    /// Per paused member and group: was it removed, did it learn it.
+    pause_records: Vec<pause::PauseRecord>,
+    /// Armed flush traps.
+    flush_traps: Vec<flush::FlushTrap>,
+    /// Armed persist traps: (node, incarnation, before writing, down).
+    persist_traps: Vec<(usize, u64, bool, u64)>,
+    /// Per group, the coordinators `CrashCoordinator` crashed.
+    crashed_coordinators: BTreeMap<usize, Vec<usize>>,
 }
 
 impl World {
@@ -129,6 +156,11 @@ impl World {
 
     pub fn upgrade(seed: u64, trace: Option<TraceLines>) -> World {
         World::with(Scenario::upgrade_from_seed(seed), trace)
+    }
+
+    /// The base family's seed with clocks beyond the lease's drift bound.
+    pub fn drifting(seed: u64, trace: Option<TraceLines>) -> World {
+        World::with(Scenario::base(seed, Drift::Beyond), trace)
     }
 
     fn with(sc: Scenario, trace: Option<TraceLines>) -> World {
@@ -150,6 +182,11 @@ impl World {
             world_failure: None,
             scripts_left: sc.script.len(),
             gaps: Gaps::default(),
+            lease: LeaseWatch::default(),
+            pause_records: Vec::new(),
+            flush_traps: Vec::new(),
+            persist_traps: Vec::new(),
+            crashed_coordinators: BTreeMap::new(),
             sc,
         };
         let sc = w.sc.clone();
@@ -171,6 +208,18 @@ impl World {
                 sc.net
             )
         });
+        w.trace.note(0, &[sc.lease_drift], || {
+            format!(
+                "clocks ({:?} the bound, lease_drift {:.3}ms; per node offset ms, rate ppm off 1): {:?}",
+                sc.drift,
+                sc.lease_drift as f64 / MS as f64,
+                sc.clocks
+                    .iter()
+                    .map(|c| (c.offset / MS, c.rate as i64 / 1000 - (RATE_ONE / 1000) as i64))
+                    .collect::<Vec<_>>()
+            )
+        });
+        w.cov.drifting_clocks += sc.clocks.iter().filter(|c| c.rate != RATE_ONE).count() as u64;
         if let Some(plan) = &sc.upgrade {
             w.cov.races += u64::from(plan.race != Race::None);
             w.trace
@@ -231,7 +280,7 @@ impl World {
                 Ev::Script(i) => {
                     self.scripts_left -= 1;
                     let action = self.sc.script[i].1.clone();
-                    self.act(action);
+                    self.act(action, i);
                 }
                 Ev::UpgradeStep {
                     node,
@@ -246,11 +295,31 @@ impl World {
                     incarnation,
                     tries,
                 } => {
-                    if self.slots[node].incarnation == incarnation {
+                    if self.slots[node].incarnation != incarnation {
+                    } else if self.paused(node) {
+                        self.schedule(
+                            self.now + 5 * MS,
+                            Ev::RetryJoin {
+                                node,
+                                group,
+                                incarnation,
+                                tries,
+                            },
+                        );
+                    } else {
                         self.join_retrying(node, group, tries);
                     }
                 }
                 Ev::UpgradeBoot { node } => self.restart(node),
+                Ev::Flap {
+                    a,
+                    b,
+                    period,
+                    until,
+                    down,
+                } => self.flap(a, b, period, until, down),
+                Ev::Resume { node, incarnation } => self.resume(node, incarnation),
+                Ev::Restart { node } => self.restart(node),
                 Ev::FinalHeal => self.final_heal(),
                 Ev::Poll => self.poll(),
             }
@@ -263,6 +332,8 @@ impl World {
     /// own failure, or the checkers, or the applications' liveness.
     fn finish(mut self, events: u64) -> Outcome {
         self.cov.events = events;
+        self.cov.lease_closings = self.lease.closings;
+        self.check_pauses();
         for slot in &self.slots {
             if let Some(e) = &slot.engine {
                 self.cov.add_stats(e.stats());
@@ -328,11 +399,27 @@ impl World {
         })
     }
 
-    /// Carries out one action of the script.
-    fn act(&mut self, action: Action) {
+    /// Carries out the script's action `index`; one of a paused node's
+    /// application waits for its resume.
+    fn act(&mut self, action: Action, index: usize) {
         let now = self.now;
         self.trace
             .note(now, &[3], || format!("script: {}", show(&action)));
+        let app = match action {
+            Action::Multicast { node, .. }
+            | Action::Join { node, .. }
+            | Action::Leave { node, .. }
+            | Action::Upgrade { node, .. }
+            | Action::Adjust { node, .. }
+            | Action::Batch { node, .. }
+            | Action::Pause { node, .. } => Some(node),
+            Action::LeaveCoordinator { group } => self.coordinator(group),
+            _ => None,
+        };
+        if let Some(node) = app.filter(|&n| self.paused(n)) {
+            self.hold_action(node, index);
+            return;
+        }
         match action {
             Action::Multicast { node, group, count } => self.multicast(node, group, count),
             Action::Join { node, group } => self.scripted_join(node, group),
@@ -342,10 +429,45 @@ impl World {
                 }
             }
             Action::LeaveCoordinator { group } => self.leave_coordinator(group),
-            Action::Crash { node } => self.crash(node),
+            Action::Crash { node } => {
+                self.crash(node);
+            }
             Action::CrashCoordinator { group } => self.crash_coordinator(group),
             Action::Restart { node } => self.restart(node),
             Action::Partition { side } => self.partition(side),
+            Action::CutOneWay { side } => {
+                self.cov.one_way_cuts += 1;
+                self.net.cut_one_way(side);
+            }
+            Action::CutLink { a, b } => {
+                self.cov.link_cuts += 1;
+                self.net.set_link(a, b, true);
+            }
+            Action::Flap {
+                a,
+                b,
+                period,
+                until,
+            } => {
+                self.cov.flaps += 1;
+                self.flap(a, b, period, until, true);
+            }
+            Action::Pause { node, len } => self.pause(node, len),
+            Action::ArmFlushTrap {
+                group,
+                phase,
+                target,
+                down,
+                window,
+            } => self.arm_flush_trap(group, phase, target, down, window),
+            Action::RestartCoordinatorsOf { group } => {
+                for node in self.crashed_coordinators.remove(&group).unwrap_or_default() {
+                    self.restart(node);
+                }
+            }
+            Action::ArmPersistTrap { node, before, down } => {
+                self.arm_persist_trap(node, before, down)
+            }
             Action::Heal => self.net.heal(),
             Action::Upgrade { node, max, down } => self.upgrade_start(node, max, down),
             Action::Adjust { node, group, to } => self.adjust(node, group, to),

@@ -9,7 +9,7 @@ use std::rc::Rc;
 use concord_membership::{Body, Message, NodeId, wire};
 
 use super::{Bytes, Ev, World};
-use crate::sim::scenario::MS;
+use crate::sim::scenario::{MS, Net};
 
 /// A message on the wire: typed, or as bytes when the scenario routes
 /// messages through the codec.
@@ -19,52 +19,72 @@ pub(super) enum Flight {
     Encoded(Vec<u8>),
 }
 
-/// Which nodes reach each other, and whether the chaos phase is on.
+/// Which links carry messages, and which phase the link model is in.
 #[derive(Debug)]
 pub(super) struct Network {
-    /// Component of each node; messages cross only within a component.
-    component: Vec<u8>,
-    /// False after the final heal: no loss, duplication, reordering or delay.
+    /// `cut[from][to]`: what `from` sends `to` is lost. Directed, so a cut
+    /// can be one way, and per link, so it need not be transitive.
+    cut: Vec<Vec<bool>>,
+    /// False after the final heal: the links misbehave as `Scenario::heal_net`
+    /// says, not `Scenario::net`.
     chaos: bool,
 }
 
 impl Network {
-    /// One component, chaos on.
+    /// Every link up, chaos on.
     pub(super) fn new(nodes: usize) -> Network {
         Network {
-            component: vec![0; nodes],
+            cut: vec![vec![false; nodes]; nodes],
             chaos: true,
         }
     }
 
-    /// Whether a message from `from` reaches `to` now: both in one
-    /// component (a node always reaches itself).
+    /// Whether a message from `from` reaches `to` now (a node always
+    /// reaches itself).
     pub(super) fn connected(&self, from: usize, to: usize) -> bool {
-        from == to || self.component[from] == self.component[to]
+        from == to || !self.cut[from][to]
     }
 
-    /// Cuts the nodes of `side` (bit `i` is node `i`) from the rest.
+    /// Cuts the nodes of `side` (bit `i` is node `i`) from the rest, both
+    /// ways; the partition replaces every earlier cut.
     pub(super) fn partition(&mut self, side: u64) {
-        for (i, c) in self.component.iter_mut().enumerate() {
-            *c = u8::from(side & (1 << i) != 0);
+        self.heal();
+        self.cut_one_way(side);
+        let others = !side & ((1u64 << self.cut.len()) - 1);
+        self.cut_one_way(others);
+    }
+
+    /// Cuts what the nodes of `side` send to the others.
+    pub(super) fn cut_one_way(&mut self, side: u64) {
+        let n = self.cut.len();
+        let inside = |i: usize| side & (1 << i) != 0;
+        for from in (0..n).filter(|&i| inside(i)) {
+            for to in (0..n).filter(|&i| !inside(i)) {
+                self.cut[from][to] = true;
+            }
         }
+    }
+
+    /// Cuts (`down`) or restores the link between `a` and `b`, both ways.
+    pub(super) fn set_link(&mut self, a: usize, b: usize, down: bool) {
+        self.cut[a][b] = down;
+        self.cut[b][a] = down;
     }
 
     /// Removes every cut.
     pub(super) fn heal(&mut self) {
-        self.component.iter_mut().for_each(|c| *c = 0);
+        self.cut.iter_mut().flatten().for_each(|c| *c = false);
     }
 
-    /// Ends the chaos phase: from now on the links lose, duplicate, reorder
-    /// and delay nothing.
+    /// Ends the chaos phase: from now on the links misbehave only as the
+    /// liveness phase's network says.
     pub(super) fn calm(&mut self) {
         self.chaos = false;
     }
 
-    /// Whether the chaos phase acts on a message from `from` to `to` (never
-    /// on a node's message to itself).
-    fn chaotic(&self, from: usize, to: usize) -> bool {
-        from != to && self.chaos
+    /// Whether the chaos phase's network acts (else the liveness phase's).
+    fn chaos(&self) -> bool {
+        self.chaos
     }
 }
 
@@ -83,6 +103,10 @@ impl World {
             );
             return;
         };
+        let now = self.now;
+        if let Err(detail) = self.lease.sent(from, &msg, self.slots.len(), now) {
+            self.fail_world("lease", detail);
+        }
         let key = [11, from as u64, to as u64];
         if !self.net.connected(from, to) {
             self.trace.note(self.now, &key, || {
@@ -133,6 +157,10 @@ impl World {
                 });
             return;
         }
+        if self.paused(to) {
+            self.hold_message(from, to, flight);
+            return;
+        }
         let msg = match flight {
             Flight::Typed(m) => *m,
             Flight::Encoded(bytes) => match wire::decode(&bytes) {
@@ -143,6 +171,9 @@ impl World {
                 }
             },
         };
+        if self.flush_trap_arrival(to, &msg) {
+            return;
+        }
         let from_id = self.slots[from].id;
         let now = self.clock(to);
         let Some(engine) = self.slots[to].engine.as_mut() else {
@@ -156,32 +187,55 @@ impl World {
     // when the chaos phase acts on the link, in the order `send` calls them:
     // loss, duplication, then per copy its latency.
 
-    /// Whether the link loses a message from `from` to `to`.
+    /// The link model of the phase the network is in.
+    fn link_net(&self) -> &Net {
+        if self.net.chaos() {
+            &self.sc.net
+        } else {
+            &self.sc.heal_net
+        }
+    }
+
+    /// Whether the link loses a message from `from` to `to` (never a
+    /// node's message to itself).
     fn link_loses(&mut self, from: usize, to: usize) -> bool {
-        self.net.chaotic(from, to) && self.rng.chance(self.sc.net.loss)
+        let p = self.link_net().loss;
+        let lost = from != to && self.rng.chance(p);
+        if lost && !self.net.chaos() {
+            self.cov.lost_after_heal += 1;
+        }
+        lost
     }
 
     /// Whether the link duplicates a message from `from` to `to`.
     fn link_duplicates(&mut self, from: usize, to: usize) -> bool {
-        self.net.chaotic(from, to) && self.rng.chance(self.sc.net.dup)
+        let p = self.link_net().dup;
+        let dup = from != to && self.rng.chance(p);
+        if dup && !self.net.chaos() {
+            self.cov.duplicated_after_heal += 1;
+        }
+        dup
     }
 
     /// The latency of one copy of `msg` from `from` to `to`: the base
     /// latency, then (chaos) the slow path of an adjust request, a
     /// reordering and a long delay.
     fn link_latency(&mut self, from: usize, to: usize, msg: &Message<Bytes>) -> u64 {
-        let net = &self.sc.net;
+        let net = self.link_net().clone();
         let mut latency = if from == to {
             net.lat_min
         } else {
             self.rng.range(net.lat_min, net.lat_max)
         };
-        if self.net.chaotic(from, to) {
-            if matches!(msg.body, Body::AdjustRequest { .. }) {
+        if from != to {
+            if self.net.chaos() && matches!(msg.body, Body::AdjustRequest { .. }) {
                 latency += self.sc.adjust_delay;
             }
             if self.rng.chance(net.reorder) {
                 latency += self.rng.range(0, net.reorder_max);
+                if !self.net.chaos() {
+                    self.cov.reordered_after_heal += 1;
+                }
             }
             if self.rng.chance(net.delay) {
                 latency += self.rng.range(0, net.delay_max);

@@ -12,9 +12,11 @@ use concord_membership::{
     VersionRange, version,
 };
 
+use super::flush::Trap;
 use super::outcome::Failure;
 use super::{Bytes, Ev, World};
 use crate::sim::rng::{FNV_START, fnv1a};
+use crate::sim::scenario::RATE_ONE;
 
 /// One node and the application on it.
 #[derive(Debug)]
@@ -46,6 +48,8 @@ pub(super) struct Slot {
     pub(super) range: VersionRange,
     /// Shutting down for a rolling upgrade.
     pub(super) upgrading: bool,
+    /// Not stepped now, and what waits for its resume.
+    pub(super) paused: Option<super::pause::Paused>,
 }
 
 impl Slot {
@@ -69,15 +73,38 @@ impl Slot {
                 max,
             },
             upgrading: false,
+            paused: None,
         }
     }
 }
 
 impl World {
-    /// The time `node`'s Engine reads. Every node reads the world's clock,
-    /// so the times an Engine asks for (`WakeAt`) are world times.
-    pub(super) fn clock(&self, _node: usize) -> Time {
-        Time(self.now)
+    /// The time `node`'s Engine reads: its own clock (an offset and a rate
+    /// of its own, `ClockSpec`) at the world's time, read afresh on every
+    /// call; it never goes back, as the world's time does not.
+    pub(super) fn clock(&self, node: usize) -> Time {
+        Time(self.local_time(node, self.now))
+    }
+
+    /// `node`'s clock at world time `world`.
+    fn local_time(&self, node: usize, world: u64) -> u64 {
+        let c = self.sc.clocks[node];
+        let ticks = u128::from(world) * u128::from(c.rate) / u128::from(RATE_ONE);
+        c.offset + u64::try_from(ticks).expect("a clock past u64")
+    }
+
+    /// The earliest world time at which `node`'s clock reads `local` or more
+    /// (the world time of a `WakeAt` the Engine asked for on its clock).
+    fn world_time(&self, node: usize, local: u64) -> u64 {
+        let c = self.sc.clocks[node];
+        let Some(ahead) = local.checked_sub(c.offset) else {
+            return 0;
+        };
+        let rate = u128::from(c.rate);
+        let world = (u128::from(ahead) * u128::from(RATE_ONE)).div_ceil(rate);
+        let world = u64::try_from(world).expect("a wake-up past u64");
+        debug_assert!(self.local_time(node, world) >= local);
+        world
     }
 
     fn config(&self, node: usize, incarnation: u64) -> Config {
@@ -91,6 +118,7 @@ impl World {
         c.window = self.sc.window;
         c.batch = self.sc.batch;
         c.protocol = self.slots[node].range;
+        c.lease_drift = self.sc.lease_drift;
         c
     }
 
@@ -149,6 +177,12 @@ impl World {
     /// incarnation or was already served).
     pub(super) fn wake(&mut self, node: usize, incarnation: u64, at: u64) {
         let now = self.clock(node);
+        if self.slots[node].incarnation == incarnation && self.paused(node) {
+            if self.slots[node].wakes.remove(&at) {
+                self.hold_wake(node);
+            }
+            return;
+        }
         let slot = &mut self.slots[node];
         if slot.incarnation == incarnation && slot.wakes.remove(&at) {
             if let Some(e) = slot.engine.as_mut() {
@@ -174,7 +208,7 @@ impl World {
         let now = self.now;
         let time = self.clock(node);
         let slot = &mut self.slots[node];
-        let Some(engine) = slot.engine.as_mut() else {
+        let Some(engine) = slot.engine.as_mut().filter(|_| slot.paused.is_none()) else {
             return false;
         };
         let mut progressed = false;
@@ -257,9 +291,37 @@ impl World {
                 return;
             };
             match cmd {
-                Command::Send { to, msg } => self.send(node, to, msg),
-                Command::Persist(state) => self.slots[node].disk = Some(state),
+                Command::Send { to, msg } => {
+                    let trap = match (to.0 as usize).checked_sub(1) {
+                        Some(t) if t < self.slots.len() => self.flush_trap_sent(node, t, &msg),
+                        _ => Trap::Pass,
+                    };
+                    self.send(node, to, msg);
+                    if trap == Trap::CrashSelf {
+                        self.crash(node);
+                        return;
+                    }
+                }
+                Command::Persist(state) => match self.persist_trap(node) {
+                    Some(true) => {
+                        self.crash(node);
+                        return;
+                    }
+                    Some(false) => {
+                        self.slots[node].disk = Some(state);
+                        self.crash(node);
+                        return;
+                    }
+                    None => self.slots[node].disk = Some(state),
+                },
                 Command::Deliver(d) => {
+                    let now = self.now;
+                    if let Err(detail) =
+                        self.lease
+                            .ordered(node, d.group.0, d.view.epoch(), d.seq, now)
+                    {
+                        self.fail_world("lease", detail);
+                    }
                     if !self.record_delivery(node, d) {
                         return;
                     }
@@ -269,11 +331,20 @@ impl World {
                     reason,
                     position,
                 } => {
+                    self.watch_view(node, &view, &reason);
+                    let installed = view.clone();
                     if !self.record_view(node, view, reason, position) {
                         return;
                     }
+                    if self.flush_trap_installed(node, &installed) == Trap::CrashSelf {
+                        self.crash(node);
+                        return;
+                    }
                 }
-                Command::Partitioned { group } => self.record_partitioned(node, group),
+                Command::Partitioned { group } => {
+                    self.watch_partitioned(node, group);
+                    self.record_partitioned(node, group);
+                }
                 Command::JoinRefused { group, active } => self.join_refused(node, group, active),
                 Command::WakeAt(t) => self.wake_at(node, t),
             }
@@ -306,12 +377,12 @@ impl World {
         }
     }
 
-    /// The Engine asks to be woken at `t` (at once if `t` has passed); one
-    /// event per distinct time.
+    /// The Engine asks to be woken at `t` on its clock (at once if `t` has
+    /// passed); one event per distinct world time.
     fn wake_at(&mut self, node: usize, t: Time) {
         let now = self.now;
         let inc = self.slots[node].incarnation;
-        let t = t.0.max(now);
+        let t = self.world_time(node, t.0).max(now);
         if self.slots[node].wakes.insert(t) {
             self.schedule(
                 t,

@@ -66,6 +66,35 @@ pub struct Coverage {
     pub lost: u64,
     pub duplicated: u64,
     pub events: u64,
+    /// One-way cuts, single-link (non-transitive) cuts, flapping links,
+    /// and their link toggles.
+    pub one_way_cuts: u64,
+    pub link_cuts: u64,
+    pub flaps: u64,
+    pub flap_toggles: u64,
+    /// The liveness phase's link model at work.
+    pub lost_after_heal: u64,
+    pub duplicated_after_heal: u64,
+    pub reordered_after_heal: u64,
+    /// Flush traps armed, and the crashes they made per phase.
+    pub flush_traps: u64,
+    pub flush_crash_prepare: u64,
+    pub flush_crash_promise: u64,
+    pub flush_crash_accept: u64,
+    pub flush_crash_decided: u64,
+    pub flush_crash_install: u64,
+    /// Crashes at a `Persist`: before the state was written, right after.
+    pub persist_crashes_before: u64,
+    pub persist_crashes_after: u64,
+    /// Pauses; paused members the peers removed; removals the resumed
+    /// member learned.
+    pub pauses: u64,
+    pub paused_removed: u64,
+    pub removals_learned: u64,
+    /// Nodes whose clock runs at another rate than the world's.
+    pub drifting_clocks: u64,
+    /// Times a majority promise closed earlier epochs (the lease watch).
+    pub lease_closings: u64,
     // The upgrade family.
     /// Rolling-upgrade steps (shutdown, stop, restart with another version).
     pub upgrades: u64,
@@ -115,6 +144,26 @@ impl Coverage {
         self.lost += o.lost;
         self.duplicated += o.duplicated;
         self.events += o.events;
+        self.drifting_clocks += o.drifting_clocks;
+        self.one_way_cuts += o.one_way_cuts;
+        self.pauses += o.pauses;
+        self.flush_traps += o.flush_traps;
+        self.flush_crash_prepare += o.flush_crash_prepare;
+        self.flush_crash_promise += o.flush_crash_promise;
+        self.flush_crash_accept += o.flush_crash_accept;
+        self.flush_crash_decided += o.flush_crash_decided;
+        self.flush_crash_install += o.flush_crash_install;
+        self.persist_crashes_before += o.persist_crashes_before;
+        self.persist_crashes_after += o.persist_crashes_after;
+        self.paused_removed += o.paused_removed;
+        self.removals_learned += o.removals_learned;
+        self.link_cuts += o.link_cuts;
+        self.flaps += o.flaps;
+        self.flap_toggles += o.flap_toggles;
+        self.lost_after_heal += o.lost_after_heal;
+        self.duplicated_after_heal += o.duplicated_after_heal;
+        self.reordered_after_heal += o.reordered_after_heal;
+        self.lease_closings += o.lease_closings;
         self.upgrades += o.upgrades;
         self.upgrades_forced += o.upgrades_forced;
         self.adjusts += o.adjusts;

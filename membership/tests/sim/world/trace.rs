@@ -67,6 +67,53 @@ pub(super) fn show(a: &Action) -> String {
                 .collect();
             format!("partition: {} | the rest", cut.join(" "))
         }
+        Action::CutOneWay { side } => {
+            let cut: Vec<String> = (0..64)
+                .filter(|i| side & (1 << i) != 0)
+                .map(|i| format!("n{}", i + 1))
+                .collect();
+            format!("one-way cut: {} -> the rest lost", cut.join(" "))
+        }
+        Action::CutLink { a, b } => format!("link cut: n{} - n{} (only)", a + 1, b + 1),
+        Action::Flap {
+            a,
+            b,
+            period,
+            until,
+        } => format!(
+            "link n{}-n{} flaps every {:.1}ms until {:.1}ms",
+            a + 1,
+            b + 1,
+            *period as f64 / MS as f64,
+            *until as f64 / MS as f64
+        ),
+        Action::Pause { node, len } => {
+            format!("n{} PAUSES for {:.1}ms", node + 1, *len as f64 / MS as f64)
+        }
+        Action::ArmFlushTrap {
+            group,
+            phase,
+            target,
+            down,
+            window,
+        } => format!(
+            "flush trap on g{group}: crash the {target:?} in the {phase:?} phase (down {}ms, for {}ms)",
+            down / MS,
+            window / MS
+        ),
+        Action::RestartCoordinatorsOf { group } => {
+            format!("the crashed coordinator of g{group} restarts")
+        }
+        Action::ArmPersistTrap { node, before, down } => format!(
+            "persist trap on n{}: crash {} its next Persist (down {}ms)",
+            node + 1,
+            if *before {
+                "before writing"
+            } else {
+                "right after writing"
+            },
+            down / MS
+        ),
         Action::Heal => "heal".to_string(),
         Action::Upgrade { node, max, down } => format!(
             "n{} upgrades to max version {max} (down {}ms)",

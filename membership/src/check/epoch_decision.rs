@@ -17,7 +17,11 @@
 //!    at which more than half of [`Logs::configured`] had stored a vote for
 //!    exactly the decided value, no later than the decision was stored;
 //! 2. **one value**: every decision of one (group, epoch) has the same value;
-//! 3. **installed as decided**: every view a member installs as the first
+//! 3. **phase 1 before phase 2**: an acceptor votes at a ballot only after
+//!    more than half of the configured nodes stored a promise of that
+//!    ballot ([`Logs::promises`]); without the promise quorum the proposer
+//!    may miss a value a majority already accepted, and propose another;
+//! 4. **installed as decided**: every view a member installs as the first
 //!    view of an epoch (`change == 0`) was decided with the same members,
 //!    and the installer is the incarnation the decision lists for it.
 
@@ -90,6 +94,44 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
             }
         }
     }
+    // The first vote of each ballot, and the promises stored before it.
+    let mut first_vote: BTreeMap<(Group, u32, Ballot), &super::Vote> = BTreeMap::new();
+    for v in &logs.votes {
+        first_vote
+            .entry((v.group, v.epoch, v.ballot))
+            .and_modify(|f| {
+                if v.at < f.at {
+                    *f = v;
+                }
+            })
+            .or_insert(v);
+    }
+    for (&(group, epoch, ballot), v) in &first_vote {
+        let promised: BTreeSet<Node> = logs
+            .promises
+            .iter()
+            .filter(|p| {
+                (p.group, p.epoch, p.ballot) == (group, epoch, ballot)
+                    && p.at <= v.at
+                    && configured.contains(&p.node)
+            })
+            .map(|p| p.node)
+            .collect();
+        if promised.len() < majority {
+            return Err(Violation::new(
+                Invariant::EpochDecision,
+                format!(
+                    "n{} voted in epoch {epoch} at ballot {ballot:?} (t={}) when only {promised:?} of the {} \
+                     configured nodes had promised that ballot; phase 2 needs {majority} promises",
+                    v.node,
+                    v.at,
+                    configured.len()
+                ),
+            )
+            .group(group)
+            .view(v.value.view));
+        }
+    }
     for log in &logs.nodes {
         for e in &log.events {
             let Event::View(v) = e else { continue };
@@ -135,7 +177,9 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
 #[cfg(test)]
 mod tests {
     use super::super::testutil::*;
-    use super::super::{Ballot, Decision, EpochValue, Invariant, Logs, Member, Reason, Vote};
+    use super::super::{
+        Ballot, Decision, EpochValue, Invariant, Logs, Member, Promise, Reason, Vote,
+    };
     use super::check;
 
     fn value() -> EpochValue {
@@ -178,6 +222,18 @@ mod tests {
             l.events
                 .insert(0, view(5, 1 << 32, &[1, 2, 3], Reason::Merged));
         }
+        logs.promises = (1..=2)
+            .map(|node| Promise {
+                at: 0,
+                node,
+                group: G,
+                epoch: 1,
+                ballot: Ballot {
+                    round: 1,
+                    leader: 1,
+                },
+            })
+            .collect();
         logs.votes = vec![vote(1, 1, 1), vote(2, 2, 1)];
         logs.decisions = vec![decision(3, 1), decision(4, 2), decision(4, 3)];
         logs
@@ -201,6 +257,18 @@ mod tests {
     fn votes_in_different_ballots_do_not_add_up() {
         let mut logs = decided();
         logs.votes[1].ballot.round = 2;
+        assert!(check(&logs).is_err());
+    }
+
+    #[test]
+    fn a_vote_without_a_majority_of_promises_is_caught() {
+        let mut logs = decided();
+        logs.promises.pop();
+        let v = check(&logs).unwrap_err();
+        assert!(v.detail.contains("phase 2 needs 2 promises"), "{v}");
+        // a promise stored after the first vote does not count either
+        let mut logs = decided();
+        logs.promises[1].at = 2;
         assert!(check(&logs).is_err());
     }
 

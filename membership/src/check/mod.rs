@@ -29,7 +29,7 @@
 //! | [`total_order`] | members of a view deliver the same message at the same position; per-view delivery sequences are prefix-consistent |
 //! | [`no_duplication`] | no incarnation delivers a message (by digest, or by sender, sender incarnation and sender sequence) or a position twice, over its whole history |
 //! | [`no_creation`] | every delivered message was multicast by its sender, with the sender sequence the sender was told |
-//! | [`epoch_decision`] | every epoch decision had a strict majority of the configured nodes in one ballot; one value per epoch; an epoch's first view is the decided one, installed by the incarnations it lists |
+//! | [`epoch_decision`] | every epoch decision had a strict majority of the configured nodes in one ballot, and every ballot voted for had a majority's promises first; one value per epoch; an epoch's first view is the decided one, installed by the incarnations it lists |
 //! | [`fifo`] | per sender incarnation, messages are delivered in send order, without gaps while sender and receiver stay members, from the first delivery on |
 //! | [`virtual_synchrony`] | members that pass from view V to the same next view delivered the same set in V |
 //! | [`safe_delivery`] | a message anyone delivered in Safe mode in view V is delivered in V by every member that passes from V to the next view |
@@ -206,6 +206,22 @@ pub struct Vote {
     pub ballot: Ballot,
     /// What it accepted.
     pub value: EpochValue,
+}
+
+/// An acceptor stored a promise (Paxos phase 1b) for an epoch of a group:
+/// the ballot it promised, persisted before it answered `Promise`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promise {
+    /// When it was persisted.
+    pub at: u64,
+    /// The acceptor.
+    pub node: Node,
+    /// The group.
+    pub group: Group,
+    /// The epoch being decided.
+    pub epoch: u32,
+    /// The ballot promised.
+    pub ballot: Ballot,
 }
 
 /// A node learned that an epoch of a group was decided (it stored the
@@ -395,6 +411,9 @@ pub struct Logs {
     pub configured: Vec<Node>,
     /// The protocol versions each incarnation supports, `(min, max)`.
     pub ranges: BTreeMap<Member, (u16, u16)>,
+    /// Every promise any acceptor stored (not counting the promise implied
+    /// by an accept), in the order they were stored.
+    pub promises: Vec<Promise>,
     /// Every vote any acceptor stored, in the order they were stored.
     pub votes: Vec<Vote>,
     /// Every decision any node stored, in the order they were stored.

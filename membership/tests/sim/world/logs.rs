@@ -111,13 +111,25 @@ impl World {
                 });
             }
             for inst in &ga.instances {
+                let before = prev.and_then(|a| a.instances.iter().find(|i| i.epoch == inst.epoch));
+                let had = before.and_then(|i| i.accepted.as_ref());
+                let voted = inst.accepted.is_some() && had != inst.accepted.as_ref();
+                if !voted && before.is_none_or(|i| i.promised != inst.promised) {
+                    self.logs.promises.push(check::Promise {
+                        at: now,
+                        node: member.node,
+                        group: ga.group.0,
+                        epoch: inst.epoch,
+                        ballot: check::Ballot {
+                            round: inst.promised.round,
+                            leader: inst.promised.leader,
+                        },
+                    });
+                }
                 let Some((ballot, p)) = &inst.accepted else {
                     continue;
                 };
-                let had = prev
-                    .and_then(|a| a.instances.iter().find(|i| i.epoch == inst.epoch))
-                    .and_then(|i| i.accepted.as_ref());
-                if had != Some(&(*ballot, p.clone())) {
+                if voted {
                     self.logs.votes.push(check::Vote {
                         at: now,
                         node: member.node,

@@ -707,4 +707,292 @@ fn tampered_upgrade_logs_are_caught() {
         check::adjust_outcome::check(&logs).map_err(|v| v.invariant),
         Err(Invariant::AdjustOutcome)
     );
+
+    // Every member agrees on the switch, but it was wrong: a member of the
+    // view in force could not run the target (its range is capped below).
+    let mut logs = outcome.logs.clone();
+    let (before, to) = match &logs.nodes[n].events[i] {
+        Event::Adjust(a) => match a.result {
+            AdjustResult::Switched { to, .. } => (a.view - 1, to),
+            _ => unreachable!("shared(.., false) returns a switch"),
+        },
+        _ => unreachable!(),
+    };
+    let installer = logs
+        .nodes
+        .iter()
+        .find(|l| {
+            l.events.iter().any(
+                |e| matches!(e, Event::View(v) if v.view == before && v.members.contains(&l.node)),
+            )
+        })
+        .map(|l| l.member())
+        .expect("someone installed the view in force");
+    logs.ranges.insert(installer, (1, to - 1));
+    let v = check::adjust_outcome::check(&logs).unwrap_err();
+    assert!(v.detail.contains("supports"), "{v}");
+
+    // ... or a configured node was missing from the view in force.
+    let mut logs = outcome.logs.clone();
+    logs.configured.push(99);
+    let v = check::adjust_outcome::check(&logs).unwrap_err();
+    assert!(v.detail.contains("[99]"), "{v}");
+}
+
+/// The stronger checkers read the simulator's real logs too: each damage of
+/// a passing run's logs, made the way the checker guards against, is caught
+/// by that checker (and each damage is one the checkers before them missed).
+#[test]
+fn tampered_logs_are_caught_by_the_stronger_checkers() {
+    use concord_membership::check::{self, Event, Invariant, Logs, Mode, Reason};
+
+    let passing = |pick: &dyn Fn(&Logs) -> bool| -> Logs {
+        (0..400)
+            .map(|seed| run_seed(seed, None))
+            .find(|o| o.result.is_ok() && pick(&o.logs))
+            .map(|o| o.logs)
+            .expect("no passing seed among 0..400 with what this damage needs")
+    };
+    let delivered = |l: &check::NodeLog| -> Vec<usize> {
+        l.events
+            .iter()
+            .enumerate()
+            .filter(|(_, e)| matches!(e, Event::Delivery(_)))
+            .map(|(i, _)| i)
+            .collect()
+    };
+
+    // A decision with no majority behind it: drop every vote but one.
+    let logs = passing(&|l| !l.decisions.is_empty() && l.votes.len() >= 2);
+    assert_eq!(check::check_all(&logs), Ok(()));
+    let mut bad = logs.clone();
+    let d = bad.decisions[0].clone();
+    let mut kept = false;
+    bad.votes.retain(|v| {
+        let same = (v.group, v.epoch) == (d.group, d.epoch);
+        let keep = !same || !kept;
+        kept |= same;
+        keep
+    });
+    assert_eq!(
+        check::epoch_decision::check(&bad).map_err(|v| v.invariant),
+        Err(Invariant::EpochDecision)
+    );
+    // A first view of an epoch installed by another incarnation than the
+    // decision lists.
+    let mut bad = logs.clone();
+    let (n, _) = bad
+        .nodes
+        .iter()
+        .enumerate()
+        .find(|(_, l)| {
+            l.events.iter().any(|e| {
+                matches!(e, Event::View(v) if v.view as u32 == 0 && v.members.contains(&l.node))
+            })
+        })
+        .expect("a node that installed an epoch's first view");
+    bad.nodes[n].incarnation += 1000;
+    assert_eq!(
+        check::epoch_decision::check(&bad).map_err(|v| v.invariant),
+        Err(Invariant::EpochDecision)
+    );
+    // Two incarnations of one node installing the same view.
+    let mut bad = logs.clone();
+    let mut again = bad.nodes[n].clone();
+    again.incarnation += 1000;
+    bad.nodes[n].crashed = true;
+    bad.nodes.push(again);
+    let v = check::view_agreement::check(&bad).unwrap_err();
+    assert!(v.detail.contains("incarnation"), "{v}");
+
+    // A position reused in a later view, under another message.
+    let logs = passing(&|l| {
+        l.nodes.iter().any(|n| {
+            let views: std::collections::BTreeSet<_> = n
+                .events
+                .iter()
+                .filter_map(|e| match e {
+                    Event::Delivery(d) => Some((d.group, d.view)),
+                    _ => None,
+                })
+                .collect();
+            views.len()
+                > views
+                    .iter()
+                    .map(|(g, _)| g)
+                    .collect::<std::collections::BTreeSet<_>>()
+                    .len()
+        })
+    });
+    let mut bad = logs.clone();
+    'reuse: for l in &mut bad.nodes {
+        let ds = delivered(l);
+        for &a in &ds {
+            for &b in &ds {
+                let (Event::Delivery(x), Event::Delivery(y)) = (&l.events[a], &l.events[b]) else {
+                    continue;
+                };
+                if x.group == y.group && x.view < y.view {
+                    let seq = x.seq;
+                    if let Event::Delivery(y) = &mut l.events[b] {
+                        y.seq = seq;
+                    }
+                    break 'reuse;
+                }
+            }
+        }
+    }
+    let v = check::no_duplication::check(&bad).unwrap_err();
+    assert!(v.detail.contains("position seq"), "{v}");
+    // The same message (sender, incarnation, sender seq) again under
+    // another payload: a re-sent copy delivered twice.
+    let mut bad = logs.clone();
+    let l = bad
+        .nodes
+        .iter_mut()
+        .find(|l| delivered(l).len() >= 2)
+        .expect("a node with two deliveries");
+    let ds = delivered(l);
+    if let Event::Delivery(d) = l.events[ds[0]].clone() {
+        let mut copy = d;
+        copy.digest ^= 0x5a5a;
+        copy.seq = u64::MAX;
+        l.events.push(Event::Delivery(copy));
+    }
+    let v = check::no_duplication::check(&bad).unwrap_err();
+    assert!(v.detail.contains("delivered twice"), "{v}");
+
+    // Safe mode: one member passes a view without a message another
+    // member delivered in Safe mode in it.
+    let safe_passer = |l: &Logs| -> Option<(usize, usize)> {
+        for (n, log) in l.nodes.iter().enumerate() {
+            for (i, e) in log.events.iter().enumerate() {
+                let Event::Delivery(d) = e else { continue };
+                if d.mode != Mode::Safe {
+                    continue;
+                }
+                // the group's next view or Partitioned in this log is a view
+                // that includes it: it passes from d's view to the next one
+                let passes = log.events[i..]
+                    .iter()
+                    .find(|e| {
+                        e.group() == d.group
+                            && matches!(e, Event::View(_) | Event::Partitioned { .. })
+                    })
+                    .is_some_and(|e| {
+                        matches!(e, Event::View(v) if v.view > d.view && v.members.contains(&log.node))
+                    });
+                let elsewhere = l.nodes.iter().enumerate().any(|(m, o)| {
+                    m != n
+                        && o.events
+                            .iter()
+                            .any(|e| matches!(e, Event::Delivery(x) if x.digest == d.digest && x.view == d.view))
+                });
+                if passes && elsewhere {
+                    return Some((n, i));
+                }
+            }
+        }
+        None
+    };
+    let logs = passing(&|l| safe_passer(l).is_some());
+    let (n, i) = safe_passer(&logs).unwrap();
+    let mut bad = logs.clone();
+    bad.nodes[n].events.remove(i);
+    assert_eq!(
+        check::safe_delivery::check(&bad).map_err(|v| v.invariant),
+        Err(Invariant::SafeDelivery)
+    );
+
+    // FIFO from the first delivery: a receiver starts a sender's stream
+    // one message late, though it was a member when that one was sent.
+    let first_of_stream = |l: &Logs| -> Option<(usize, usize)> {
+        for (n, log) in l.nodes.iter().enumerate() {
+            let joined = log.events.iter().find_map(|e| match e {
+                Event::View(v) if v.members.contains(&log.node) => Some((v.group, v.at)),
+                _ => None,
+            })?;
+            for (i, e) in log.events.iter().enumerate() {
+                let Event::Delivery(d) = e else { continue };
+                let first = !log.events[..i].iter().any(|e| {
+                    matches!(e, Event::Delivery(x) if x.group == d.group && x.sender == d.sender)
+                });
+                let sent_after = l
+                    .sent
+                    .iter()
+                    .any(|s| s.digest == d.digest && s.at > joined.1 && d.group == joined.0);
+                let more = log.events[i + 1..].iter().any(|e| {
+                    matches!(e, Event::Delivery(x) if x.group == d.group && x.sender == d.sender
+                        && x.view == d.view)
+                });
+                if first && sent_after && more && d.sender != log.node {
+                    return Some((n, i));
+                }
+            }
+        }
+        None
+    };
+    let logs = passing(&|l| first_of_stream(l).is_some());
+    let (n, i) = first_of_stream(&logs).unwrap();
+    let mut bad = logs.clone();
+    bad.nodes[n].events.remove(i);
+    let v = check::fifo::check(&bad).unwrap_err();
+    assert!(v.detail.contains("as its first"), "{v}");
+
+    // A graceful leaver's message that a member who stayed never delivered.
+    let leaver_message = |l: &Logs| -> Option<(usize, usize)> {
+        let finals = l.expected_final.as_ref()?;
+        for log in &l.nodes {
+            let Some(left_at) = log.events.iter().find_map(|e| match e {
+                Event::View(v)
+                    if v.reason == Reason::Leave(log.node) && !v.members.contains(&log.node) =>
+                {
+                    Some((v.group, v.at))
+                }
+                _ => None,
+            }) else {
+                continue;
+            };
+            // a leaver that is not back at the end (the older rule covers
+            // the senders that are)
+            if finals
+                .get(&left_at.0)
+                .is_some_and(|f| f.contains(&log.node))
+            {
+                continue;
+            }
+            let Some(s) = l.sent.iter().find(|s| {
+                s.node == log.node
+                    && s.incarnation == log.incarnation
+                    && s.group == left_at.0
+                    && s.at < left_at.1
+            }) else {
+                continue;
+            };
+            for (n, o) in l.nodes.iter().enumerate() {
+                if o.crashed || !finals.get(&s.group).is_some_and(|f| f.contains(&o.node)) {
+                    continue;
+                }
+                // delivered before the member's final view (the final
+                // view's own comparison does not see its loss)
+                if let Some(i) = o
+                    .events
+                    .iter()
+                    .position(|e| matches!(e, Event::Delivery(d) if d.digest == s.digest))
+                    && o.events[i..]
+                        .iter()
+                        .any(|e| matches!(e, Event::View(v) if v.group == s.group))
+                {
+                    return Some((n, i));
+                }
+            }
+        }
+        None
+    };
+    let logs = passing(&|l| leaver_message(l).is_some());
+    let (n, i) = leaver_message(&logs).unwrap();
+    let mut bad = logs.clone();
+    bad.nodes[n].events.remove(i);
+    let v = check::liveness::check(&bad).unwrap_err();
+    assert!(v.detail.contains("left gracefully"), "{v}");
 }

@@ -24,11 +24,29 @@
 //! 4. **completeness**: a member that went past the position in the view
 //!    that was in force there (it delivered in that view at a later
 //!    position, or moved from it, still a member, to a later view of the
-//!    same epoch) has the record too.
+//!    same epoch) has the record too;
+//! 5. **ground truth**: the outcome is right for the view in force at the
+//!    position (the view before a switch, the record's view otherwise),
+//!    [`Logs::configured`] and [`Logs::ranges`]. A switch `from -> to`
+//!    (`from != to`) needs every configured node in that view, the view
+//!    running `from`, and every incarnation that installed it (or the switch
+//!    view) as a member supporting `to`; a no-op (`from == to`) needs the
+//!    view to run `to` already. A `Partitioned` refusal names exactly the
+//!    configured nodes missing from the view (or none, when the sequencer
+//!    reached less than a majority: it cannot tell who is missing); a
+//!    `NotCapable` refusal needs every configured node in the view (the
+//!    partition check comes first), names a configured node and the range
+//!    one of its incarnations ran; a `NodeNotActive` refusal names a
+//!    configured node. (Whether a node was active is the sequencer's failure
+//!    detector's judgement, and a refusal's target is not in the record, so
+//!    those two stay unchecked.)
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use super::{AdjustOutcome, AdjustResult, Event, Group, Invariant, Logs, Reason, Violation};
+use super::{
+    AdjustOutcome, AdjustResult, Event, Group, Invariant, Logs, Member, Node, Reason,
+    ViewInstalled, Violation,
+};
 
 /// Checks that every member reached the same outcome for the same request.
 pub fn check(logs: &Logs) -> Result<(), Violation> {
@@ -208,6 +226,134 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
             }
         }
     }
+    for a in at.values() {
+        ground_truth(logs, a)?;
+    }
+    Ok(())
+}
+
+/// Rule 5: the outcome is the right one for the view in force.
+fn ground_truth(logs: &Logs, a: &AdjustOutcome) -> Result<(), Violation> {
+    let fail = |detail: String| {
+        Err(Violation::new(Invariant::AdjustOutcome, detail)
+            .group(a.group)
+            .view(a.view))
+    };
+    if logs.configured.is_empty() {
+        return fail("the logs hold adjust outcomes but not the configured nodes".to_string());
+    }
+    let switched = matches!(a.result, AdjustResult::Switched { from, to } if from != to);
+    let before = if switched {
+        a.view.wrapping_sub(1)
+    } else {
+        a.view
+    };
+    // The incarnations that installed a view as members, and the view.
+    let installed = |id: u64| -> (Option<&ViewInstalled>, Vec<Member>) {
+        let mut view = None;
+        let mut who = Vec::new();
+        for log in &logs.nodes {
+            for e in &log.events {
+                if let Event::View(v) = e
+                    && v.group == a.group
+                    && v.view == id
+                {
+                    view.get_or_insert(v);
+                    if v.members.contains(&log.node) {
+                        who.push(log.member());
+                    }
+                }
+            }
+        }
+        (view, who)
+    };
+    let (in_force, mut installers) = installed(before);
+    let Some(in_force) = in_force else {
+        return fail(format!(
+            "outcome {:?} at position {} in view {before}, which no log installed",
+            a.result, a.position
+        ));
+    };
+    let members: BTreeSet<Node> = in_force.members.iter().copied().collect();
+    let missing: Vec<Node> = logs
+        .configured
+        .iter()
+        .filter(|n| !members.contains(n))
+        .copied()
+        .collect();
+    let configured = |n: Node| logs.configured.contains(&n);
+    match &a.result {
+        AdjustResult::Switched { from, to } if from != to => {
+            if !missing.is_empty() {
+                return fail(format!(
+                    "switched {from}->{to} at position {} although configured nodes {missing:?} were not \
+                     in the view in force ({before}, members {:?})",
+                    a.position, in_force.members
+                ));
+            }
+            if in_force.protocol != *from {
+                return fail(format!(
+                    "switched from {from} at position {} but the view in force ran {}",
+                    a.position, in_force.protocol
+                ));
+            }
+            installers.extend(installed(a.view).1);
+            for m in installers {
+                match logs.ranges.get(&m) {
+                    Some(&(min, max)) if (min..=max).contains(to) => {}
+                    r => {
+                        return fail(format!(
+                            "switched to {to} at position {} although member {m} supports {r:?}",
+                            a.position
+                        ));
+                    }
+                }
+            }
+        }
+        AdjustResult::Switched { to, .. } => {
+            if in_force.protocol != *to {
+                return fail(format!(
+                    "a no-op switch to {to} at position {} but the view in force runs {}",
+                    a.position, in_force.protocol
+                ));
+            }
+        }
+        AdjustResult::Partitioned { missing: named } => {
+            if !named.is_empty() && *named != missing {
+                return fail(format!(
+                    "refused as Partitioned {{ missing: {named:?} }} at position {}, but the configured \
+                     nodes missing from the view in force ({before}, members {:?}) are {missing:?}",
+                    a.position, in_force.members
+                ));
+            }
+        }
+        AdjustResult::NotCapable { node, min, max } => {
+            if !missing.is_empty() {
+                return fail(format!(
+                    "refused as NotCapable at position {} while configured nodes {missing:?} were missing \
+                     from the view in force: Partitioned comes first",
+                    a.position
+                ));
+            }
+            let ran = logs
+                .ranges
+                .iter()
+                .any(|(m, r)| m.node == *node && *r == (*min, *max));
+            if !configured(*node) || !ran {
+                return fail(format!(
+                    "refused as NotCapable naming n{node} with {min}..={max}, which no incarnation of a \
+                     configured n{node} ran"
+                ));
+            }
+        }
+        AdjustResult::NodeNotActive { node } => {
+            if !configured(*node) {
+                return fail(format!(
+                    "refused as NodeNotActive naming n{node}, which is not a configured node"
+                ));
+            }
+        }
+    }
     Ok(())
 }
 
@@ -238,8 +384,10 @@ mod tests {
             view,
             seq,
             sender: 1,
+            sender_incarnation: 0,
             sender_seq: seq,
             digest: seq,
+            mode: super::super::Mode::Agreed,
         })
     }
 
@@ -260,7 +408,7 @@ mod tests {
     }
 
     fn not_active() -> AdjustResult {
-        AdjustResult::NodeNotActive { node: 3 }
+        AdjustResult::NodeNotActive { node: 2 }
     }
 
     fn logs(a: Vec<Event>, b: Vec<Event>) -> Logs {
@@ -270,10 +418,20 @@ mod tests {
             crashed: false,
             events,
         };
+        let range = |node| {
+            (
+                Member {
+                    node,
+                    incarnation: 0,
+                },
+                (1, 2),
+            )
+        };
         Logs {
             nodes: vec![log(1, a), log(2, b)],
-            sent: Vec::new(),
-            expected_final: None,
+            configured: vec![1, 2],
+            ranges: [range(1), range(2)].into_iter().collect(),
+            ..Logs::default()
         }
     }
 
@@ -360,6 +518,96 @@ mod tests {
         b.remove(2);
         let v = check(&logs(good(), b)).unwrap_err();
         assert_eq!(v.invariant, Invariant::AdjustOutcome);
+    }
+
+    #[test]
+    fn a_switch_with_a_configured_node_missing_fails() {
+        let mut l = logs(good(), good());
+        l.configured.push(3);
+        let v = check(&l).unwrap_err();
+        assert!(v.detail.contains("[3] were not"), "{v}");
+    }
+
+    #[test]
+    fn a_switch_to_a_version_a_member_lacks_fails() {
+        let mut l = logs(good(), good());
+        l.ranges.insert(
+            Member {
+                node: 2,
+                incarnation: 0,
+            },
+            (1, 1),
+        );
+        assert!(
+            check(&l)
+                .unwrap_err()
+                .detail
+                .contains("supports Some((1, 1))")
+        );
+    }
+
+    #[test]
+    fn a_wrong_partitioned_refusal_fails() {
+        let refused = |missing: Vec<Node>| {
+            let mut a = good();
+            a[5] = outcome(4, E + 1, AdjustResult::Partitioned { missing });
+            logs(a.clone(), a)
+        };
+        // nothing configured is missing from [1, 2]: naming 2 is wrong
+        assert!(
+            check(&refused(vec![2]))
+                .unwrap_err()
+                .detail
+                .contains("are []")
+        );
+        // the sequencer could not tell who is missing
+        assert_eq!(check(&refused(vec![])), Ok(()));
+        let mut l = refused(vec![3]);
+        l.configured.push(3);
+        // a switch at 2 without n3 is wrong too; take the switch out
+        for n in &mut l.nodes {
+            n.events.drain(2..4);
+            for e in &mut n.events {
+                if let Event::Delivery(d) = e {
+                    d.view = E;
+                }
+                if let Event::Adjust(x) = e {
+                    x.view = E;
+                }
+            }
+        }
+        assert_eq!(check(&l), Ok(()));
+    }
+
+    #[test]
+    fn a_not_capable_refusal_with_a_range_nobody_ran_fails() {
+        let mut a = good();
+        a[5] = outcome(
+            4,
+            E + 1,
+            AdjustResult::NotCapable {
+                node: 2,
+                min: 1,
+                max: 7,
+            },
+        );
+        assert!(
+            check(&logs(a.clone(), a))
+                .unwrap_err()
+                .detail
+                .contains("no incarnation")
+        );
+        let mut a = good();
+        a[5] = outcome(
+            4,
+            E + 1,
+            AdjustResult::NotCapable {
+                node: 2,
+                min: 1,
+                max: 2,
+            },
+        );
+        assert_eq!(check(&logs(a.clone(), a)), Ok(()));
     }
 
     #[test]

@@ -14,7 +14,12 @@
 //! multicast the application handed over and the Engine accepted. A message is
 //! identified by its payload [`Digest`]; whoever builds the logs makes payloads
 //! unique (the simulator writes sender, incarnation, group and a counter into
-//! each payload), so a digest names exactly one multicast.
+//! each payload), so a digest names exactly one multicast. Beside the
+//! application's view, the logs hold what every acceptor stored ([`Vote`],
+//! [`Decision`]: the embedder sees each `Persist`), the configured nodes and
+//! each incarnation's version range. Every `at` is read from one clock
+//! shared by all logs of a run (the simulator's world time; the host's clock
+//! for processes on one machine): the checkers compare times across nodes.
 //!
 //! Each invariant lives in its own file and exposes
 //! `pub fn check(logs: &Logs) -> Result<(), Violation>`:
@@ -22,28 +27,33 @@
 //! | file | invariant |
 //! |---|---|
 //! | [`total_order`] | members of a view deliver the same message at the same position; per-view delivery sequences are prefix-consistent |
-//! | [`no_duplication`] | no incarnation delivers a message twice |
+//! | [`no_duplication`] | no incarnation delivers a message (by digest, or by sender, sender incarnation and sender sequence) or a position twice, over its whole history |
 //! | [`no_creation`] | every delivered message was multicast by its sender, with the sender sequence the sender was told |
-//! | [`fifo`] | per sender incarnation, messages are delivered in send order, without gaps while sender and receiver stay members |
+//! | [`epoch_decision`] | every epoch decision had a strict majority of the configured nodes in one ballot, and every ballot voted for had a majority's promises first; one value per epoch; an epoch's first view is the decided one, installed by the incarnations it lists |
+//! | [`fifo`] | per sender incarnation, messages are delivered in send order, without gaps while sender and receiver stay members, from the first delivery on |
 //! | [`virtual_synchrony`] | members that pass from view V to the same next view delivered the same set in V |
-//! | [`view_agreement`] | the primary component's views form one chain: same id means same members, protocol, reason, position |
+//! | [`safe_delivery`] | a message anyone delivered in Safe mode in view V is delivered in V by every member that passes from V to the next view |
+//! | [`view_agreement`] | the primary component's views form one chain: same id means same members, protocol, reason, position, and one incarnation per member |
 //! | [`primary_component`] | a member cut off in a minority delivers nothing until it is re-admitted by a new primary view |
 //! | [`version_switch`] | all members of a view switch the protocol version at the same position; nothing ordered after a switch is delivered under the old version, nor before it under the new |
-//! | [`adjust_outcome`] | all members of a view reach the same outcome for the same adjust-version request (switched at the same position, or failed with the same error); the outcome matches the views; a switch is a fast-path change, never a flush |
-//! | [`liveness`] | after the final heal and a quiet period, everyone expected is in one final view and has delivered every message of a member that stayed up |
+//! | [`adjust_outcome`] | all members of a view reach the same outcome for the same adjust-version request; the outcome is right for the view in force, the configured nodes and their ranges; a switch is a fast-path change, never a flush |
+//! | [`liveness`] | after the final heal and a quiet period, everyone expected is in one final view and has delivered every message of a member that stayed up, and every message a graceful leaver sent before its leave |
 //!
 //! [`check_all`] runs them all in that order and reports the first violation.
 //!
 //! # Example
 //!
 //! ```
-//! use concord_membership::check::{self, Delivered, Event, Logs, NodeLog, Reason, Sent, ViewInstalled};
+//! use concord_membership::check::{
+//!     self, Delivered, Event, Logs, Mode, NodeLog, Reason, Sent, ViewInstalled,
+//! };
 //!
 //! let view = |at| Event::View(ViewInstalled {
 //!     at, group: 7, view: 1, members: vec![1, 2], protocol: 1, reason: Reason::Join(2), position: 0,
 //! });
 //! let delivery = |at| Event::Delivery(Delivered {
-//!     at, group: 7, view: 1, seq: 1, sender: 1, sender_seq: 1, digest: 0xfeed,
+//!     at, group: 7, view: 1, seq: 1, sender: 1, sender_incarnation: 0, sender_seq: 1,
+//!     digest: 0xfeed, mode: Mode::Agreed,
 //! });
 //! let logs = Logs {
 //!     nodes: vec![
@@ -52,6 +62,8 @@
 //!     ],
 //!     sent: vec![Sent { at: 20, node: 1, incarnation: 0, group: 7, sender_seq: 1, digest: 0xfeed }],
 //!     expected_final: None,
+//!     configured: vec![1, 2],
+//!     ..Logs::default()
 //! };
 //! assert_eq!(check::check_all(&logs), Ok(()));
 //! ```
@@ -60,11 +72,13 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 
 pub mod adjust_outcome;
+pub mod epoch_decision;
 pub mod fifo;
 pub mod liveness;
 pub mod no_creation;
 pub mod no_duplication;
 pub mod primary_component;
+pub mod safe_delivery;
 pub mod total_order;
 pub mod version_switch;
 pub mod view_agreement;
@@ -129,10 +143,101 @@ pub struct Delivered {
     pub seq: u64,
     /// Who multicast it.
     pub sender: Node,
+    /// The sender's incarnation when it multicast it.
+    pub sender_incarnation: u64,
     /// The sender's sequence number for it.
     pub sender_seq: u64,
     /// Digest of the payload.
     pub digest: Digest,
+    /// The delivery mode of the receiver's membership in the group.
+    pub mode: Mode,
+}
+
+/// When a member hands an ordered message over (mirror of the Engine's
+/// `DeliveryMode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Mode {
+    /// Once its position is known and every earlier one was delivered.
+    #[default]
+    Agreed,
+    /// Additionally only once every member of the view holds it: whoever
+    /// delivers it, every member that survives the view delivers it too.
+    Safe,
+}
+
+/// A Paxos ballot (mirror of the Engine's `Ballot`): ordered by round, then
+/// by leader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Ballot {
+    /// The round.
+    pub round: u32,
+    /// The proposer.
+    pub leader: Node,
+}
+
+/// The value of an epoch change: the first view of the new epoch, and a
+/// digest of the whole proposal (view, cut, sender progress, incarnations),
+/// so two proposals that differ anywhere differ here.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct EpochValue {
+    /// The epoch's first view.
+    pub view: ViewNo,
+    /// Its members, in order.
+    pub members: Vec<Node>,
+    /// The members' incarnations, aligned with `members`.
+    pub incarnations: Vec<u64>,
+    /// Digest of the whole proposal.
+    pub digest: Digest,
+}
+
+/// An acceptor stored a vote (Paxos phase 2b) for an epoch of a group: the
+/// state it persisted before answering `Accepted`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vote {
+    /// When it was persisted.
+    pub at: u64,
+    /// The acceptor (any of its incarnations: the vote is durable).
+    pub node: Node,
+    /// The group.
+    pub group: Group,
+    /// The epoch being decided.
+    pub epoch: u32,
+    /// The ballot it accepted at.
+    pub ballot: Ballot,
+    /// What it accepted.
+    pub value: EpochValue,
+}
+
+/// An acceptor stored a promise (Paxos phase 1b) for an epoch of a group:
+/// the ballot it promised, persisted before it answered `Promise`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Promise {
+    /// When it was persisted.
+    pub at: u64,
+    /// The acceptor.
+    pub node: Node,
+    /// The group.
+    pub group: Group,
+    /// The epoch being decided.
+    pub epoch: u32,
+    /// The ballot promised.
+    pub ballot: Ballot,
+}
+
+/// A node learned that an epoch of a group was decided (it stored the
+/// decision).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decision {
+    /// When it was stored.
+    pub at: u64,
+    /// Who learned it.
+    pub member: Member,
+    /// The group.
+    pub group: Group,
+    /// The epoch.
+    pub epoch: u32,
+    /// The decided value.
+    pub value: EpochValue,
 }
 
 /// A view handed to the application.
@@ -301,6 +406,18 @@ pub struct Logs {
     /// members). `None` when the run did not end quiescent; [`liveness`] then
     /// only checks what follows from the logs themselves.
     pub expected_final: Option<BTreeMap<Group, BTreeSet<Node>>>,
+    /// The configured nodes (the Engine's `Config::nodes`): majorities and
+    /// adjust-version's preconditions are counted over them.
+    pub configured: Vec<Node>,
+    /// The protocol versions each incarnation supports, `(min, max)`.
+    pub ranges: BTreeMap<Member, (u16, u16)>,
+    /// Every promise any acceptor stored (not counting the promise implied
+    /// by an accept), in the order they were stored.
+    pub promises: Vec<Promise>,
+    /// Every vote any acceptor stored, in the order they were stored.
+    pub votes: Vec<Vote>,
+    /// Every decision any node stored, in the order they were stored.
+    pub decisions: Vec<Decision>,
 }
 
 /// Which invariant a [`Violation`] broke.
@@ -326,6 +443,10 @@ pub enum Invariant {
     VersionSwitch,
     /// See [`adjust_outcome`].
     AdjustOutcome,
+    /// See [`epoch_decision`].
+    EpochDecision,
+    /// See [`safe_delivery`].
+    SafeDelivery,
 }
 
 impl fmt::Display for Invariant {
@@ -341,6 +462,8 @@ impl fmt::Display for Invariant {
             Invariant::Liveness => "liveness",
             Invariant::VersionSwitch => "version-switch",
             Invariant::AdjustOutcome => "adjust-outcome",
+            Invariant::EpochDecision => "epoch-decision",
+            Invariant::SafeDelivery => "safe-delivery",
         };
         f.write_str(name)
     }
@@ -406,16 +529,18 @@ impl fmt::Display for Violation {
 
 impl std::error::Error for Violation {}
 
-/// Runs every checker, in the order of the table above; returns the first
-/// violation.
+/// Runs every checker (the table above; the ones whose violations explain
+/// others run first); returns the first violation.
 pub fn check_all(logs: &Logs) -> Result<(), Violation> {
     no_creation::check(logs)?;
     no_duplication::check(logs)?;
+    epoch_decision::check(logs)?;
     view_agreement::check(logs)?;
     primary_component::check(logs)?;
     total_order::check(logs)?;
     fifo::check(logs)?;
     virtual_synchrony::check(logs)?;
+    safe_delivery::check(logs)?;
     version_switch::check(logs)?;
     adjust_outcome::check(logs)?;
     liveness::check(logs)?;
@@ -540,8 +665,10 @@ pub(crate) mod testutil {
             view,
             seq,
             sender,
+            sender_incarnation: 0,
             sender_seq,
             digest: digest(sender, 0, sender_seq),
+            mode: Mode::Agreed,
         })
     }
 
@@ -587,6 +714,8 @@ pub(crate) mod testutil {
             nodes,
             sent: vec![sent(50, 1, 1), sent(51, 2, 1), sent(52, 1, 2)],
             expected_final: Some([(G, [1, 2, 3].into_iter().collect())].into_iter().collect()),
+            configured: vec![1, 2, 3],
+            ..Logs::default()
         }
     }
 

@@ -163,8 +163,10 @@ mod tests {
             view,
             seq,
             sender: 1,
+            sender_incarnation: 0,
             sender_seq: seq,
             digest: seq,
+            mode: super::super::Mode::Agreed,
         })
     }
 
@@ -188,8 +190,7 @@ mod tests {
                     events: b,
                 },
             ],
-            sent: Vec::new(),
-            expected_final: None,
+            ..Logs::default()
         }
     }
 

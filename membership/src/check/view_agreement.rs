@@ -14,15 +14,24 @@
 //! 2. a members list has no repeats;
 //! 3. each incarnation installs a group's views with strictly increasing ids;
 //! 4. while a node stays a member it installs every view of the chain: the
-//!    view it installs right after V is the same at every such node.
+//!    view it installs right after V is the same at every such node;
+//! 5. a view lists each member once, so one incarnation of it: two
+//!    incarnations of one node never both install the same view as members
+//!    (a restarted node that installs a view meant for its previous life
+//!    acts on state it does not have). The first view of an epoch is also
+//!    checked against the incarnations its decision lists
+//!    ([`super::epoch_decision`]).
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::{Event, Group, Invariant, Logs, Member, ViewInstalled, ViewNo, Violation, stints};
+use super::{
+    Event, Group, Invariant, Logs, Member, Node, ViewInstalled, ViewNo, Violation, stints,
+};
 
 /// Checks that views agree across all nodes.
 pub fn check(logs: &Logs) -> Result<(), Violation> {
     let mut seen: BTreeMap<(Group, ViewNo), (&ViewInstalled, Member)> = BTreeMap::new();
+    let mut installer: BTreeMap<(Group, ViewNo, Node), u64> = BTreeMap::new();
     for log in &logs.nodes {
         let me = log.member();
         let mut last_id: BTreeMap<Group, ViewNo> = BTreeMap::new();
@@ -44,6 +53,18 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
                 return err(format!("installed view {} after view {}", v.view, prev));
             }
             last_id.insert(v.group, v.view);
+            if v.members.contains(&log.node) {
+                let first = *installer
+                    .entry((v.group, v.view, log.node))
+                    .or_insert(log.incarnation);
+                if first != log.incarnation {
+                    return err(format!(
+                        "view {} was installed as a member by incarnation {first} of n{} and again by \
+                         incarnation {}: a view holds one incarnation of each member",
+                        v.view, log.node, log.incarnation
+                    ));
+                }
+            }
             match seen.get(&(v.group, v.view)) {
                 Some((other, who)) => {
                     if other.members != v.members
@@ -171,6 +192,17 @@ mod tests {
         logs.nodes[0].events.remove(4);
         let v = check(&logs).unwrap_err();
         assert!(v.detail.contains("right after view 1"), "{v}");
+    }
+
+    #[test]
+    fn one_view_installed_by_two_incarnations_is_caught() {
+        let mut logs = healthy();
+        let mut again = logs.nodes[2].clone();
+        again.incarnation = 1;
+        logs.nodes[2].crashed = true;
+        logs.nodes.push(again);
+        let v = check(&logs).unwrap_err();
+        assert!(v.detail.contains("incarnation 0 of n3"), "{v}");
     }
 
     #[test]

@@ -6,8 +6,10 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use concord_membership::check::{self, AdjustResult, Event};
-use concord_membership::{Delivery, GroupId, Reason, VersionError, VersionEvent, View};
+use concord_membership::check::{self, AdjustResult, Event, NodeLog};
+use concord_membership::{
+    Delivery, DeliveryMode, DurableState, GroupId, Reason, VersionError, VersionEvent, View,
+};
 
 use super::{Bytes, World};
 use crate::sim::rng::{FNV_START, fnv1a};
@@ -49,10 +51,99 @@ impl World {
                 view: d.view.0,
                 seq: d.seq,
                 sender: d.sender.0,
+                sender_incarnation: d.sender_incarnation,
                 sender_seq: d.sender_seq,
                 digest,
+                mode: match self.sc.groups[group].mode {
+                    DeliveryMode::Agreed => check::Mode::Agreed,
+                    DeliveryMode::Safe => check::Mode::Safe,
+                },
             }));
         true
+    }
+
+    /// The node booted a new incarnation: a fresh log, its range, and (at
+    /// the first boot) the configured nodes.
+    pub(super) fn record_boot(&mut self, node: usize) {
+        if self.logs.configured.is_empty() {
+            // As `World::config` configures every Engine.
+            self.logs.configured = (1..=self.sc.nodes as u32).collect();
+        }
+        let slot = &mut self.slots[node];
+        slot.log = self.logs.nodes.len();
+        let member = check::Member {
+            node: slot.id.0,
+            incarnation: slot.incarnation,
+        };
+        self.logs
+            .ranges
+            .insert(member, (slot.range.min.0, slot.range.max.0));
+        self.logs.nodes.push(NodeLog {
+            node: member.node,
+            incarnation: member.incarnation,
+            crashed: false,
+            events: Vec::new(),
+        });
+    }
+
+    /// The Engine is about to persist `state`: what changed against its
+    /// disk is a vote (a new accepted value) or a decision it learned.
+    pub(super) fn record_persist(&mut self, node: usize, state: &DurableState) {
+        let now = self.now;
+        let slot = &self.slots[node];
+        let member = check::Member {
+            node: slot.id.0,
+            incarnation: slot.incarnation,
+        };
+        let old = slot.disk.as_ref();
+        let before = |g: GroupId| old.and_then(|d| d.groups.iter().find(|a| a.group == g));
+        for ga in &state.groups {
+            let prev = before(ga.group);
+            if let Some((epoch, p)) = &ga.decided
+                && prev.and_then(|a| a.decided.as_ref()) != Some(&(*epoch, p.clone()))
+            {
+                self.logs.decisions.push(check::Decision {
+                    at: now,
+                    member,
+                    group: ga.group.0,
+                    epoch: *epoch,
+                    value: value(p),
+                });
+            }
+            for inst in &ga.instances {
+                let before = prev.and_then(|a| a.instances.iter().find(|i| i.epoch == inst.epoch));
+                let had = before.and_then(|i| i.accepted.as_ref());
+                let voted = inst.accepted.is_some() && had != inst.accepted.as_ref();
+                if !voted && before.is_none_or(|i| i.promised != inst.promised) {
+                    self.logs.promises.push(check::Promise {
+                        at: now,
+                        node: member.node,
+                        group: ga.group.0,
+                        epoch: inst.epoch,
+                        ballot: check::Ballot {
+                            round: inst.promised.round,
+                            leader: inst.promised.leader,
+                        },
+                    });
+                }
+                let Some((ballot, p)) = &inst.accepted else {
+                    continue;
+                };
+                if voted {
+                    self.logs.votes.push(check::Vote {
+                        at: now,
+                        node: member.node,
+                        group: ga.group.0,
+                        epoch: inst.epoch,
+                        ballot: check::Ballot {
+                            round: ballot.round,
+                            leader: ballot.leader,
+                        },
+                        value: value(p),
+                    });
+                }
+            }
+        }
     }
 
     /// The Engine installed `view` (or, with `Reason::Partitioned`, ended
@@ -207,6 +298,16 @@ impl World {
     fn names(&self, node: usize) -> (u32, u64, usize) {
         let slot = &self.slots[node];
         (slot.id.0, slot.incarnation, slot.log)
+    }
+}
+
+/// An epoch change's value as the checkers read it.
+fn value(p: &concord_membership::Proposal) -> check::EpochValue {
+    check::EpochValue {
+        view: p.view.id.0,
+        members: p.view.members.iter().map(|n| n.0).collect(),
+        incarnations: p.incarnations.clone(),
+        digest: fnv1a(FNV_START, format!("{p:?}").as_bytes()),
     }
 }
 

@@ -6,7 +6,7 @@
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::rc::Rc;
 
-use concord_membership::check::{NodeLog, Sent};
+use concord_membership::check::Sent;
 use concord_membership::{
     Command, Config, DurableState, Engine, GroupId, Multicast, NodeId, ProtocolVersion, Time,
     VersionRange, version,
@@ -150,14 +150,8 @@ impl World {
         slot.position.clear();
         slot.unconfirmed.clear();
         slot.refused.clear();
-        slot.log = self.logs.nodes.len();
-        self.logs.nodes.push(NodeLog {
-            node: slot.id.0,
-            incarnation,
-            crashed: false,
-            events: Vec::new(),
-        });
         let (id, range) = (slot.id.0, slot.range);
+        self.record_boot(node);
         self.trace
             .note(self.now, &[1, node as u64, incarnation], || {
                 if range.max == version::CURRENT {
@@ -308,11 +302,15 @@ impl World {
                         return;
                     }
                     Some(false) => {
+                        self.record_persist(node, &state);
                         self.slots[node].disk = Some(state);
                         self.crash(node);
                         return;
                     }
-                    None => self.slots[node].disk = Some(state),
+                    None => {
+                        self.record_persist(node, &state);
+                        self.slots[node].disk = Some(state);
+                    }
                 },
                 Command::Deliver(d) => {
                     let now = self.now;

@@ -167,6 +167,10 @@ fn main() -> anyhow::Result<()> {
         for (gi, (name, mode)) in args.groups.iter().enumerate() {
             let group = Rc::new(node.join(name, *mode).await?);
             let gid = group.id().0;
+            let mode_tag = match mode {
+                DeliveryMode::Agreed => "agreed",
+                DeliveryMode::Safe => "safe",
+            };
             let log_r = Rc::clone(&log);
             let g_r = Rc::clone(&group);
             readers.push(ctx.spawn_local(async move {
@@ -179,8 +183,8 @@ fn main() -> anyhow::Result<()> {
                         GroupEvent::Delivery(d) => {
                             let digest = u64::from_le_bytes(d.payload[..8].try_into().unwrap());
                             format!(
-                                "D {at} {gid} {} {} {} {} {digest}\n",
-                                d.view.0, d.seq, d.sender.0, d.sender_seq
+                                "D {at} {gid} {} {} {} {} {} {digest} {mode_tag}\n",
+                                d.view.0, d.seq, d.sender.0, d.sender_incarnation, d.sender_seq
                             )
                         }
                         GroupEvent::ViewChange {

@@ -88,6 +88,7 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
     };
     let h = rt
         .spawn_on(0, move || async move {
+            let me = cfg.node;
             let node = Node::start(cfg).expect("start");
             let g = node.join("orders", mode).await.expect("join");
             let ctx = concord_runtime::ShardContext::current().unwrap();
@@ -111,6 +112,10 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
                     match ev {
                         GroupEvent::Delivery(d) => {
                             assert_eq!(d.payload.len(), payload);
+                            // The bytes the sender wrote, and a view of the
+                            // receive buffer unless this node sent them.
+                            assert_eq!(d.payload[..8], (d.sender_seq - 1).to_le_bytes());
+                            assert_eq!(d.payload.is_received(), d.sender != me, "{d:?}");
                             seen.push((d.sender.0, d.sender_seq, d.seq));
                         }
                         GroupEvent::ViewChange { view, .. } => members = view.members.len(),

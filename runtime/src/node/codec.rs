@@ -2,19 +2,19 @@
 //! message becomes bytes on a connection and how a received frame becomes an
 //! Engine message.
 //!
-//! Today a received payload is copied out of the transport's
-//! [`RecvFrame`] into a refcounted [`Bytes`]
-//! (one allocation and one copy per payload), because a `RecvFrame` can be
-//! neither cloned nor sliced and holding it would pin its whole receive
-//! buffer while the Engine keeps the payload until it is stable. A message is
+//! A received payload is a view of the transport's [`RecvFrame`]: `decode`
+//! slices the frame (a reference count, no copy, no allocation), so the
+//! Engine's clones and the application's [`Delivery`](super::Delivery) share
+//! the receive buffer the kernel wrote. The only received payloads that were
+//! copied are those whose frame straddled two receive buffers (the
+//! transport reassembles them); [`decode`](Decoder::decode) reports them. A
+//! payload the application multicasts is one refcounted heap buffer, shared
+//! by every destination's message and by its own delivery. A message is
 //! encoded with [`concord_membership::wire::encode`] into a reused scratch
-//! buffer and copied once into the connection's staging chunk. When the
-//! transport's frames become refcounted views (clone and slice), [`Bytes`]
-//! becomes such a view and `decode` slices the frame instead of copying:
-//! nothing outside this module changes.
+//! buffer and copied once into the connection's staging chunk.
 
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::rc::Rc;
 
 use concord_membership::wire::{self, WireError};
@@ -26,34 +26,78 @@ use rkyv::util::AlignedVec;
 /// Bytes of one application payload: refcounted, so the Engine's clones (one
 /// per destination, one per delivery) and the application's copy of a
 /// [`Delivery`](super::Delivery) share one buffer. Cloning never copies.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Bytes(Rc<[u8]>);
+///
+/// A received payload is a view of the receive buffer it arrived in (see
+/// [`is_received`](Bytes::is_received)); while any clone of it lives, that
+/// buffer is not reused. To keep a payload far longer than the group's
+/// traffic around it, [`detach`](Bytes::detach) it.
+#[derive(Clone)]
+pub struct Bytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Heap(Rc<[u8]>),
+    Recv(RecvFrame),
+}
 
 impl Bytes {
     /// A payload holding a copy of `bytes`.
     pub fn copy_from(bytes: &[u8]) -> Self {
-        Bytes(Rc::from(bytes))
+        Bytes(Repr::Heap(Rc::from(bytes)))
     }
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Heap(b) => b,
+            Repr::Recv(f) => f.payload(),
+        }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+
+    /// Whether it is a view of a receive buffer (a payload another node sent).
+    pub fn is_received(&self) -> bool {
+        matches!(self.0, Repr::Recv(_))
+    }
+
+    /// The same bytes in a heap buffer of their own, releasing the receive
+    /// buffer from this handle (one allocation and one copy, counted by the
+    /// transport like [`RecvFrame::detach`]). A payload already on the heap
+    /// is returned as it is.
+    pub fn detach(self) -> Self {
+        match self.0 {
+            Repr::Heap(_) => self,
+            Repr::Recv(f) => Bytes(Repr::Recv(f.detach())),
+        }
+    }
+
+    /// A view of `range` of a received frame.
+    pub(crate) fn from_frame(frame: &RecvFrame, range: Range<usize>) -> Self {
+        Bytes(Repr::Recv(frame.slice(range)))
     }
 }
 
+impl PartialEq for Bytes {
+    /// Equal bytes, wherever they live.
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Bytes {}
+
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Self {
-        Bytes(Rc::from(v))
+        Bytes(Repr::Heap(Rc::from(v)))
     }
 }
 
@@ -63,22 +107,34 @@ impl From<&[u8]> for Bytes {
     }
 }
 
+impl From<RecvFrame> for Bytes {
+    /// A view of the frame's payload (no copy).
+    fn from(f: RecvFrame) -> Self {
+        Bytes(Repr::Recv(f))
+    }
+}
+
 impl AsRef<[u8]> for Bytes {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self.as_slice()
     }
 }
 
 impl Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        self.as_slice()
     }
 }
 
 impl fmt::Debug for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Bytes({} bytes)", self.0.len())
+        let at = if self.is_received() {
+            "received"
+        } else {
+            "heap"
+        };
+        write!(f, "Bytes({} bytes, {at})", self.len())
     }
 }
 
@@ -155,12 +211,17 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// The Engine message in `frame`.
+    /// The Engine message in `frame`; its payloads are views of `frame`.
     pub(crate) fn decode(&mut self, frame: &RecvFrame) -> Result<Message<Bytes>, WireError> {
-        self.decode_bytes(frame.payload())
+        self.decode_with(frame.payload(), |r| Bytes::from_frame(frame, r))
     }
 
-    fn decode_bytes(&mut self, bytes: &[u8]) -> Result<Message<Bytes>, WireError> {
+    /// Decodes `bytes`, making each payload from its range in `bytes`.
+    fn decode_with(
+        &mut self,
+        bytes: &[u8],
+        mut payload_at: impl FnMut(Range<usize>) -> Bytes,
+    ) -> Result<Message<Bytes>, WireError> {
         if bytes.len() < wire::PREFIX {
             return Err(WireError::Truncated {
                 need: wire::PREFIX,
@@ -197,13 +258,31 @@ impl Decoder {
             .extend_from_slice(&bytes[wire::PREFIX..wire::PREFIX + header_len]);
         let header = rkyv::from_bytes::<Message<()>, rancor::Error>(&self.header)
             .map_err(|_| WireError::InvalidHeader)?;
-        let payload = &bytes[wire::PREFIX + header_len..];
+        let start = wire::PREFIX + header_len;
         match header.body {
-            Body::Data { .. } => Ok(header.map_payload(|()| Bytes::copy_from(payload))),
-            Body::DataBatch { .. } => wire::decode(bytes).map(|m| m.map_payload(Bytes::copy_from)),
-            _ if payload.is_empty() => Ok(header.map_payload(|()| Bytes::copy_from(payload))),
-            _ => Err(WireError::UnexpectedPayload { len: payload.len() }),
+            Body::Data { .. } => Ok(header.map_payload(|()| payload_at(start..bytes.len()))),
+            Body::DataBatch { .. } => {
+                // `wire::decode` splits the batch into slices of `bytes`; each
+                // becomes a view of the same range of the frame.
+                let base = bytes.as_ptr() as usize;
+                wire::decode(bytes).map(|m| {
+                    m.map_payload(|p| match (p.as_ptr() as usize).checked_sub(base) {
+                        Some(at) if at + p.len() <= bytes.len() => payload_at(at..at + p.len()),
+                        // Not a slice of `bytes` (never for a split batch).
+                        _ => Bytes::copy_from(p),
+                    })
+                })
+            }
+            _ if start == bytes.len() => Ok(header.map_payload(|()| payload_at(start..start))),
+            _ => Err(WireError::UnexpectedPayload {
+                len: bytes.len() - start,
+            }),
         }
+    }
+
+    #[cfg(test)]
+    fn decode_bytes(&mut self, bytes: &[u8]) -> Result<Message<Bytes>, WireError> {
+        self.decode_with(bytes, |r| Bytes::copy_from(&bytes[r]))
     }
 }
 

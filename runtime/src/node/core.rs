@@ -397,6 +397,9 @@ impl Core {
                     self.stats.stray_frames += 1;
                     return;
                 };
+                if frame.was_reassembled() {
+                    self.stats.reassembled_frames += 1;
+                }
                 match self.decoder.decode(&frame) {
                     Ok(msg) => {
                         drop(frame);

@@ -188,6 +188,11 @@ pub struct NodeStats {
     pub backlog_frames: u64,
     /// Engine messages received and decoded.
     pub frames_received: u64,
+    /// Received frames that straddled two receive buffers, so the
+    /// transport copied them whole into a reassembly buffer: the only
+    /// received payloads that were copied (every other one is a view of
+    /// the receive buffer it arrived in).
+    pub reassembled_frames: u64,
     /// Messages queued behind a back-pressured connection.
     pub backlogged: u64,
     /// Messages not sent because their peer had no open connection.

@@ -51,6 +51,9 @@ struct Run {
     /// A transport with one 4 KiB staging chunk per connection, so that it
     /// back-pressures all the time.
     tiny_transport: bool,
+    /// Four 4 KiB receive buffers per connection: far less than a peer's
+    /// window of unstable payloads.
+    tiny_recv: bool,
     /// `NodeConfig::event_queue`, and the node whose application reads
     /// its events slowly (one every 2 ms).
     slow_reader: Option<(usize, u32)>,
@@ -62,6 +65,7 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
         per_node,
         payload,
         tiny_transport,
+        tiny_recv,
         slow_reader,
     } = run;
     let slow = match slow_reader {
@@ -72,11 +76,17 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
         None => false,
     };
     let total = per_node * 3;
-    let rt = if tiny_transport {
+    let rt = if tiny_transport || tiny_recv {
         let mut dc = cfg.driver_config();
-        dc.send_chunk_size = 4096;
-        dc.send_chunks = 1;
-        dc.send_queue_items = 2;
+        if tiny_transport {
+            dc.send_chunk_size = 4096;
+            dc.send_chunks = 1;
+            dc.send_queue_items = 2;
+        }
+        if tiny_recv {
+            dc.recv_buf_size = 4096;
+            dc.recv_buf_count = 4;
+        }
         Runtime::builder()
             .shards(1)
             .pin(false)
@@ -192,6 +202,7 @@ const STEADY: Run = Run {
     per_node: 200,
     payload: 16,
     tiny_transport: false,
+    tiny_recv: false,
     slow_reader: None,
 };
 
@@ -231,6 +242,26 @@ fn transport_back_pressure_loses_nothing() {
             s.send_commands,
             "{s:?}"
         );
+    }
+}
+
+/// Four 4 KiB receive buffers per connection against a window of 1024
+/// unstable 1 KiB payloads per sender: the Engine's held payloads would
+/// hold every buffer, and the acks that make them stable arrive on the
+/// same connections. The node copies payloads out while a connection is
+/// short of buffers, so no connection stays paused and nothing is lost.
+#[test]
+fn a_receive_ring_smaller_than_the_window_never_deadlocks() {
+    let stats = three_nodes_agree(Run {
+        payload: 1024,
+        tiny_recv: true,
+        ..STEADY
+    });
+    for (s, _) in &stats {
+        assert_eq!(s.delivered, 600, "{s:?}");
+        assert!(s.pressure_copies > 0, "{s:?}");
+        // Copied payloads are counted, and only those: most stay views.
+        assert!(s.pressure_copies < s.frames_received, "{s:?}");
     }
 }
 

@@ -64,7 +64,8 @@ impl Bytes {
         self.len() == 0
     }
 
-    /// Whether it is a view of a receive buffer (a payload another node sent).
+    /// Whether another node sent it: a view of the receive buffer it arrived
+    /// in, or that view's [`detach`](Bytes::detach)ed copy.
     pub fn is_received(&self) -> bool {
         matches!(self.0, Repr::Recv(_))
     }
@@ -211,9 +212,23 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// The Engine message in `frame`; its payloads are views of `frame`.
-    pub(crate) fn decode(&mut self, frame: &RecvFrame) -> Result<Message<Bytes>, WireError> {
-        self.decode_with(frame.payload(), |r| Bytes::from_frame(frame, r))
+    /// The Engine message in `frame`; its payloads are views of `frame`,
+    /// or, with `copy`, detached copies (each counted in `copies`) that
+    /// leave the receive buffer free.
+    pub(crate) fn decode(
+        &mut self,
+        frame: &RecvFrame,
+        copy: bool,
+        copies: &mut u64,
+    ) -> Result<Message<Bytes>, WireError> {
+        self.decode_with(frame.payload(), |r| {
+            if copy {
+                *copies += 1;
+                Bytes::from(frame.slice(r).detach())
+            } else {
+                Bytes::from_frame(frame, r)
+            }
+        })
     }
 
     /// Decodes `bytes`, making each payload from its range in `bytes`.

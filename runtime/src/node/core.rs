@@ -90,6 +90,8 @@ pub(crate) struct Core {
     pub failed: Option<NodeError>,
     pub weak: Weak<RefCell<Core>>,
     pub peer_backlog: usize,
+    /// Receive buffers per connection (`DriverConfig::recv_buf_count`).
+    pub recv_bufs: u32,
     /// Tasks waiting for every connection to close (shutdown).
     pub closing: Option<Waker>,
     /// Events a group may hold before the node stops taking transport
@@ -400,7 +402,11 @@ impl Core {
                 if frame.was_reassembled() {
                     self.stats.reassembled_frames += 1;
                 }
-                match self.decoder.decode(&frame) {
+                let copy = self.recv_short(conn);
+                match self
+                    .decoder
+                    .decode(&frame, copy, &mut self.stats.pressure_copies)
+                {
                     Ok(msg) => {
                         drop(frame);
                         self.stats.frames_received += 1;
@@ -444,13 +450,34 @@ impl Core {
                 held_buffers,
                 held_bytes,
             } => {
-                tracing::warn!(%conn, held_buffers, held_bytes, "received frames held by the node fill the receive buffers; reading paused");
+                // Views the node makes never hold the last two buffers
+                // (`recv_short`). Frames the pump has not taken yet do (a
+                // slow reader stops the pump): reading resumes by itself
+                // once the pump takes and handles them.
+                tracing::warn!(%conn, held_buffers, held_bytes, "received frames fill the receive buffers; reading paused");
                 self.stats.recv_paused += 1;
             }
             Event::RecvResumed { conn } => {
                 tracing::debug!(%conn, "reading resumed");
             }
         }
+    }
+
+    /// Whether the payloads of `conn`'s next frame must be copied out of
+    /// its receive buffer: frames already hold all but two of its buffers
+    /// (the one being parsed and one for the kernel). The held payloads are
+    /// released only once stable, and stability needs this peer's acks,
+    /// which arrive on this same connection: if its last buffers were held
+    /// too, the transport would stop reading it and the acks that would
+    /// free them would never be read. Copying from here on keeps at least
+    /// one buffer cycling, so the connection never pauses on the Engine's
+    /// account; once the held payloads become stable, views resume.
+    fn recv_short(&self, conn: ConnId) -> bool {
+        let Ok(d) = self.ctx.driver() else {
+            return false;
+        };
+        d.recv_held(conn)
+            .is_some_and(|h| h.buffers.saturating_add(2) >= self.recv_bufs)
     }
 
     fn on_connected(&mut self, conn: ConnId, info: PeerInfo) {

@@ -193,6 +193,10 @@ pub struct NodeStats {
     /// received payloads that were copied (every other one is a view of
     /// the receive buffer it arrived in).
     pub reassembled_frames: u64,
+    /// Received payloads copied out of their receive buffer because the
+    /// Engine's held payloads filled all but two of that connection's
+    /// buffers (see `DESIGN.md` 8.2, "Receive buffers").
+    pub pressure_copies: u64,
     /// Messages queued behind a back-pressured connection.
     pub backlogged: u64,
     /// Messages not sent because their peer had no open connection.
@@ -249,9 +253,11 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         config.validate()?;
         let ctx = ShardContext::current()?;
+        let recv_bufs;
         {
             let d = ctx.driver()?;
             let dc = d.config();
+            recv_bufs = u32::from(dc.recv_buf_count);
             if dc.node_id != u64::from(config.node.0) || dc.cluster_id != config.cluster {
                 return Err(StartError::DriverMismatch {
                     driver_node: dc.node_id,
@@ -323,6 +329,7 @@ impl Node {
                 failed: None,
                 weak: weak.clone(),
                 peer_backlog: config.peer_backlog,
+                recv_bufs,
                 closing: None,
                 event_bound: config.event_queue,
                 paused: false,

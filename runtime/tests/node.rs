@@ -370,3 +370,115 @@ fn a_failed_persist_stops_the_node() {
     assert!(err.contains("durable state write failed"), "{err}");
     assert_eq!(persists, 0);
 }
+
+/// A stand-in for node 1 with incarnation `inc`, dialing `to`.
+fn fake_peer(cfg: &NodeConfig, inc: u64, to: SocketAddr) -> Driver {
+    let mut dc = cfg.driver_config();
+    dc.incarnation = inc;
+    let mut d = Driver::new(dc).expect("driver");
+    d.connect(to).expect("connect");
+    d
+}
+
+/// Polls `d` until an event satisfies `want` (true) or `limit` passes
+/// (false).
+/// `Connected` events record the incarnation the other side announced.
+fn wait_for(
+    d: &mut Driver,
+    seen_inc: &mut Option<u64>,
+    limit: Duration,
+    mut want: impl FnMut(&concord_runtime::transport::Event) -> bool,
+) -> bool {
+    use concord_runtime::transport::Event;
+    let deadline = std::time::Instant::now() + limit;
+    let mut hit = false;
+    while !hit && std::time::Instant::now() < deadline {
+        d.poll(&mut |_, ev| {
+            if let Event::Connected { peer, .. } = &ev {
+                *seen_inc = Some(peer.incarnation);
+            }
+            hit |= want(&ev);
+        });
+        d.park(Some(Duration::from_millis(2))).expect("park");
+    }
+    hit
+}
+
+/// The handshake carries the node's persisted incarnation, and the node
+/// keeps the connection of a peer's newest life: one from an older
+/// incarnation than it has seen is refused, a newer one replaces the old.
+#[test]
+fn an_older_incarnation_is_refused_and_a_newer_one_replaces_the_old() {
+    use concord_runtime::transport::Event;
+    let tmp = tempfile::tempdir().unwrap();
+    let cfgs = configs(tmp.path());
+    let (fake_cfg, mut cfg) = (cfgs[0].clone(), cfgs[1].clone());
+    cfg.nodes.remove(&NodeId(3));
+    let to = cfg.listen;
+    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let rt = node::runtime(&cfg).build().unwrap();
+    let stop = std::sync::Arc::clone(&done);
+    let h = rt
+        .spawn_on(0, move || async move {
+            let ctx = concord_runtime::ShardContext::current().unwrap();
+            let node = Node::start(cfg).expect("start");
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while !stop.load(std::sync::atomic::Ordering::Acquire)
+                && std::time::Instant::now() < deadline
+            {
+                ctx.sleep(Duration::from_millis(5)).await;
+            }
+            let stats = node.stats();
+            drop(node);
+            stats
+        })
+        .unwrap();
+    let connected = |ev: &Event| matches!(ev, Event::Connected { .. });
+    let gone = |ev: &Event| matches!(ev, Event::Disconnected { .. });
+    let (long, short) = (Duration::from_secs(20), Duration::from_millis(500));
+    let mut inc = None;
+    let mut f5 = fake_peer(&fake_cfg, 5, to);
+    assert!(
+        wait_for(&mut f5, &mut inc, long, connected),
+        "incarnation 5 never connected"
+    );
+    assert_eq!(
+        inc,
+        Some(1),
+        "the node's handshake carries its persisted incarnation"
+    );
+    // An older life of node 1: closed by the node, and the incarnation-5
+    // connection stays.
+    let mut f3 = fake_peer(&fake_cfg, 3, to);
+    assert!(
+        wait_for(&mut f3, &mut inc, long, gone),
+        "incarnation 3 was not refused"
+    );
+    drop(f3);
+    assert!(
+        !wait_for(&mut f5, &mut inc, short, gone),
+        "the refusal broke incarnation 5"
+    );
+    // A newer life replaces it.
+    let mut f7 = fake_peer(&fake_cfg, 7, to);
+    assert!(
+        wait_for(&mut f7, &mut inc, long, connected),
+        "incarnation 7 never connected"
+    );
+    assert!(
+        wait_for(&mut f5, &mut inc, long, gone),
+        "incarnation 5 was not replaced"
+    );
+    drop(f5);
+    assert!(
+        !wait_for(&mut f7, &mut inc, short, gone),
+        "incarnation 7 lost its connection"
+    );
+    done.store(true, std::sync::atomic::Ordering::Release);
+    let stats = h.join().unwrap();
+    rt.shutdown().unwrap();
+    // 5 and 7 accepted; 3 (and 5, if it reconnected before it was dropped)
+    // refused.
+    assert_eq!(stats.connects, 2, "{stats:?}");
+    assert!(stats.refused_conns >= 1, "{stats:?}");
+}

@@ -32,6 +32,11 @@ pub(crate) struct Peer {
     pub dial: Option<ConnId>,
     /// The connection in use once its handshake completed.
     pub open: Option<ConnId>,
+    /// Where it listens (what we dial, if we dial it).
+    pub addr: std::net::SocketAddr,
+    /// The highest incarnation its handshakes have carried (0: none yet).
+    /// A connection from a lower one is a previous life of the peer.
+    pub incarnation: u64,
     /// Encoded frames the transport back-pressured, in order.
     pub backlog: VecDeque<Vec<u8>>,
 }
@@ -498,11 +503,31 @@ impl Core {
             self.refuse(conn, "the wrong direction or node");
             return;
         }
+        if info.incarnation < peer.incarnation {
+            // A previous life of the peer (a process that should be gone,
+            // or a stale handshake): the newer one's connection stays.
+            tracing::warn!(%conn, ?node, incarnation = info.incarnation, seen = peer.incarnation, "connection from an older incarnation; closing it");
+            let redial = dialed.then_some(peer.addr);
+            self.refuse(conn, "an older incarnation of the peer");
+            // Closing our dial ends its reconnects: dial the peer again.
+            if let Some(addr) = redial {
+                let dial = self
+                    .ctx
+                    .driver()
+                    .ok()
+                    .and_then(|mut d| d.connect(addr).ok());
+                if let Some(peer) = self.peers.get_mut(&node) {
+                    peer.dial = dial;
+                }
+            }
+            return;
+        }
+        peer.incarnation = info.incarnation;
         if let Some(old) = peer.open.replace(conn)
             && old != conn
         {
-            // The peer restarted and dialed again before we saw the old
-            // connection fail.
+            // The peer restarted (same or newer incarnation) and dialed
+            // again before we saw the old connection fail.
             self.conns.remove(&old);
             if let Ok(mut d) = self.ctx.driver() {
                 let _ = d.close(old);

@@ -289,6 +289,9 @@ impl Node {
         let mut peers = BTreeMap::new();
         {
             let mut d = ctx.driver()?;
+            // The handshakes carry the incarnation just persisted, which
+            // only the state file could tell: set before anything dials.
+            d.set_incarnation(incarnation);
             d.listen(config.listen)?;
             for (&node, &addr) in &config.nodes {
                 if node == config.node {
@@ -304,6 +307,8 @@ impl Node {
                     Peer {
                         dial,
                         open: None,
+                        addr,
+                        incarnation: 0,
                         backlog: VecDeque::new(),
                     },
                 );

@@ -177,6 +177,8 @@ fn three_nodes_agree(run: Run) -> Vec<(NodeStats, usize)> {
         // One connection per peer pair: each node holds exactly two, and
         // none was refused (neither side dialed the wrong way).
         assert_eq!((stats.connects, stats.refused_conns), (2, 0), "{stats:?}");
+        // Each multicast goes to two peers and is serialized once.
+        assert!(stats.encodes_reused > 0, "{stats:?}");
     }
     // Every node delivered the same sequence, positions strictly increasing.
     assert_eq!(results[0].0, results[1].0);

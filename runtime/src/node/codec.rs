@@ -10,7 +10,7 @@
 //! transport reassembles them); [`decode`](Decoder::decode) reports them. A
 //! payload the application multicasts is one refcounted heap buffer, shared
 //! by every destination's message and by its own delivery. A message is
-//! encoded with [`concord_membership::wire::encode`] into a reused scratch
+//! encoded with [`concord_membership::wire::encode`] into a reused
 //! buffer and copied once into the connection's staging chunk.
 
 use std::fmt;
@@ -144,21 +144,40 @@ impl fmt::Debug for Bytes {
 /// `Data`, the message of every multicast to every member, is encoded
 /// here without allocating: its header is built field by field (no clone of
 /// the message) and archived into a reused aligned buffer with rkyv's
-/// thread-local arena. Every other kind goes through [`wire::encode`]. The
-/// bytes are exactly `wire::encode`'s (`encodes_data_as_wire_does`).
+/// thread-local arena. A multicast's `Data` is the same message for every
+/// member, so it is serialized once: the frame stays in the buffer and the
+/// next member's identical `Data` (same header fields, same payload buffer)
+/// is handed the same bytes ([`reused`](Encoder::reused) counts them). Every
+/// other kind goes through [`wire::encode`]. The bytes are exactly
+/// `wire::encode`'s (`encodes_data_as_wire_does`).
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
     header: AlignedVec,
+    frame: Vec<u8>,
+    /// The `Data` message `frame` holds, if it holds one.
+    last: Option<DataKey>,
+    /// Frames handed out again without serializing.
+    pub reused: u64,
+}
+
+/// What identifies a `Data` frame: every header field and the payload's
+/// buffer (a sender's `(incarnation, seq)` names one payload; the address
+/// and length make that explicit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DataKey {
+    incarnation: u64,
+    group: u64,
+    epoch: u32,
+    sender: u32,
+    sender_incarnation: u64,
+    sender_seq: u64,
+    ack: u64,
+    payload: (usize, usize),
 }
 
 impl Encoder {
-    /// The frame for `msg`, in `out` (cleared first).
-    pub(crate) fn encode(
-        &mut self,
-        msg: &Message<Bytes>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), WireError> {
-        out.clear();
+    /// The frame for `msg` (valid until the next call).
+    pub(crate) fn frame(&mut self, msg: &Message<Bytes>) -> Result<&[u8], WireError> {
         let Body::Data {
             group,
             epoch,
@@ -169,8 +188,26 @@ impl Encoder {
             payload,
         } = &msg.body
         else {
-            return wire::encode(msg, out);
+            self.last = None;
+            self.frame.clear();
+            wire::encode(msg, &mut self.frame)?;
+            return Ok(&self.frame);
         };
+        let key = DataKey {
+            incarnation: msg.incarnation,
+            group: group.0,
+            epoch: *epoch,
+            sender: sender.0,
+            sender_incarnation: *sender_incarnation,
+            sender_seq: *sender_seq,
+            ack: *ack,
+            payload: (payload.as_ptr() as usize, payload.len()),
+        };
+        if self.last == Some(key) {
+            self.reused += 1;
+            return Ok(&self.frame);
+        }
+        self.last = None;
         let header: Message<()> = Message {
             incarnation: msg.incarnation,
             body: Body::Data {
@@ -189,6 +226,8 @@ impl Encoder {
             .map_err(|_| WireError::Serialize)?;
         let header_len = u32::try_from(buf.len()).map_err(|_| WireError::Serialize)?;
         let payload_len = u32::try_from(payload.len()).map_err(|_| WireError::Serialize)?;
+        let out = &mut self.frame;
+        out.clear();
         out.reserve(wire::PREFIX + buf.len() + payload.len());
         out.push(wire::MAGIC);
         out.push(wire::VERSION);
@@ -197,6 +236,15 @@ impl Encoder {
         out.extend_from_slice(&buf);
         out.extend_from_slice(payload);
         self.header = buf;
+        self.last = Some(key);
+        Ok(&self.frame)
+    }
+
+    /// The frame for `msg`, in `out` (cleared first).
+    #[cfg(test)]
+    fn encode(&mut self, msg: &Message<Bytes>, out: &mut Vec<u8>) -> Result<(), WireError> {
+        out.clear();
+        out.extend_from_slice(self.frame(msg)?);
         Ok(())
     }
 }
@@ -448,6 +496,44 @@ mod tests {
         let mut got = Vec::new();
         Encoder::default().encode(&msg, &mut got).unwrap();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_multicast_is_serialized_once() {
+        let data = |ack, payload: &Bytes| Message {
+            incarnation: 2,
+            body: Body::Data {
+                group: GroupId(1),
+                epoch: 1,
+                sender: NodeId(1),
+                sender_incarnation: 2,
+                sender_seq: 9,
+                ack,
+                payload: payload.clone(),
+            },
+        };
+        let p = Bytes::copy_from(&[5; 100]);
+        let mut enc = Encoder::default();
+        let want = |m: &Message<Bytes>| {
+            let mut v = Vec::new();
+            wire::encode(m, &mut v).unwrap();
+            v
+        };
+        // The same message to three members: one serialization.
+        for _ in 0..3 {
+            assert_eq!(enc.frame(&data(4, &p)).unwrap(), want(&data(4, &p)));
+        }
+        assert_eq!(enc.reused, 2);
+        // Another ack, another payload buffer with equal bytes, or another
+        // message in between: serialized again, right bytes.
+        assert_eq!(enc.frame(&data(5, &p)).unwrap(), want(&data(5, &p)));
+        let q = Bytes::copy_from(&[6; 100]);
+        assert_eq!(enc.frame(&data(5, &q)).unwrap(), want(&data(5, &q)));
+        let order = sample_frames().swap_remove(1);
+        let order_msg = wire::decode(&order).unwrap().map_payload(Bytes::copy_from);
+        assert_eq!(enc.frame(&order_msg).unwrap(), order);
+        assert_eq!(enc.frame(&data(5, &q)).unwrap(), want(&data(5, &q)));
+        assert_eq!(enc.reused, 2);
     }
 
     #[test]

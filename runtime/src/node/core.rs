@@ -88,7 +88,6 @@ pub(crate) struct Core {
     pub conns: HashMap<ConnId, NodeId>,
     pub wake: Option<(Time, TimerHandle)>,
     pub groups: BTreeMap<GroupId, Slot>,
-    pub scratch: Vec<u8>,
     pub encoder: codec::Encoder,
     pub decoder: codec::Decoder,
     pub stats: NodeStats,
@@ -315,23 +314,26 @@ impl Core {
             return;
         };
         self.stats.send_commands += 1;
-        if let Err(e) = self.encoder.encode(msg, &mut self.scratch) {
-            tracing::error!(%e, ?to, "cannot encode an Engine message");
-            self.stats.encode_errors += 1;
-            return;
-        }
+        let frame = match self.encoder.frame(msg) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(%e, ?to, "cannot encode an Engine message");
+                self.stats.encode_errors += 1;
+                return;
+            }
+        };
         if !peer.backlog.is_empty() {
-            peer.backlog.push_back(self.scratch.clone());
+            peer.backlog.push_back(frame.to_vec());
             self.stats.backlogged += 1;
             return;
         }
         let Ok(mut driver) = self.ctx.driver() else {
             return;
         };
-        match driver.send(conn, &self.scratch) {
+        match driver.send(conn, frame) {
             Ok(SendOutcome::Queued) => self.stats.frames_sent += 1,
             Ok(SendOutcome::BackPressured) => {
-                peer.backlog.push_back(self.scratch.clone());
+                peer.backlog.push_back(frame.to_vec());
                 self.stats.backlogged += 1;
             }
             Err(SendError::FrameTooLarge { len, max }) => {

@@ -184,6 +184,9 @@ pub struct NodeStats {
     pub send_commands: u64,
     /// Engine messages handed to the transport.
     pub frames_sent: u64,
+    /// Engine messages sent as the bytes already serialized for the
+    /// previous member (a multicast's `Data` is encoded once).
+    pub encodes_reused: u64,
     /// Frames waiting in back-pressured peers' backlogs now.
     pub backlog_frames: u64,
     /// Engine messages received and decoded.
@@ -327,7 +330,6 @@ impl Node {
                 conns: Default::default(),
                 wake: None,
                 groups: BTreeMap::new(),
-                scratch: Vec::with_capacity(4096),
                 encoder: codec::Encoder::default(),
                 decoder: codec::Decoder::default(),
                 stats: NodeStats::default(),
@@ -375,6 +377,7 @@ impl Node {
         let c = self.core.borrow();
         let mut s = c.stats.clone();
         s.backlog_frames = c.peers.values().map(|p| p.backlog.len() as u64).sum();
+        s.encodes_reused = c.encoder.reused;
         s
     }
 

@@ -3,6 +3,8 @@
 //! multicasts, and every node delivers the same sequence.
 
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use concord_membership::{DeliveryMode, NodeId};
@@ -59,7 +61,14 @@ struct Run {
     slow_reader: Option<(usize, u32)>,
 }
 
-fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
+/// `finished` counts the nodes that delivered everything: a node leaves
+/// only once all three have, so no peer's shutdown reaches a node that is
+/// still reading (a slow reader) and makes it reconnect.
+fn run_node(
+    mut cfg: NodeConfig,
+    run: Run,
+    finished: Arc<AtomicUsize>,
+) -> (Seen, u64, NodeStats, usize) {
     let Run {
         mode,
         per_node,
@@ -150,8 +159,11 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
             }
             let inc = node.incarnation();
             let stats = node.stats();
-            // Let the others finish before leaving.
-            ctx.sleep(Duration::from_millis(300)).await;
+            finished.fetch_add(1, Ordering::AcqRel);
+            let deadline = std::time::Instant::now() + Duration::from_secs(60);
+            while finished.load(Ordering::Acquire) < 3 && std::time::Instant::now() < deadline {
+                ctx.sleep(Duration::from_millis(5)).await;
+            }
             node.shutdown().await.expect("shutdown");
             (seen, inc, stats, max_pending)
         })
@@ -164,9 +176,13 @@ fn run_node(mut cfg: NodeConfig, run: Run) -> (Seen, u64, NodeStats, usize) {
 fn three_nodes_agree(run: Run) -> Vec<(NodeStats, usize)> {
     let tmp = tempfile::tempdir().unwrap();
     let cfgs = configs(tmp.path());
+    let finished = Arc::new(AtomicUsize::new(0));
     let threads: Vec<_> = cfgs
         .into_iter()
-        .map(|c| std::thread::spawn(move || run_node(c, run)))
+        .map(|c| {
+            let finished = Arc::clone(&finished);
+            std::thread::spawn(move || run_node(c, run, finished))
+        })
         .collect();
     let results: Vec<(Seen, u64, NodeStats, usize)> =
         threads.into_iter().map(|t| t.join().unwrap()).collect();
@@ -417,17 +433,15 @@ fn an_older_incarnation_is_refused_and_a_newer_one_replaces_the_old() {
     let (fake_cfg, mut cfg) = (cfgs[0].clone(), cfgs[1].clone());
     cfg.nodes.remove(&NodeId(3));
     let to = cfg.listen;
-    let done = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let rt = node::runtime(&cfg).build().unwrap();
-    let stop = std::sync::Arc::clone(&done);
+    let stop = Arc::clone(&done);
     let h = rt
         .spawn_on(0, move || async move {
             let ctx = concord_runtime::ShardContext::current().unwrap();
             let node = Node::start(cfg).expect("start");
             let deadline = std::time::Instant::now() + Duration::from_secs(60);
-            while !stop.load(std::sync::atomic::Ordering::Acquire)
-                && std::time::Instant::now() < deadline
-            {
+            while !stop.load(Ordering::Acquire) && std::time::Instant::now() < deadline {
                 ctx.sleep(Duration::from_millis(5)).await;
             }
             let stats = node.stats();
@@ -476,7 +490,7 @@ fn an_older_incarnation_is_refused_and_a_newer_one_replaces_the_old() {
         !wait_for(&mut f7, &mut inc, short, gone),
         "incarnation 7 lost its connection"
     );
-    done.store(true, std::sync::atomic::Ordering::Release);
+    done.store(true, Ordering::Release);
     let stats = h.join().unwrap();
     rt.shutdown().unwrap();
     // 5 and 7 accepted; 3 (and 5, if it reconnected before it was dropped)

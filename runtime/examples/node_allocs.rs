@@ -2,7 +2,10 @@
 //! process (one runtime and shard each) over loopback, every node
 //! multicasting 64-byte payloads in an Agreed group; the shard thread of
 //! each node counts its own allocations ([`alloc::thread_allocs`]) between
-//! its 2,000th and its last delivery.
+//! its 2,000th and its last delivery, and the received payloads that were
+//! copied in the same span: frames the transport reassembled because they
+//! straddled two receive buffers (`NodeStats::reassembled_frames`) and
+//! payloads copied out of a receive buffer (`Stats::copied_out_frames`).
 //!
 //! ```text
 //! cargo run --release -p concord-runtime --example node_allocs
@@ -42,16 +45,23 @@ fn main() {
         })
         .collect();
     for t in threads {
-        let (id, delivered, allocs, seq) = t.join().unwrap();
+        let (id, delivered, allocs, copies, seq) = t.join().unwrap();
         println!(
-            "node {id}: {delivered} deliveries measured, {allocs} allocations on its shard thread: {:.2} per delivery (sequencer: {seq})",
-            allocs as f64 / delivered as f64
+            "node {id}: {delivered} deliveries measured, {allocs} allocations on its shard thread: {:.2} per delivery; {copies} received payloads copied: {:.4} per delivery (sequencer: {seq})",
+            allocs as f64 / delivered as f64,
+            copies as f64 / delivered as f64
         );
     }
     let _ = std::fs::remove_dir_all(tmp);
 }
 
-fn run(cfg: NodeConfig) -> (u32, u64, u64, bool) {
+/// Received payloads copied so far at this node.
+fn copies(node: &Node, ctx: &concord_runtime::ShardContext) -> u64 {
+    let t = ctx.driver().unwrap().stats();
+    node.stats().reassembled_frames + t.copied_out_frames
+}
+
+fn run(cfg: NodeConfig) -> (u32, u64, u64, u64, bool) {
     let rt = node::runtime(&cfg).build().unwrap();
     let h = rt
         .spawn_on(0, move || async move {
@@ -69,7 +79,7 @@ fn run(cfg: NodeConfig) -> (u32, u64, u64, bool) {
                         GroupEvent::Delivery(_) => {
                             delivered += 1;
                             if delivered == WARM {
-                                mark = Some(alloc::thread_allocs());
+                                mark = Some((alloc::thread_allocs(), copies(&node, &ctx)));
                             }
                         }
                         GroupEvent::ViewChange { view, .. } => full = view.members.len() == 3,
@@ -94,12 +104,14 @@ fn run(cfg: NodeConfig) -> (u32, u64, u64, bool) {
                     concord_runtime::yield_now().await;
                 }
             }
-            let allocs = alloc::thread_allocs() - mark.unwrap_or(0);
+            let (a0, c0) = mark.unwrap_or((0, 0));
+            let allocs = alloc::thread_allocs() - a0;
+            let copied = copies(&node, &ctx) - c0;
             let seq = g.view().and_then(|v| v.coordinator()) == Some(node.id());
             let id = node.id().0;
             ctx.sleep(Duration::from_millis(300)).await;
             node.shutdown().await.unwrap();
-            (id, delivered - WARM, allocs, seq)
+            (id, delivered - WARM, allocs, copied, seq)
         })
         .unwrap();
     let out = h.join().unwrap();

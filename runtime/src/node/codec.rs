@@ -2,19 +2,19 @@
 //! message becomes bytes on a connection and how a received frame becomes an
 //! Engine message.
 //!
-//! Today a received payload is copied out of the transport's
-//! [`RecvFrame`] into a refcounted [`Bytes`]
-//! (one allocation and one copy per payload), because a `RecvFrame` can be
-//! neither cloned nor sliced and holding it would pin its whole receive
-//! buffer while the Engine keeps the payload until it is stable. A message is
-//! encoded with [`concord_membership::wire::encode`] into a reused scratch
-//! buffer and copied once into the connection's staging chunk. When the
-//! transport's frames become refcounted views (clone and slice), [`Bytes`]
-//! becomes such a view and `decode` slices the frame instead of copying:
-//! nothing outside this module changes.
+//! A received payload is a view of the transport's [`RecvFrame`]: `decode`
+//! slices the frame (a reference count, no copy, no allocation), so the
+//! Engine's clones and the application's [`Delivery`](super::Delivery) share
+//! the receive buffer the kernel wrote. The only received payloads that were
+//! copied are those whose frame straddled two receive buffers (the
+//! transport reassembles them); [`decode`](Decoder::decode) reports them. A
+//! payload the application multicasts is one refcounted heap buffer, shared
+//! by every destination's message and by its own delivery. A message is
+//! encoded with [`concord_membership::wire::encode`] into a reused
+//! buffer and copied once into the connection's staging chunk.
 
 use std::fmt;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::rc::Rc;
 
 use concord_membership::wire::{self, WireError};
@@ -26,34 +26,79 @@ use rkyv::util::AlignedVec;
 /// Bytes of one application payload: refcounted, so the Engine's clones (one
 /// per destination, one per delivery) and the application's copy of a
 /// [`Delivery`](super::Delivery) share one buffer. Cloning never copies.
-#[derive(Clone, PartialEq, Eq)]
-pub struct Bytes(Rc<[u8]>);
+///
+/// A received payload is a view of the receive buffer it arrived in (see
+/// [`is_received`](Bytes::is_received)); while any clone of it lives, that
+/// buffer is not reused. To keep a payload far longer than the group's
+/// traffic around it, [`detach`](Bytes::detach) it.
+#[derive(Clone)]
+pub struct Bytes(Repr);
+
+#[derive(Clone)]
+enum Repr {
+    Heap(Rc<[u8]>),
+    Recv(RecvFrame),
+}
 
 impl Bytes {
     /// A payload holding a copy of `bytes`.
     pub fn copy_from(bytes: &[u8]) -> Self {
-        Bytes(Rc::from(bytes))
+        Bytes(Repr::Heap(Rc::from(bytes)))
     }
 
     /// The bytes.
     pub fn as_slice(&self) -> &[u8] {
-        &self.0
+        match &self.0 {
+            Repr::Heap(b) => b,
+            Repr::Recv(f) => f.payload(),
+        }
     }
 
     /// Length in bytes.
     pub fn len(&self) -> usize {
-        self.0.len()
+        self.as_slice().len()
     }
 
     /// Whether it holds no bytes.
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.len() == 0
+    }
+
+    /// Whether another node sent it: a view of the receive buffer it arrived
+    /// in, or that view's [`detach`](Bytes::detach)ed copy.
+    pub fn is_received(&self) -> bool {
+        matches!(self.0, Repr::Recv(_))
+    }
+
+    /// The same bytes in a heap buffer of their own, releasing the receive
+    /// buffer from this handle (one allocation and one copy, counted by the
+    /// transport like [`RecvFrame::detach`]). A payload already on the heap
+    /// is returned as it is.
+    pub fn detach(self) -> Self {
+        match self.0 {
+            Repr::Heap(_) => self,
+            Repr::Recv(f) => Bytes(Repr::Recv(f.detach())),
+        }
+    }
+
+    /// A view of `range` of a received frame.
+    pub(crate) fn from_frame(frame: &RecvFrame, range: Range<usize>) -> Self {
+        Bytes(Repr::Recv(frame.slice(range)))
     }
 }
 
+impl PartialEq for Bytes {
+    /// Equal bytes, wherever they live.
+    fn eq(&self, other: &Self) -> bool {
+        self.as_slice() == other.as_slice()
+    }
+}
+
+impl Eq for Bytes {}
+
 impl From<Vec<u8>> for Bytes {
     fn from(v: Vec<u8>) -> Self {
-        Bytes(Rc::from(v))
+        Bytes(Repr::Heap(Rc::from(v)))
     }
 }
 
@@ -63,22 +108,34 @@ impl From<&[u8]> for Bytes {
     }
 }
 
+impl From<RecvFrame> for Bytes {
+    /// A view of the frame's payload (no copy).
+    fn from(f: RecvFrame) -> Self {
+        Bytes(Repr::Recv(f))
+    }
+}
+
 impl AsRef<[u8]> for Bytes {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        self.as_slice()
     }
 }
 
 impl Deref for Bytes {
     type Target = [u8];
     fn deref(&self) -> &[u8] {
-        &self.0
+        self.as_slice()
     }
 }
 
 impl fmt::Debug for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "Bytes({} bytes)", self.0.len())
+        let at = if self.is_received() {
+            "received"
+        } else {
+            "heap"
+        };
+        write!(f, "Bytes({} bytes, {at})", self.len())
     }
 }
 
@@ -87,21 +144,40 @@ impl fmt::Debug for Bytes {
 /// `Data`, the message of every multicast to every member, is encoded
 /// here without allocating: its header is built field by field (no clone of
 /// the message) and archived into a reused aligned buffer with rkyv's
-/// thread-local arena. Every other kind goes through [`wire::encode`]. The
-/// bytes are exactly `wire::encode`'s (`encodes_data_as_wire_does`).
+/// thread-local arena. A multicast's `Data` is the same message for every
+/// member, so it is serialized once: the frame stays in the buffer and the
+/// next member's identical `Data` (same header fields, same payload buffer)
+/// is handed the same bytes ([`reused`](Encoder::reused) counts them). Every
+/// other kind goes through [`wire::encode`]. The bytes are exactly
+/// `wire::encode`'s (`encodes_data_as_wire_does`).
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
     header: AlignedVec,
+    frame: Vec<u8>,
+    /// The `Data` message `frame` holds, if it holds one.
+    last: Option<DataKey>,
+    /// Frames handed out again without serializing.
+    pub reused: u64,
+}
+
+/// What identifies a `Data` frame: every header field and the payload's
+/// buffer (a sender's `(incarnation, seq)` names one payload; the address
+/// and length make that explicit).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct DataKey {
+    incarnation: u64,
+    group: u64,
+    epoch: u32,
+    sender: u32,
+    sender_incarnation: u64,
+    sender_seq: u64,
+    ack: u64,
+    payload: (usize, usize),
 }
 
 impl Encoder {
-    /// The frame for `msg`, in `out` (cleared first).
-    pub(crate) fn encode(
-        &mut self,
-        msg: &Message<Bytes>,
-        out: &mut Vec<u8>,
-    ) -> Result<(), WireError> {
-        out.clear();
+    /// The frame for `msg` (valid until the next call).
+    pub(crate) fn frame(&mut self, msg: &Message<Bytes>) -> Result<&[u8], WireError> {
         let Body::Data {
             group,
             epoch,
@@ -112,8 +188,26 @@ impl Encoder {
             payload,
         } = &msg.body
         else {
-            return wire::encode(msg, out);
+            self.last = None;
+            self.frame.clear();
+            wire::encode(msg, &mut self.frame)?;
+            return Ok(&self.frame);
         };
+        let key = DataKey {
+            incarnation: msg.incarnation,
+            group: group.0,
+            epoch: *epoch,
+            sender: sender.0,
+            sender_incarnation: *sender_incarnation,
+            sender_seq: *sender_seq,
+            ack: *ack,
+            payload: (payload.as_ptr() as usize, payload.len()),
+        };
+        if self.last == Some(key) {
+            self.reused += 1;
+            return Ok(&self.frame);
+        }
+        self.last = None;
         let header: Message<()> = Message {
             incarnation: msg.incarnation,
             body: Body::Data {
@@ -132,6 +226,8 @@ impl Encoder {
             .map_err(|_| WireError::Serialize)?;
         let header_len = u32::try_from(buf.len()).map_err(|_| WireError::Serialize)?;
         let payload_len = u32::try_from(payload.len()).map_err(|_| WireError::Serialize)?;
+        let out = &mut self.frame;
+        out.clear();
         out.reserve(wire::PREFIX + buf.len() + payload.len());
         out.push(wire::MAGIC);
         out.push(wire::VERSION);
@@ -140,6 +236,15 @@ impl Encoder {
         out.extend_from_slice(&buf);
         out.extend_from_slice(payload);
         self.header = buf;
+        self.last = Some(key);
+        Ok(&self.frame)
+    }
+
+    /// The frame for `msg`, in `out` (cleared first).
+    #[cfg(test)]
+    fn encode(&mut self, msg: &Message<Bytes>, out: &mut Vec<u8>) -> Result<(), WireError> {
+        out.clear();
+        out.extend_from_slice(self.frame(msg)?);
         Ok(())
     }
 }
@@ -155,12 +260,31 @@ pub(crate) struct Decoder {
 }
 
 impl Decoder {
-    /// The Engine message in `frame`.
-    pub(crate) fn decode(&mut self, frame: &RecvFrame) -> Result<Message<Bytes>, WireError> {
-        self.decode_bytes(frame.payload())
+    /// The Engine message in `frame`; its payloads are views of `frame`,
+    /// or, with `copy`, detached copies (each counted in `copies`) that
+    /// leave the receive buffer free.
+    pub(crate) fn decode(
+        &mut self,
+        frame: &RecvFrame,
+        copy: bool,
+        copies: &mut u64,
+    ) -> Result<Message<Bytes>, WireError> {
+        self.decode_with(frame.payload(), |r| {
+            if copy {
+                *copies += 1;
+                Bytes::from(frame.slice(r).detach())
+            } else {
+                Bytes::from_frame(frame, r)
+            }
+        })
     }
 
-    fn decode_bytes(&mut self, bytes: &[u8]) -> Result<Message<Bytes>, WireError> {
+    /// Decodes `bytes`, making each payload from its range in `bytes`.
+    fn decode_with(
+        &mut self,
+        bytes: &[u8],
+        mut payload_at: impl FnMut(Range<usize>) -> Bytes,
+    ) -> Result<Message<Bytes>, WireError> {
         if bytes.len() < wire::PREFIX {
             return Err(WireError::Truncated {
                 need: wire::PREFIX,
@@ -197,13 +321,31 @@ impl Decoder {
             .extend_from_slice(&bytes[wire::PREFIX..wire::PREFIX + header_len]);
         let header = rkyv::from_bytes::<Message<()>, rancor::Error>(&self.header)
             .map_err(|_| WireError::InvalidHeader)?;
-        let payload = &bytes[wire::PREFIX + header_len..];
+        let start = wire::PREFIX + header_len;
         match header.body {
-            Body::Data { .. } => Ok(header.map_payload(|()| Bytes::copy_from(payload))),
-            Body::DataBatch { .. } => wire::decode(bytes).map(|m| m.map_payload(Bytes::copy_from)),
-            _ if payload.is_empty() => Ok(header.map_payload(|()| Bytes::copy_from(payload))),
-            _ => Err(WireError::UnexpectedPayload { len: payload.len() }),
+            Body::Data { .. } => Ok(header.map_payload(|()| payload_at(start..bytes.len()))),
+            Body::DataBatch { .. } => {
+                // `wire::decode` splits the batch into slices of `bytes`; each
+                // becomes a view of the same range of the frame.
+                let base = bytes.as_ptr() as usize;
+                wire::decode(bytes).map(|m| {
+                    m.map_payload(|p| match (p.as_ptr() as usize).checked_sub(base) {
+                        Some(at) if at + p.len() <= bytes.len() => payload_at(at..at + p.len()),
+                        // Not a slice of `bytes` (never for a split batch).
+                        _ => Bytes::copy_from(p),
+                    })
+                })
+            }
+            _ if start == bytes.len() => Ok(header.map_payload(|()| payload_at(start..start))),
+            _ => Err(WireError::UnexpectedPayload {
+                len: bytes.len() - start,
+            }),
         }
+    }
+
+    #[cfg(test)]
+    fn decode_bytes(&mut self, bytes: &[u8]) -> Result<Message<Bytes>, WireError> {
+        self.decode_with(bytes, |r| Bytes::copy_from(&bytes[r]))
     }
 }
 
@@ -354,6 +496,44 @@ mod tests {
         let mut got = Vec::new();
         Encoder::default().encode(&msg, &mut got).unwrap();
         assert_eq!(got, want);
+    }
+
+    #[test]
+    fn a_multicast_is_serialized_once() {
+        let data = |ack, payload: &Bytes| Message {
+            incarnation: 2,
+            body: Body::Data {
+                group: GroupId(1),
+                epoch: 1,
+                sender: NodeId(1),
+                sender_incarnation: 2,
+                sender_seq: 9,
+                ack,
+                payload: payload.clone(),
+            },
+        };
+        let p = Bytes::copy_from(&[5; 100]);
+        let mut enc = Encoder::default();
+        let want = |m: &Message<Bytes>| {
+            let mut v = Vec::new();
+            wire::encode(m, &mut v).unwrap();
+            v
+        };
+        // The same message to three members: one serialization.
+        for _ in 0..3 {
+            assert_eq!(enc.frame(&data(4, &p)).unwrap(), want(&data(4, &p)));
+        }
+        assert_eq!(enc.reused, 2);
+        // Another ack, another payload buffer with equal bytes, or another
+        // message in between: serialized again, right bytes.
+        assert_eq!(enc.frame(&data(5, &p)).unwrap(), want(&data(5, &p)));
+        let q = Bytes::copy_from(&[6; 100]);
+        assert_eq!(enc.frame(&data(5, &q)).unwrap(), want(&data(5, &q)));
+        let order = sample_frames().swap_remove(1);
+        let order_msg = wire::decode(&order).unwrap().map_payload(Bytes::copy_from);
+        assert_eq!(enc.frame(&order_msg).unwrap(), order);
+        assert_eq!(enc.frame(&data(5, &q)).unwrap(), want(&data(5, &q)));
+        assert_eq!(enc.reused, 2);
     }
 
     #[test]

@@ -56,6 +56,14 @@ pub struct NodeConfig {
     /// reads. A soft bound: one order record can deliver up to `batch`
     /// messages at once.
     pub event_queue: usize,
+    /// The payload size the peers' multicasts usually stay under: with
+    /// `window` it sizes the receive ring of each connection
+    /// ([`DriverConfig::recv_buf_count_for`]) so that a peer's unstable
+    /// messages, which the Engine holds as views of the receive buffers,
+    /// fit without copies. Larger payloads still work: past the ring's
+    /// size the node copies payloads out instead of pausing the
+    /// connection (`NodeStats::pressure_copies`).
+    pub payload_hint: usize,
     /// Time a peer has to complete the transport handshake.
     pub handshake_timeout: Duration,
     /// How long [`Node::shutdown`](super::Node::shutdown) waits for its
@@ -87,6 +95,7 @@ impl NodeConfig {
             batch: 256,
             peer_backlog: 4096,
             event_queue: 16384,
+            payload_hint: 1024,
             handshake_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
         }
@@ -191,7 +200,7 @@ impl NodeConfig {
     /// protocol range go into the handshake. Build the shard's driver from
     /// it (see [`runtime`](super::runtime)).
     pub fn driver_config(&self) -> DriverConfig {
-        DriverConfig {
+        let mut dc = DriverConfig {
             node_id: u64::from(self.node.0),
             cluster_id: self.cluster,
             protocol: concord_transport::VersionRange {
@@ -205,9 +214,18 @@ impl NodeConfig {
             connect_backoff_initial: Duration::from_millis(5),
             connect_backoff_max: self.failure_timeout.max(Duration::from_millis(10)),
             ..DriverConfig::default()
-        }
+        };
+        // One sender's unstable messages on its connection, with the
+        // framing of each (transport header, wire prefix, Data header).
+        let held = (self.window as u64).saturating_mul(self.payload_hint as u64 + DATA_OVERHEAD);
+        dc.recv_buf_count = dc.recv_buf_count_for(held).unwrap_or(32768);
+        dc
     }
 }
+
+/// Bytes around a `Data` payload on the wire, an upper bound: the
+/// transport's frame header, the wire prefix and the archived header.
+const DATA_OVERHEAD: u64 = 128;
 
 fn nanos(d: Duration) -> u64 {
     u64::try_from(d.as_nanos()).unwrap_or(u64::MAX)

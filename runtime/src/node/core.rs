@@ -32,6 +32,11 @@ pub(crate) struct Peer {
     pub dial: Option<ConnId>,
     /// The connection in use once its handshake completed.
     pub open: Option<ConnId>,
+    /// Where it listens (what we dial, if we dial it).
+    pub addr: std::net::SocketAddr,
+    /// The highest incarnation its handshakes have carried (0: none yet).
+    /// A connection from a lower one is a previous life of the peer.
+    pub incarnation: u64,
     /// Encoded frames the transport back-pressured, in order.
     pub backlog: VecDeque<Vec<u8>>,
 }
@@ -83,13 +88,14 @@ pub(crate) struct Core {
     pub conns: HashMap<ConnId, NodeId>,
     pub wake: Option<(Time, TimerHandle)>,
     pub groups: BTreeMap<GroupId, Slot>,
-    pub scratch: Vec<u8>,
     pub encoder: codec::Encoder,
     pub decoder: codec::Decoder,
     pub stats: NodeStats,
     pub failed: Option<NodeError>,
     pub weak: Weak<RefCell<Core>>,
     pub peer_backlog: usize,
+    /// Receive buffers per connection (`DriverConfig::recv_buf_count`).
+    pub recv_bufs: u32,
     /// Tasks waiting for every connection to close (shutdown).
     pub closing: Option<Waker>,
     /// Events a group may hold before the node stops taking transport
@@ -308,23 +314,26 @@ impl Core {
             return;
         };
         self.stats.send_commands += 1;
-        if let Err(e) = self.encoder.encode(msg, &mut self.scratch) {
-            tracing::error!(%e, ?to, "cannot encode an Engine message");
-            self.stats.encode_errors += 1;
-            return;
-        }
+        let frame = match self.encoder.frame(msg) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::error!(%e, ?to, "cannot encode an Engine message");
+                self.stats.encode_errors += 1;
+                return;
+            }
+        };
         if !peer.backlog.is_empty() {
-            peer.backlog.push_back(self.scratch.clone());
+            peer.backlog.push_back(frame.to_vec());
             self.stats.backlogged += 1;
             return;
         }
         let Ok(mut driver) = self.ctx.driver() else {
             return;
         };
-        match driver.send(conn, &self.scratch) {
+        match driver.send(conn, frame) {
             Ok(SendOutcome::Queued) => self.stats.frames_sent += 1,
             Ok(SendOutcome::BackPressured) => {
-                peer.backlog.push_back(self.scratch.clone());
+                peer.backlog.push_back(frame.to_vec());
                 self.stats.backlogged += 1;
             }
             Err(SendError::FrameTooLarge { len, max }) => {
@@ -397,7 +406,14 @@ impl Core {
                     self.stats.stray_frames += 1;
                     return;
                 };
-                match self.decoder.decode(&frame) {
+                if frame.was_reassembled() {
+                    self.stats.reassembled_frames += 1;
+                }
+                let copy = self.recv_short(conn);
+                match self
+                    .decoder
+                    .decode(&frame, copy, &mut self.stats.pressure_copies)
+                {
                     Ok(msg) => {
                         drop(frame);
                         self.stats.frames_received += 1;
@@ -441,13 +457,34 @@ impl Core {
                 held_buffers,
                 held_bytes,
             } => {
-                tracing::warn!(%conn, held_buffers, held_bytes, "received frames held by the node fill the receive buffers; reading paused");
+                // Views the node makes never hold the last two buffers
+                // (`recv_short`). Frames the pump has not taken yet do (a
+                // slow reader stops the pump): reading resumes by itself
+                // once the pump takes and handles them.
+                tracing::warn!(%conn, held_buffers, held_bytes, "received frames fill the receive buffers; reading paused");
                 self.stats.recv_paused += 1;
             }
             Event::RecvResumed { conn } => {
                 tracing::debug!(%conn, "reading resumed");
             }
         }
+    }
+
+    /// Whether the payloads of `conn`'s next frame must be copied out of
+    /// its receive buffer: frames already hold all but two of its buffers
+    /// (the one being parsed and one for the kernel). The held payloads are
+    /// released only once stable, and stability needs this peer's acks,
+    /// which arrive on this same connection: if its last buffers were held
+    /// too, the transport would stop reading it and the acks that would
+    /// free them would never be read. Copying from here on keeps at least
+    /// one buffer cycling, so the connection never pauses on the Engine's
+    /// account; once the held payloads become stable, views resume.
+    fn recv_short(&self, conn: ConnId) -> bool {
+        let Ok(d) = self.ctx.driver() else {
+            return false;
+        };
+        d.recv_held(conn)
+            .is_some_and(|h| h.buffers.saturating_add(2) >= self.recv_bufs)
     }
 
     fn on_connected(&mut self, conn: ConnId, info: PeerInfo) {
@@ -468,11 +505,31 @@ impl Core {
             self.refuse(conn, "the wrong direction or node");
             return;
         }
+        if info.incarnation < peer.incarnation {
+            // A previous life of the peer (a process that should be gone,
+            // or a stale handshake): the newer one's connection stays.
+            tracing::warn!(%conn, ?node, incarnation = info.incarnation, seen = peer.incarnation, "connection from an older incarnation; closing it");
+            let redial = dialed.then_some(peer.addr);
+            self.refuse(conn, "an older incarnation of the peer");
+            // Closing our dial ends its reconnects: dial the peer again.
+            if let Some(addr) = redial {
+                let dial = self
+                    .ctx
+                    .driver()
+                    .ok()
+                    .and_then(|mut d| d.connect(addr).ok());
+                if let Some(peer) = self.peers.get_mut(&node) {
+                    peer.dial = dial;
+                }
+            }
+            return;
+        }
+        peer.incarnation = info.incarnation;
         if let Some(old) = peer.open.replace(conn)
             && old != conn
         {
-            // The peer restarted and dialed again before we saw the old
-            // connection fail.
+            // The peer restarted (same or newer incarnation) and dialed
+            // again before we saw the old connection fail.
             self.conns.remove(&old);
             if let Ok(mut d) = self.ctx.driver() {
                 let _ = d.close(old);

@@ -184,10 +184,22 @@ pub struct NodeStats {
     pub send_commands: u64,
     /// Engine messages handed to the transport.
     pub frames_sent: u64,
+    /// Engine messages sent as the bytes already serialized for the
+    /// previous member (a multicast's `Data` is encoded once).
+    pub encodes_reused: u64,
     /// Frames waiting in back-pressured peers' backlogs now.
     pub backlog_frames: u64,
     /// Engine messages received and decoded.
     pub frames_received: u64,
+    /// Received frames that straddled two receive buffers, so the
+    /// transport copied them whole into a reassembly buffer: the only
+    /// received payloads that were copied (every other one is a view of
+    /// the receive buffer it arrived in).
+    pub reassembled_frames: u64,
+    /// Received payloads copied out of their receive buffer because the
+    /// Engine's held payloads filled all but two of that connection's
+    /// buffers (see `DESIGN.md` 8.2, "Receive buffers").
+    pub pressure_copies: u64,
     /// Messages queued behind a back-pressured connection.
     pub backlogged: u64,
     /// Messages not sent because their peer had no open connection.
@@ -244,9 +256,11 @@ impl Node {
     pub fn start(config: NodeConfig) -> Result<Node, StartError> {
         config.validate()?;
         let ctx = ShardContext::current()?;
+        let recv_bufs;
         {
             let d = ctx.driver()?;
             let dc = d.config();
+            recv_bufs = u32::from(dc.recv_buf_count);
             if dc.node_id != u64::from(config.node.0) || dc.cluster_id != config.cluster {
                 return Err(StartError::DriverMismatch {
                     driver_node: dc.node_id,
@@ -278,6 +292,9 @@ impl Node {
         let mut peers = BTreeMap::new();
         {
             let mut d = ctx.driver()?;
+            // The handshakes carry the incarnation just persisted, which
+            // only the state file could tell: set before anything dials.
+            d.set_incarnation(incarnation);
             d.listen(config.listen)?;
             for (&node, &addr) in &config.nodes {
                 if node == config.node {
@@ -293,6 +310,8 @@ impl Node {
                     Peer {
                         dial,
                         open: None,
+                        addr,
+                        incarnation: 0,
                         backlog: VecDeque::new(),
                     },
                 );
@@ -311,13 +330,13 @@ impl Node {
                 conns: Default::default(),
                 wake: None,
                 groups: BTreeMap::new(),
-                scratch: Vec::with_capacity(4096),
                 encoder: codec::Encoder::default(),
                 decoder: codec::Decoder::default(),
                 stats: NodeStats::default(),
                 failed: None,
                 weak: weak.clone(),
                 peer_backlog: config.peer_backlog,
+                recv_bufs,
                 closing: None,
                 event_bound: config.event_queue,
                 paused: false,
@@ -358,6 +377,7 @@ impl Node {
         let c = self.core.borrow();
         let mut s = c.stats.clone();
         s.backlog_frames = c.peers.values().map(|p| p.backlog.len() as u64).sum();
+        s.encodes_reused = c.encoder.reused;
         s
     }
 

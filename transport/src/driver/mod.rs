@@ -186,6 +186,15 @@ impl Driver {
         &self.cfg
     }
 
+    /// Sets the incarnation that handshakes started from now on carry
+    /// ([`DriverConfig::incarnation`]): for an owner that learns it only
+    /// after the driver exists (from its persisted state). Call it before
+    /// the first `listen` or `connect`; connections already handshaking or
+    /// open keep the one they sent.
+    pub fn set_incarnation(&mut self, incarnation: u64) {
+        self.cfg.incarnation = incarnation;
+    }
+
     /// Counters since creation.
     pub fn stats(&self) -> Stats {
         let mut s = self.stats;

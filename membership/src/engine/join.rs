@@ -374,7 +374,29 @@ impl<P: Payload> Engine<P> {
         // A delayed copy of a Welcome we already installed (the sequencer
         // re-sends it until acknowledged) arriving after we saw ourselves
         // partitioned: installing it would install the same view twice.
+        // The Welcome of the view we installed last, for this incarnation,
+        // is acknowledged: our ack was lost, and the sequencer re-sends it
+        // (and answers our requests with it) until it hears one. Then our
+        // requests count as a silent member's, which it removes and admits
+        // again.
         if view.id <= g.view.id {
+            let inc = self.ctx.inc;
+            if view.id == g.view.id
+                && view
+                    .members
+                    .iter()
+                    .zip(&incs)
+                    .any(|(m, i)| *m == me && *i == inc)
+            {
+                self.ctx.send(
+                    from,
+                    Body::Ack {
+                        group: gid,
+                        epoch: view.id.epoch(),
+                        ready: position,
+                    },
+                );
+            }
             return;
         }
         if !view.contains(me) || incs.len() != view.members.len() {

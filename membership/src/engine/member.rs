@@ -18,14 +18,15 @@ impl<P: Payload> Engine<P> {
             if g.seq.is_some() {
                 g.publish(&mut self.ctx);
             }
+            let ack = g.ack_point();
             if let Some(c) = g.coordinator()
                 && c != self.ctx.me
-                && (g.ready >= g.last_ack_sent + ack_every
-                    || (g.ready > g.last_ack_sent && g.awaits_stable_view_change()))
+                && (ack >= g.last_ack_sent + ack_every
+                    || (ack > g.last_ack_sent && g.awaits_stable_view_change()))
             {
-                g.last_ack_sent = g.ready;
-                let (epoch, ready) = (g.epoch(), g.ready);
-                g.ack_to(&mut self.ctx, c, *gid, epoch, ready, now);
+                g.last_ack_sent = ack;
+                let epoch = g.epoch();
+                g.ack_to(&mut self.ctx, c, *gid, epoch, ack, now);
             }
         }
         self.drain_loopback();
@@ -133,13 +134,13 @@ impl<P: Payload> Engine<P> {
         let Some(g) = self.groups.get_mut(&gid) else {
             return;
         };
+        let ack = g.ack_point();
         if let Some(c) = coord
             && c != me
-            && (g.ready > g.last_ack_sent || now.0.saturating_sub(g.last_ack_time.0) >= hb)
+            && (ack > g.last_ack_sent || now.0.saturating_sub(g.last_ack_time.0) >= hb)
         {
-            g.last_ack_sent = g.ready;
-            let ready = g.ready;
-            g.ack_to(&mut self.ctx, c, gid, epoch, ready, now);
+            g.last_ack_sent = ack;
+            g.ack_to(&mut self.ctx, c, gid, epoch, ack, now);
         }
     }
 
@@ -525,7 +526,7 @@ impl<P: Payload> Engine<P> {
         g.advance_ready();
         if g.seq.is_some() && (g.ready != ready || g.view.members.len() == 1) {
             let me = self.ctx.me;
-            g.on_ack(me, g.ready);
+            g.on_ack(me, g.ack_point());
         }
         // `ready` is up to date (the ack changes nothing it depends on).
         if g.deliver_ready(&mut self.ctx) {

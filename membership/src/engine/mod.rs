@@ -396,7 +396,7 @@ impl<P: Payload> Engine<P> {
         g.my_seq += 1;
         let seq = g.my_seq;
         let epoch = g.epoch();
-        let ack = g.ready;
+        let ack = g.ack_point();
         for m in &g.view.members {
             if *m != me {
                 self.ctx.commands.push_back(Command::Send {

@@ -165,4 +165,15 @@ impl<P: Payload> Group<P> {
     pub fn coordinator(&self) -> Option<NodeId> {
         self.view.coordinator()
     }
+
+    /// The highest position this member acknowledges in its epoch: what it
+    /// holds, but never past `cap`. A member that promised in a flush froze
+    /// `cap` at the ready it reported (an accepted or decided value lowers
+    /// it to its cut), and the flush may end the epoch there: a position
+    /// above it must not become stable on this member's word, though the
+    /// member may hold it.
+    #[inline]
+    pub fn ack_point(&self) -> u64 {
+        self.ready.min(self.cap)
+    }
 }

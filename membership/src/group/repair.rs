@@ -36,7 +36,7 @@ impl<P: Payload> Group<P> {
                                 sender,
                                 sender_incarnation: inc,
                                 sender_seq: seq,
-                                ack: self.ready,
+                                ack: self.ack_point(),
                                 payload: p.clone(),
                             },
                         );
@@ -107,7 +107,7 @@ impl<P: Payload> Group<P> {
                         sender,
                         sender_incarnation: inc,
                         sender_seq: s,
-                        ack: self.ready,
+                        ack: self.ack_point(),
                         payload: p.clone(),
                     },
                 );
@@ -170,7 +170,7 @@ impl<P: Payload> Group<P> {
                             sender: ctx.me,
                             sender_incarnation: ctx.inc,
                             sender_seq: s,
-                            ack: self.ready,
+                            ack: self.ack_point(),
                             payload: p.clone(),
                         },
                     );

@@ -378,7 +378,7 @@ impl<P: Payload> Group<P> {
 
     /// Sequencer: a member's cumulative ack.
     pub fn on_ack(&mut self, from: NodeId, ready: u64) {
-        let own_ready = self.ready;
+        let own_ready = self.ack_point();
         let me_pos = self.coordinator();
         let Some(seq) = self.seq.as_mut() else { return };
         if seq.welcomes.is_empty() && seq.departing.is_empty() {

@@ -8,6 +8,7 @@
 mod net;
 
 mod acceptor;
+mod frozen;
 mod join_leave;
 mod ordering;
 mod orphan;

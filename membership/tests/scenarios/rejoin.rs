@@ -331,3 +331,45 @@ fn a_sequencer_left_alone_does_not_order_again_what_it_delivered() {
     net.run(50);
     assert_no_hole_after_last_view(&net, 2);
 }
+
+/// A joiner that installed its Welcome and then lost the group before its
+/// ack reached the sequencer (a one-way cut: the others still hear it, so
+/// nobody suspects it) asks to join again. The sequencer still holds that
+/// Welcome as unacknowledged; the joiner ignores a copy of a view it
+/// installed. After a failure timeout of such requests the sequencer
+/// removes and re-admits it, as it does for a silent member.
+#[test]
+fn a_welcomed_joiner_partitioned_before_its_ack_is_admitted_again() {
+    let mut net = Setup::new(3).start();
+    let g = group();
+    net.form(g, &[1, 2]);
+    net.lose = Some(|from, to, body| {
+        from == NodeId(3) && to == NodeId(1) && matches!(body, Body::Ack { .. })
+    });
+    net.join(3, g);
+    assert!(
+        net.run_until(100, |n| n.engine(3).is_member(g)),
+        "n3 not admitted"
+    );
+    net.deaf[2] = true;
+    assert!(
+        net.run_until(200, |n| partitioned_count(n, 3) > 0),
+        "n3 did not see itself partitioned"
+    );
+    net.deaf[2] = false;
+    net.lose = None;
+    assert!(
+        net.run_until(500, |n| n.engine(3).is_member(g)),
+        "n3 never admitted again: {:?}",
+        net.views(3)
+    );
+    net.send(3, g, b"back");
+    net.run(30);
+    for n in 1..=3 {
+        assert_eq!(
+            net.deliveries(n).last().map(|(_, p)| p.clone()),
+            Some(b"back".to_vec()),
+            "n{n}"
+        );
+    }
+}

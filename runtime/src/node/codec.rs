@@ -7,7 +7,7 @@
 //! Engine's clones and the application's [`Delivery`](super::Delivery) share
 //! the receive buffer the kernel wrote. The only received payloads that were
 //! copied are those whose frame straddled two receive buffers (the
-//! transport reassembles them); [`decode`](Decoder::decode) reports them. A
+//! transport reassembles them); the decoder counts them. A
 //! payload the application multicasts is one refcounted heap buffer, shared
 //! by every destination's message and by its own delivery. A message is
 //! encoded with [`concord_membership::wire::encode`] into a reused

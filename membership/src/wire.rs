@@ -119,8 +119,12 @@ pub fn frame_len(bytes: &[u8]) -> Option<usize> {
     Some(PREFIX + header + payload)
 }
 
-/// Decode exactly one frame. The payload of a `Data` message borrows `bytes`.
-pub fn decode(bytes: &[u8]) -> Result<Message<&[u8]>, WireError> {
+/// Checks the prefix of the one frame in `bytes` (magic, version, the header
+/// bound, and that the frame is exactly as long as its prefix says) and
+/// returns its header archive and where its payload area starts. Every
+/// decoder of this format starts here, so all refuse the same inputs with the
+/// same error.
+pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), WireError> {
     if bytes.len() < PREFIX {
         return Err(WireError::Truncated {
             need: PREFIX,
@@ -152,11 +156,18 @@ pub fn decode(bytes: &[u8]) -> Result<Message<&[u8]>, WireError> {
             len: bytes.len() - PREFIX - header_len,
         });
     }
+    Ok((&bytes[PREFIX..PREFIX + header_len], PREFIX + header_len))
+}
+
+/// Decode exactly one frame. The payload of a `Data` message borrows `bytes`.
+pub fn decode(bytes: &[u8]) -> Result<Message<&[u8]>, WireError> {
+    let (header_bytes, start) = split_frame(bytes)?;
+    let header_len = header_bytes.len();
     let mut aligned = AlignedVec::<16>::with_capacity(header_len);
-    aligned.extend_from_slice(&bytes[PREFIX..PREFIX + header_len]);
+    aligned.extend_from_slice(header_bytes);
     let header = rkyv::from_bytes::<Message<()>, rancor::Error>(&aligned)
         .map_err(|_| WireError::InvalidHeader)?;
-    let payload = &bytes[PREFIX + header_len..];
+    let payload = &bytes[start..];
     match header.body {
         Body::Data { .. } => Ok(header.map_payload(|()| payload)),
         Body::DataBatch { ref payloads, .. } => {

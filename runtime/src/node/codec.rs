@@ -285,43 +285,11 @@ impl Decoder {
         bytes: &[u8],
         mut payload_at: impl FnMut(Range<usize>) -> Bytes,
     ) -> Result<Message<Bytes>, WireError> {
-        if bytes.len() < wire::PREFIX {
-            return Err(WireError::Truncated {
-                need: wire::PREFIX,
-                have: bytes.len(),
-            });
-        }
-        if bytes[0] != wire::MAGIC {
-            return Err(WireError::BadMagic { found: bytes[0] });
-        }
-        if bytes[1] != wire::VERSION {
-            return Err(WireError::UnsupportedVersion { found: bytes[1] });
-        }
-        let header_len = u32::from_le_bytes([bytes[2], bytes[3], bytes[4], bytes[5]]) as usize;
-        let payload_len = u32::from_le_bytes([bytes[6], bytes[7], bytes[8], bytes[9]]) as usize;
-        if header_len > wire::MAX_HEADER {
-            return Err(WireError::HeaderTooLarge { len: header_len });
-        }
-        let need = wire::PREFIX
-            .saturating_add(header_len)
-            .saturating_add(payload_len);
-        if bytes.len() < need {
-            return Err(WireError::Truncated {
-                need,
-                have: bytes.len(),
-            });
-        }
-        if bytes.len() > need {
-            return Err(WireError::UnexpectedPayload {
-                len: bytes.len() - wire::PREFIX - header_len,
-            });
-        }
+        let (header_bytes, start) = wire::split_frame(bytes)?;
         self.header.clear();
-        self.header
-            .extend_from_slice(&bytes[wire::PREFIX..wire::PREFIX + header_len]);
+        self.header.extend_from_slice(header_bytes);
         let header = rkyv::from_bytes::<Message<()>, rancor::Error>(&self.header)
             .map_err(|_| WireError::InvalidHeader)?;
-        let start = wire::PREFIX + header_len;
         match header.body {
             Body::Data { .. } => Ok(header.map_payload(|()| payload_at(start..bytes.len()))),
             Body::DataBatch { .. } => {

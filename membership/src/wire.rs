@@ -74,6 +74,17 @@ pub enum WireError {
 
 /// Append one frame for `msg` to `out`.
 pub fn encode<P: Payload>(msg: &Message<P>, out: &mut Vec<u8>) -> Result<(), WireError> {
+    encode_with(msg, &mut AlignedVec::new(), out)
+}
+
+/// [`encode`], serializing the header in `scratch` (its contents are
+/// replaced): a caller that keeps `scratch` and `out` allocates nothing once
+/// they have grown to its largest frame.
+pub fn encode_with<P: Payload>(
+    msg: &Message<P>,
+    scratch: &mut AlignedVec,
+    out: &mut Vec<u8>,
+) -> Result<(), WireError> {
     let mut payload: &[u8] = &[];
     let mut batch: Option<&[P]> = None;
     let header = match &msg.body {
@@ -89,7 +100,10 @@ pub fn encode<P: Payload>(msg: &Message<P>, out: &mut Vec<u8>) -> Result<(), Wir
     };
     // A batch's payload area: each payload as `len u32 LE | bytes`.
     let batch_len = batch.map_or(0, |b| b.iter().map(|p| 4 + p.as_ref().len()).sum::<usize>());
-    let bytes = rkyv::to_bytes::<rancor::Error>(&header).map_err(|_| WireError::Serialize)?;
+    let mut buf = std::mem::take(scratch);
+    buf.clear();
+    let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&header, buf)
+        .map_err(|_| WireError::Serialize)?;
     let header_len = u32::try_from(bytes.len()).map_err(|_| WireError::Serialize)?;
     let payload_len = u32::try_from(payload.len() + batch_len).map_err(|_| WireError::Serialize)?;
     out.reserve(PREFIX + bytes.len() + payload.len() + batch_len);
@@ -105,6 +119,7 @@ pub fn encode<P: Payload>(msg: &Message<P>, out: &mut Vec<u8>) -> Result<(), Wir
         out.extend_from_slice(&len.to_le_bytes());
         out.extend_from_slice(p);
     }
+    *scratch = bytes;
     Ok(())
 }
 

@@ -141,15 +141,13 @@ impl fmt::Debug for Bytes {
 
 /// Encodes Engine messages in the [`wire`] format into a reused buffer.
 ///
-/// `Data`, the message of every multicast to every member, is encoded
-/// here without allocating: its header is built field by field (no clone of
-/// the message) and archived into a reused aligned buffer with rkyv's
-/// thread-local arena. A multicast's `Data` is the same message for every
-/// member, so it is serialized once: the frame stays in the buffer and the
-/// next member's identical `Data` (same header fields, same payload buffer)
-/// is handed the same bytes ([`reused`](Encoder::reused) counts them). Every
-/// other kind goes through [`wire::encode`]. The bytes are exactly
-/// `wire::encode`'s (`encodes_data_as_wire_does`).
+/// Every kind goes through [`wire::encode_with`] with the header archived in
+/// a reused aligned buffer, so `Data`, the message of every multicast to every
+/// member, is encoded without allocating (its clone for the header only bumps
+/// the payload's reference count). A multicast's `Data` is the same message
+/// for every member, so it is serialized once: the frame stays in the buffer
+/// and the next member's identical `Data` (same header fields, same payload
+/// buffer) is handed the same bytes ([`reused`](Encoder::reused) counts them).
 #[derive(Debug, Default)]
 pub(crate) struct Encoder {
     header: AlignedVec,
@@ -178,65 +176,35 @@ struct DataKey {
 impl Encoder {
     /// The frame for `msg` (valid until the next call).
     pub(crate) fn frame(&mut self, msg: &Message<Bytes>) -> Result<&[u8], WireError> {
-        let Body::Data {
-            group,
-            epoch,
-            sender,
-            sender_incarnation,
-            sender_seq,
-            ack,
-            payload,
-        } = &msg.body
-        else {
-            self.last = None;
-            self.frame.clear();
-            wire::encode(msg, &mut self.frame)?;
-            return Ok(&self.frame);
+        let key = match &msg.body {
+            Body::Data {
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                sender_seq,
+                ack,
+                payload,
+            } => Some(DataKey {
+                incarnation: msg.incarnation,
+                group: group.0,
+                epoch: *epoch,
+                sender: sender.0,
+                sender_incarnation: *sender_incarnation,
+                sender_seq: *sender_seq,
+                ack: *ack,
+                payload: (payload.as_ptr() as usize, payload.len()),
+            }),
+            _ => None,
         };
-        let key = DataKey {
-            incarnation: msg.incarnation,
-            group: group.0,
-            epoch: *epoch,
-            sender: sender.0,
-            sender_incarnation: *sender_incarnation,
-            sender_seq: *sender_seq,
-            ack: *ack,
-            payload: (payload.as_ptr() as usize, payload.len()),
-        };
-        if self.last == Some(key) {
+        if key.is_some() && self.last == key {
             self.reused += 1;
             return Ok(&self.frame);
         }
         self.last = None;
-        let header: Message<()> = Message {
-            incarnation: msg.incarnation,
-            body: Body::Data {
-                group: *group,
-                epoch: *epoch,
-                sender: *sender,
-                sender_incarnation: *sender_incarnation,
-                sender_seq: *sender_seq,
-                ack: *ack,
-                payload: (),
-            },
-        };
-        let mut buf = std::mem::take(&mut self.header);
-        buf.clear();
-        let buf = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&header, buf)
-            .map_err(|_| WireError::Serialize)?;
-        let header_len = u32::try_from(buf.len()).map_err(|_| WireError::Serialize)?;
-        let payload_len = u32::try_from(payload.len()).map_err(|_| WireError::Serialize)?;
-        let out = &mut self.frame;
-        out.clear();
-        out.reserve(wire::PREFIX + buf.len() + payload.len());
-        out.push(wire::MAGIC);
-        out.push(wire::VERSION);
-        out.extend_from_slice(&header_len.to_le_bytes());
-        out.extend_from_slice(&payload_len.to_le_bytes());
-        out.extend_from_slice(&buf);
-        out.extend_from_slice(payload);
-        self.header = buf;
-        self.last = Some(key);
+        self.frame.clear();
+        wire::encode_with(msg, &mut self.header, &mut self.frame)?;
+        self.last = key;
         Ok(&self.frame)
     }
 

@@ -346,18 +346,19 @@ impl<P: Payload> Engine<P> {
     ) {
         let me = self.ctx.me;
         let gid = view.group;
+        // The Welcome admits this incarnation (not an earlier life of this
+        // node, whose Welcome was delayed past its restart).
+        let admits_me = view
+            .members
+            .iter()
+            .zip(&incs)
+            .any(|(m, i)| *m == me && *i == self.ctx.inc);
         let Some(g) = self.groups.get_mut(&gid) else {
             // This incarnation was admitted, but gave the join up (or left)
             // before the Welcome came: it holds nothing of the group. Ask
             // the sequencer to order its Leave, or it stays in the view,
             // never acks, and the stable point never moves again.
-            let inc = self.ctx.inc;
-            if view
-                .members
-                .iter()
-                .zip(&incs)
-                .any(|(m, i)| *m == me && *i == inc)
-            {
+            if admits_me {
                 self.ctx.send(
                     from,
                     Body::LeaveRequest {
@@ -380,14 +381,7 @@ impl<P: Payload> Engine<P> {
         // requests count as a silent member's, which it removes and admits
         // again.
         if view.id <= g.view.id {
-            let inc = self.ctx.inc;
-            if view.id == g.view.id
-                && view
-                    .members
-                    .iter()
-                    .zip(&incs)
-                    .any(|(m, i)| *m == me && *i == inc)
-            {
+            if view.id == g.view.id && admits_me {
                 self.ctx.send(
                     from,
                     Body::Ack {
@@ -402,16 +396,9 @@ impl<P: Payload> Engine<P> {
         if !view.contains(me) || incs.len() != view.members.len() {
             return;
         }
-        // A Welcome for an earlier life of this node (delayed past its
-        // restart) admits that incarnation, not us: the others count the
-        // old one as the member.
-        let inc = self.ctx.inc;
-        if !view
-            .members
-            .iter()
-            .zip(&incs)
-            .any(|(m, i)| *m == me && *i == inc)
-        {
+        // A Welcome for an earlier life of this node admits that
+        // incarnation, not us: the others count the old one as the member.
+        if !admits_me {
             return;
         }
         self.joiners.remove(&gid);

@@ -1,6 +1,9 @@
 //! `concord doctor` as a user runs it: the built binary, its output, its exit status.
 
+use std::fs::{self, Permissions};
+use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
 use std::process::{Command, Output};
 
 const BIN: &str = env!("CARGO_BIN_EXE_concord");
@@ -37,14 +40,32 @@ fn doctor_reports_a_ready_machine() {
     assert!(!s.contains("problem:"), "{s}");
 }
 
+/// A copy of the built binary that an unprivileged user can execute even when
+/// the checkout sits in a directory only root can enter. The directory (and
+/// the copy) is removed when the guard drops.
+fn unprivileged_copy() -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::Builder::new()
+        .prefix("concord-doctor-")
+        .tempdir()
+        .expect("temporary directory");
+    let exe = dir.path().join("concord");
+    fs::copy(BIN, &exe).expect("copy the concord binary");
+    fs::set_permissions(&exe, Permissions::from_mode(0o755)).expect("chmod the copy");
+    // Traversable, not listable, by other users.
+    fs::set_permissions(dir.path(), Permissions::from_mode(0o711)).expect("chmod the dir");
+    (dir, exe)
+}
+
 #[test]
 fn doctor_fails_with_the_fix_when_memlock_is_too_low() {
     // An unprivileged user (no CAP_IPC_LOCK) with a 64 KiB memlock limit, asked
     // for 4 shards of 8 MiB each.
+    let (dir, exe) = unprivileged_copy();
     let out = Command::new("sh")
         .arg("-c")
         .arg(r#"ulimit -l 64 && exec "$0" doctor --shards 4 --memlock-per-shard 8388608"#)
-        .arg(BIN)
+        .arg(&exe)
+        .current_dir(dir.path())
         .uid(65534)
         .gid(65534)
         .output()

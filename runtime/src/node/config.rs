@@ -11,6 +11,7 @@ use concord_membership::{NodeId, VersionRange, version};
 use concord_transport::DriverConfig;
 
 use super::error::ConfigError;
+use super::shards::Shard;
 
 /// Everything a node needs to start.
 ///
@@ -69,6 +70,10 @@ pub struct NodeConfig {
     /// How long [`Node::shutdown`](super::Node::shutdown) waits for its
     /// ordered leaves and for its connections to drain.
     pub shutdown_timeout: Duration,
+    /// Which shard of the node this is (set by
+    /// [`ShardPlan::config`](super::ShardPlan::config); `0 of 1` for a
+    /// one-shard node).
+    pub shard: Shard,
 }
 
 impl NodeConfig {
@@ -98,6 +103,7 @@ impl NodeConfig {
             payload_hint: 1024,
             handshake_timeout: Duration::from_secs(2),
             shutdown_timeout: Duration::from_secs(5),
+            shard: Shard::default(),
         }
     }
 
@@ -171,6 +177,12 @@ impl NodeConfig {
             return Err(ConfigError::Invalid {
                 field: "handshake_timeout",
                 reason: "timeouts must be non-zero",
+            });
+        }
+        if self.shard.count == 0 || self.shard.index >= self.shard.count {
+            return Err(ConfigError::Invalid {
+                field: "shard",
+                reason: "need index < count",
             });
         }
         if self.data_dir.as_os_str().is_empty() {

@@ -110,6 +110,15 @@ pub enum StartError {
     /// A node already runs on this shard (one node per shard).
     #[error("a node already runs on this shard")]
     AlreadyRunning,
+    /// The data directory belongs to a node with another shard count (see
+    /// [`ShardPlan`](super::ShardPlan)).
+    #[error("shard layout {}: {what}", path.display())]
+    Layout {
+        /// The layout file.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        what: String,
+    },
 }
 
 /// Why a node stopped working: the node refuses every call from then on.
@@ -142,6 +151,15 @@ pub enum JoinError {
         group: GroupId,
         /// Its active version.
         active: ProtocolVersion,
+    },
+    /// The group lives on another shard of this node (see
+    /// [`shard_of`](super::shard_of)): join it there.
+    #[error("group {group:?} lives on shard {shard}, not on this one")]
+    WrongShard {
+        /// The group.
+        group: GroupId,
+        /// The shard that runs it.
+        shard: usize,
     },
     /// The node stopped.
     #[error(transparent)]

@@ -74,6 +74,7 @@ mod config;
 mod core;
 mod error;
 pub mod persist;
+mod shards;
 
 use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, VecDeque};
@@ -91,6 +92,7 @@ use concord_transport::Driver;
 pub use self::codec::Bytes;
 pub use self::config::NodeConfig;
 pub use self::error::{ConfigError, JoinError, MulticastError, NodeError, StartError, StateError};
+pub use self::shards::{LAYOUT_FILE, Shard, ShardPlan, domain_id, shard_of};
 pub use concord_membership::{GroupId, NodeId};
 
 use self::core::{Core, Membership, Peer, Slot};
@@ -244,6 +246,7 @@ pub struct Node {
     stop: Rc<Cell<bool>>,
     pump_waker: Rc<RefCell<Option<std::task::Waker>>>,
     shutdown_timeout: Duration,
+    shard: Shard,
 }
 
 impl Node {
@@ -271,6 +274,7 @@ impl Node {
         if RUNNING.with(Cell::get) {
             return Err(StartError::AlreadyRunning);
         }
+        shards::check_start(&config)?;
         let (store, recovered) = StateStore::open(&config.data_dir)?;
         let incarnation = recovered.as_ref().map_or(1, |r| r.next_incarnation());
         let durable = recovered.as_ref().and_then(|r| r.durable.clone());
@@ -359,7 +363,20 @@ impl Node {
             stop,
             pump_waker,
             shutdown_timeout: config.shutdown_timeout,
+            shard: config.shard,
         })
+    }
+
+    /// Which shard of its node this is (`0 of 1` unless started from a
+    /// [`ShardPlan`]).
+    pub fn shard(&self) -> Shard {
+        self.shard
+    }
+
+    /// Whether the group named `name` lives on this shard (only such groups
+    /// can be joined here).
+    pub fn owns(&self, name: &str) -> bool {
+        self.shard.owns(GroupId::from_name(name))
     }
 
     /// This node's id.
@@ -404,6 +421,12 @@ impl Node {
     /// ```
     pub async fn join(&self, name: &str, mode: DeliveryMode) -> Result<Group, JoinError> {
         let id = GroupId::from_name(name);
+        if !self.shard.owns(id) {
+            return Err(JoinError::WrongShard {
+                group: id,
+                shard: shard_of(id, self.shard.count),
+            });
+        }
         {
             let mut c = self.core.borrow_mut();
             c.check()?;

@@ -39,7 +39,9 @@ use super::error::StateError;
 const MAGIC: &[u8; 4] = b"CNDS";
 const VERSION: u8 = 1;
 const HEADER: usize = 24;
-const FILE: &str = "node.state";
+/// The state file's name in the data directory.
+pub const STATE_FILE: &str = "node.state";
+const FILE: &str = STATE_FILE;
 const TMP: &str = "node.state.tmp";
 
 /// What a restart recovers.

@@ -209,6 +209,9 @@ pub struct VersionEvent {
     pub view: ViewId,
     /// Who asked.
     pub requester: NodeId,
+    /// The requester's incarnation when it asked: request numbers count per
+    /// incarnation, so (requester, incarnation, request) names a request.
+    pub requester_incarnation: u64,
     /// Its request number.
     pub request: u64,
     /// `Ok((from, to))` if the group switched (or already ran `to`), else why
@@ -401,6 +404,7 @@ impl Versions {
             position,
             view,
             requester: change.requester,
+            requester_incarnation: change.incarnation,
             request: change.request,
             outcome,
         });

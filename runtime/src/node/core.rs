@@ -18,9 +18,9 @@ use concord_transport::{CloseReason, ConnId, Event, PeerInfo, SendError, SendOut
 
 use super::clock;
 use super::codec::{self, Bytes};
-use super::error::NodeError;
+use super::error::{AdjustError, NodeError};
 use super::persist::StateStore;
-use super::{Delivery, GroupEvent, NodeStats};
+use super::{Adjusted, Delivery, GroupEvent, NodeStats};
 use crate::shard::ShardContext;
 use crate::timer::TimerHandle;
 
@@ -67,6 +67,26 @@ pub(crate) struct Slot {
     pub leaving: bool,
 }
 
+/// An adjust-version request this node made, until its caller takes the
+/// outcome.
+#[derive(Debug)]
+pub(crate) struct AdjustWait {
+    pub group: GroupId,
+    pub outcome: Option<Result<Adjusted, AdjustError>>,
+    pub waker: Option<Waker>,
+}
+
+impl AdjustWait {
+    fn settle(&mut self, outcome: Result<Adjusted, AdjustError>) {
+        if self.outcome.is_none() {
+            self.outcome = Some(outcome);
+        }
+        if let Some(w) = self.waker.take() {
+            w.wake();
+        }
+    }
+}
+
 impl Slot {
     pub fn wake(&mut self) {
         if let Some(w) = self.waker.take() {
@@ -105,6 +125,8 @@ pub(crate) struct Core {
     pub paused: bool,
     /// Wakes the pump.
     pub pump_waker: Rc<RefCell<Option<Waker>>>,
+    /// This incarnation's adjust-version requests, by request number.
+    pub adjusts: BTreeMap<u64, AdjustWait>,
 }
 
 impl std::fmt::Debug for Core {
@@ -152,6 +174,25 @@ impl Core {
         while self.failed.is_none() {
             if let Some(ev) = self.engine.poll_version_event() {
                 tracing::debug!(?ev, "adjust-version outcome");
+                if (ev.requester, ev.requester_incarnation) == (self.me, self.incarnation)
+                    && let Some(w) = self.adjusts.get_mut(&ev.request)
+                {
+                    let group = ev.group;
+                    let position = ev.position;
+                    w.settle(match ev.outcome {
+                        Ok((from, to)) => Ok(Adjusted {
+                            group,
+                            position,
+                            from,
+                            to,
+                        }),
+                        Err(error) => Err(AdjustError::Rejected {
+                            group,
+                            position,
+                            error,
+                        }),
+                    });
+                }
                 continue;
             }
             let Some(cmd) = self.engine.poll_command() else {
@@ -179,6 +220,7 @@ impl Core {
                     position,
                 } => self.on_view(view, reason, position),
                 Command::Partitioned { group } => {
+                    self.interrupt_adjusts(group);
                     if let Some(slot) = self.groups.get_mut(&group) {
                         slot.events.push_back(GroupEvent::Partitioned);
                         if slot.leaving {
@@ -211,6 +253,11 @@ impl Core {
 
     fn on_view(&mut self, view: View, reason: Reason, position: u64) {
         let me = self.me;
+        if !view.contains(me) {
+            // The Engine drops the requests of a group it is no longer a
+            // member of: their outcome will not reach this node.
+            self.interrupt_adjusts(view.group);
+        }
         let Some(slot) = self.groups.get_mut(&view.group) else {
             return;
         };
@@ -244,8 +291,19 @@ impl Core {
         slot.wake();
     }
 
+    /// Settles every adjust-version request of `group` still waiting as
+    /// [`AdjustError::Interrupted`].
+    fn interrupt_adjusts(&mut self, group: GroupId) {
+        for w in self.adjusts.values_mut().filter(|w| w.group == group) {
+            w.settle(Err(AdjustError::Interrupted { group }));
+        }
+    }
+
     /// Stops the node: nothing more is sent, every waiting task learns why.
     pub fn fail(&mut self, e: NodeError) {
+        for w in self.adjusts.values_mut() {
+            w.settle(Err(AdjustError::Node(e.clone())));
+        }
         self.failed = Some(e);
         if let Some((_, h)) = self.wake.take() {
             h.cancel();

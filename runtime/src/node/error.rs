@@ -3,7 +3,7 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 
-use concord_membership::{GroupId, NodeId, ProtocolVersion, VersionRange};
+use concord_membership::{GroupId, NodeId, ProtocolVersion, VersionError, VersionRange};
 
 /// Why a [`NodeConfig`](super::NodeConfig) was refused.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -192,4 +192,41 @@ impl MulticastError {
     pub fn is_retryable(&self) -> bool {
         matches!(self, MulticastError::Partitioned { .. })
     }
+}
+
+/// Why [`Group::adjust_version`](super::Group::adjust_version) (or one
+/// group of [`Node::adjust_version`](super::Node::adjust_version)) did not
+/// switch.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum AdjustError {
+    /// Refused by this node's own check before anything was asked, naming
+    /// the culprit (a node not active, a view lacking configured nodes or
+    /// this node cut off, a node that cannot run the target), or this node
+    /// is not a member of the group.
+    #[error(transparent)]
+    Refused(#[from] concord_membership::AdjustError),
+    /// Ordered and refused there by the sequencer's check (a crash, join or
+    /// partition raced with the request): every member of the group saw
+    /// the same refusal at the same position, and nothing changed.
+    #[error("refused at position {position} of group {group:?}: {error}")]
+    Rejected {
+        /// The group.
+        group: GroupId,
+        /// Where the refusal was ordered.
+        position: u64,
+        /// Why, naming the culprit.
+        error: VersionError,
+    },
+    /// This node left the group, was removed from its view or lost the
+    /// primary component before the outcome reached it: the outcome is
+    /// unknown here. The view this node installs when it is back says which
+    /// version the group runs.
+    #[error("group {group:?}: this node lost the group before the outcome was ordered")]
+    Interrupted {
+        /// The group.
+        group: GroupId,
+    },
+    /// The node stopped.
+    #[error(transparent)]
+    Node(#[from] NodeError),
 }

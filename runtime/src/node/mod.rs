@@ -68,6 +68,7 @@
 //! # }
 //! ```
 
+mod adjust;
 pub mod clock;
 pub mod codec;
 mod config;
@@ -89,9 +90,12 @@ use concord_membership::{
 };
 use concord_transport::Driver;
 
+pub use self::adjust::Adjusted;
 pub use self::codec::Bytes;
 pub use self::config::NodeConfig;
-pub use self::error::{ConfigError, JoinError, MulticastError, NodeError, StartError, StateError};
+pub use self::error::{
+    AdjustError, ConfigError, JoinError, MulticastError, NodeError, StartError, StateError,
+};
 pub use self::shards::{LAYOUT_FILE, Shard, ShardPlan, domain_id, shard_of};
 pub use concord_membership::{GroupId, NodeId};
 
@@ -345,6 +349,7 @@ impl Node {
                 event_bound: config.event_queue,
                 paused: false,
                 pump_waker: Rc::clone(&pump_waker),
+                adjusts: BTreeMap::new(),
             })
         });
         RUNNING.with(|r| r.set(true));

@@ -1,18 +1,29 @@
 //! Bytes on the wire.
 //!
-//! A frame is a fixed 10-byte prefix, an rkyv archive of the message with the
-//! payload left out, and then the raw payload bytes:
+//! A frame is a fixed 10-byte prefix, an rkyv archive of the message with
+//! each payload replaced by its length, and then the raw payload bytes:
 //!
 //! ```text
-//! | magic 0xC0 | version 1 | header_len u32 LE | payload_len u32 LE | header (rkyv) | payload |
+//! | magic 0xC0 | version 2 | header_len u32 LE | payload_len u32 LE | header (rkyv) | payload area |
 //! ```
 //!
-//! The payload is never part of the archive, so the node can hand the
-//! application a borrowed slice of its receive buffer (no copy). The header is
-//! small; [`decode`] copies it into an aligned buffer before checked access,
-//! because TCP places a frame at any offset of a receive buffer and rkyv's
-//! validation needs the archive aligned. Every input is validated by bytecheck:
-//! `decode` returns [`WireError`] for anything malformed and never panics.
+//! The header is a `Message<u32>`: a `Data` carries its payload's length, a
+//! `DataBatch` the length of each of its payloads, in order, and the payload
+//! area is those payloads back to back (their lengths must add up to
+//! `payload_len`). The payload is never part of the archive, so the node can
+//! hand the application a borrowed slice of its receive buffer (no copy).
+//!
+//! A batch's count is the length of an archived `Vec<u32>`, so bytecheck
+//! refuses a damaged count that claims more elements than the header holds
+//! before it walks any (4 bytes each, at most [`MAX_HEADER`] in all). Version
+//! 1 archived a `Vec<()>` there, whose elements take no bytes: a damaged
+//! count made rkyv walk up to 2^32 of them before the frame was refused.
+//!
+//! The header is small; [`decode`] copies it into an aligned buffer before
+//! checked access, because TCP places a frame at any offset of a receive
+//! buffer and rkyv's validation needs the archive aligned. Every input is
+//! validated by bytecheck: `decode` returns [`WireError`] for anything
+//! malformed and never panics.
 
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
@@ -23,7 +34,7 @@ use crate::types::Payload;
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xC0;
 /// Wire format version.
-pub const VERSION: u8 = 1;
+pub const VERSION: u8 = 2;
 /// Bytes before the header.
 pub const PREFIX: usize = 10;
 /// Largest header accepted (control messages are small; this bounds the copy).
@@ -61,7 +72,8 @@ pub enum WireError {
     /// The header failed validation.
     #[error("invalid header archive")]
     InvalidHeader,
-    /// A payload on a message that carries none, or bytes after the payload.
+    /// A payload area whose length is not what the header's payload lengths
+    /// add up to (bytes on a message that carries none, too few or too many).
     #[error("payload length {len} does not fit the message kind")]
     UnexpectedPayload {
         /// The payload length.
@@ -85,39 +97,36 @@ pub fn encode_with<P: Payload>(
     scratch: &mut AlignedVec,
     out: &mut Vec<u8>,
 ) -> Result<(), WireError> {
-    let mut payload: &[u8] = &[];
-    let mut batch: Option<&[P]> = None;
-    let header = match &msg.body {
-        Body::Data { payload: p, .. } => {
-            payload = p.as_ref();
-            msg.clone().map_payload(|_| ())
-        }
-        Body::DataBatch { payloads, .. } => {
-            batch = Some(payloads);
-            msg.clone().map_payload(|_| ())
-        }
-        _ => msg.clone().map_payload(|_| ()),
+    let mut lens_ok = true;
+    let header = msg.clone().map_payload(|p| {
+        u32::try_from(p.as_ref().len()).unwrap_or_else(|_| {
+            lens_ok = false;
+            0
+        })
+    });
+    if !lens_ok {
+        return Err(WireError::Serialize);
+    }
+    let single: &[P] = match &msg.body {
+        Body::Data { payload, .. } => std::slice::from_ref(payload),
+        Body::DataBatch { payloads, .. } => payloads,
+        _ => &[],
     };
-    // A batch's payload area: each payload as `len u32 LE | bytes`.
-    let batch_len = batch.map_or(0, |b| b.iter().map(|p| 4 + p.as_ref().len()).sum::<usize>());
+    let area: usize = single.iter().map(|p| p.as_ref().len()).sum();
     let mut buf = std::mem::take(scratch);
     buf.clear();
     let bytes = rkyv::api::high::to_bytes_in::<_, rancor::Error>(&header, buf)
         .map_err(|_| WireError::Serialize)?;
     let header_len = u32::try_from(bytes.len()).map_err(|_| WireError::Serialize)?;
-    let payload_len = u32::try_from(payload.len() + batch_len).map_err(|_| WireError::Serialize)?;
-    out.reserve(PREFIX + bytes.len() + payload.len() + batch_len);
+    let payload_len = u32::try_from(area).map_err(|_| WireError::Serialize)?;
+    out.reserve(PREFIX + bytes.len() + area);
     out.push(MAGIC);
     out.push(VERSION);
     out.extend_from_slice(&header_len.to_le_bytes());
     out.extend_from_slice(&payload_len.to_le_bytes());
     out.extend_from_slice(&bytes);
-    out.extend_from_slice(payload);
-    for p in batch.unwrap_or_default() {
-        let p = p.as_ref();
-        let len = u32::try_from(p.len()).map_err(|_| WireError::Serialize)?;
-        out.extend_from_slice(&len.to_le_bytes());
-        out.extend_from_slice(p);
+    for p in single {
+        out.extend_from_slice(p.as_ref());
     }
     *scratch = bytes;
     Ok(())
@@ -174,55 +183,35 @@ pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), WireError> {
     Ok((&bytes[PREFIX..PREFIX + header_len], PREFIX + header_len))
 }
 
-/// Decode exactly one frame. The payload of a `Data` message borrows `bytes`.
+/// Decode exactly one frame. Every payload borrows `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<Message<&[u8]>, WireError> {
     let (header_bytes, start) = split_frame(bytes)?;
-    let header_len = header_bytes.len();
-    let mut aligned = AlignedVec::<16>::with_capacity(header_len);
+    let mut aligned = AlignedVec::<16>::with_capacity(header_bytes.len());
     aligned.extend_from_slice(header_bytes);
-    let header = rkyv::from_bytes::<Message<()>, rancor::Error>(&aligned)
+    let header = rkyv::from_bytes::<Message<u32>, rancor::Error>(&aligned)
         .map_err(|_| WireError::InvalidHeader)?;
-    let payload = &bytes[start..];
-    match header.body {
-        Body::Data { .. } => Ok(header.map_payload(|()| payload)),
-        Body::DataBatch { ref payloads, .. } => {
-            let parts = split_batch(payload, payloads.len())?;
-            let mut parts = parts.into_iter();
-            Ok(header.map_payload(|()| parts.next().unwrap_or_default()))
-        }
-        _ if payload.is_empty() => Ok(header.map_payload(|()| payload)),
-        _ => Err(WireError::UnexpectedPayload { len: payload.len() }),
-    }
+    let mut area = &bytes[start..];
+    check_lengths(&header, area.len())?;
+    Ok(header.map_payload(|len| {
+        let (p, rest) = area.split_at(len as usize);
+        area = rest;
+        p
+    }))
 }
 
-/// Split a batch's payload area into exactly `count` length-prefixed
-/// payloads (borrowed), refusing anything short, long or left over.
-fn split_batch(mut area: &[u8], count: usize) -> Result<Vec<&[u8]>, WireError> {
-    let total = area.len();
-    // Each payload needs at least its 4-byte length: bounds the allocation.
-    if count > total / 4 {
-        return Err(WireError::UnexpectedPayload { len: total });
+/// Checks that the payload lengths a decoded header names add up to the
+/// payload area's length exactly (a message kind without payloads names
+/// none): after this, cutting the area at those lengths in order cannot
+/// fail. Every decoder of this format checks it before it slices.
+pub fn check_lengths(header: &Message<u32>, area: usize) -> Result<(), WireError> {
+    let named = match &header.body {
+        Body::Data { payload, .. } => u64::from(*payload),
+        Body::DataBatch { payloads, .. } => payloads.iter().map(|&l| u64::from(l)).sum(),
+        _ => 0,
+    };
+    if named == area as u64 {
+        Ok(())
+    } else {
+        Err(WireError::UnexpectedPayload { len: area })
     }
-    let mut parts = Vec::with_capacity(count);
-    for _ in 0..count {
-        let Some((len, rest)) = area.split_first_chunk::<4>() else {
-            return Err(WireError::Truncated {
-                need: total + 4,
-                have: total,
-            });
-        };
-        let len = u32::from_le_bytes(*len) as usize;
-        if rest.len() < len {
-            return Err(WireError::Truncated {
-                need: total - rest.len() + len,
-                have: total,
-            });
-        }
-        parts.push(&rest[..len]);
-        area = &rest[len..];
-    }
-    if !area.is_empty() {
-        return Err(WireError::UnexpectedPayload { len: area.len() });
-    }
-    Ok(parts)
 }

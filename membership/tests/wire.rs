@@ -49,6 +49,15 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             ack: 40,
             payload: b"sixty-four bytes of application data, more or less".to_vec(),
         },
+        Body::DataBatch {
+            group: g,
+            epoch: 3,
+            sender: NodeId(2),
+            sender_incarnation: 5,
+            first_seq: 100,
+            ack: 40,
+            payloads: vec![b"one".to_vec(), Vec::new(), vec![0xEE; 300]].into(),
+        },
         Body::Order {
             group: g,
             epoch: 3,
@@ -212,7 +221,7 @@ fn typed_errors_for_malformed_frames() {
         Err(WireError::UnsupportedVersion { found: 9 })
     );
     let mut bytes = Vec::new();
-    wire::encode(&every_kind()[3], &mut bytes).unwrap();
+    wire::encode(&every_kind()[4], &mut bytes).unwrap();
     bytes.push(0);
     assert!(matches!(
         wire::decode(&bytes),
@@ -227,8 +236,111 @@ fn typed_errors_for_malformed_frames() {
     ));
 }
 
+/// A `DataBatch` of `BATCH` payloads whose lengths (1000 + i) and header
+/// fields differ from `BATCH`, and where its count sits in the header: the
+/// one 4-aligned `BATCH as u32 LE` in the archive.
+const BATCH: usize = 5;
+
+fn batch_frame() -> (Vec<u8>, usize) {
+    let msg: Message<Vec<u8>> = Message {
+        incarnation: 0x0101_0101,
+        body: Body::DataBatch {
+            group: GroupId(0x0202_0202),
+            epoch: 0x0303_0303,
+            sender: NodeId(0x0404_0404),
+            sender_incarnation: 0x0606_0606,
+            first_seq: 0x0707_0707,
+            ack: 0x0808_0808,
+            payloads: (0..BATCH).map(|i| vec![i as u8; 1000 + i]).collect(),
+        },
+    };
+    let mut bytes = Vec::new();
+    wire::encode(&msg, &mut bytes).unwrap();
+    let header_len = u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize;
+    let header = &bytes[wire::PREFIX..wire::PREFIX + header_len];
+    let at: Vec<usize> = (0..header_len / 4)
+        .map(|i| i * 4)
+        .filter(|&i| header[i..i + 4] == (BATCH as u32).to_le_bytes())
+        .collect();
+    assert_eq!(at.len(), 1, "the count is not unique in the header: {at:?}");
+    (bytes, wire::PREFIX + at[0])
+}
+
+#[test]
+fn a_batch_with_a_huge_count_is_refused_by_its_header() {
+    // Version 1 archived the count of a `Vec<()>`: rkyv walked up to 2^32
+    // zero-sized elements (minutes) before the frame was refused. Now each
+    // element is a 4-byte length, so bytecheck refuses a count the header
+    // cannot hold before walking any.
+    let (mut bytes, at) = batch_frame();
+    assert!(wire::decode(&bytes).is_ok());
+    for count in [u32::MAX, 1 << 31, 1 << 20, 1000] {
+        bytes[at..at + 4].copy_from_slice(&count.to_le_bytes());
+        assert_eq!(
+            wire::decode(&bytes),
+            Err(WireError::InvalidHeader),
+            "count {count}"
+        );
+    }
+}
+
+#[test]
+fn batch_lengths_must_add_up_to_the_payload_area() {
+    let (bytes, at) = batch_frame();
+    // Fewer payloads than the area holds: bytes left over.
+    let mut fewer = bytes.clone();
+    fewer[at..at + 4].copy_from_slice(&(BATCH as u32 - 1).to_le_bytes());
+    assert!(matches!(
+        wire::decode(&fewer),
+        Err(WireError::UnexpectedPayload { .. })
+    ));
+    // One length longer than what is there.
+    let header_len = u32::from_le_bytes(bytes[2..6].try_into().unwrap()) as usize;
+    let header = &bytes[wire::PREFIX..wire::PREFIX + header_len];
+    let first = (0..header_len - 3)
+        .find(|&i| header[i..i + 4] == 1000u32.to_le_bytes())
+        .unwrap();
+    let mut longer = bytes.clone();
+    longer[wire::PREFIX + first..wire::PREFIX + first + 4].copy_from_slice(&1001u32.to_le_bytes());
+    assert!(matches!(
+        wire::decode(&longer),
+        Err(WireError::UnexpectedPayload { .. })
+    ));
+    // A Data whose payload is not as long as its header says.
+    let mut data = Vec::new();
+    wire::encode(&every_kind()[1], &mut data).unwrap();
+    data.push(0);
+    let area = data.len() as u32 - wire::PREFIX as u32 - header_len_of(&data);
+    data[6..10].copy_from_slice(&area.to_le_bytes());
+    assert!(matches!(
+        wire::decode(&data),
+        Err(WireError::UnexpectedPayload { .. })
+    ));
+}
+
+fn header_len_of(frame: &[u8]) -> u32 {
+    u32::from_le_bytes(frame[2..6].try_into().unwrap())
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 3000, ..ProptestConfig::default() })]
+
+    #[test]
+    fn any_batch_count_decodes_or_is_refused_at_once(count in any::<u32>(), near in 0u32..16) {
+        let (mut bytes, at) = batch_frame();
+        let header_len = header_len_of(&bytes) as usize;
+        // Half the cases near the real count, half anywhere.
+        let count = if count % 2 == 0 { near } else { count };
+        bytes[at..at + 4].copy_from_slice(&count.to_le_bytes());
+        let got = wire::decode(&bytes);
+        if count as usize == BATCH {
+            prop_assert!(got.is_ok());
+        } else if count as usize > header_len / 4 {
+            prop_assert_eq!(got, Err(WireError::InvalidHeader));
+        }
+        // A small wrong count may read other header bytes (padding) as
+        // lengths; whatever it decodes to, it never panics.
+    }
 
     #[test]
     fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {

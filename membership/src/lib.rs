@@ -99,6 +99,7 @@ pub use error::{AdjustError, BatchError, ConfigError, JoinError, LeaveError, Mul
 pub use message::{
     Ballot, Body, MemberState, Message, OrderEntries, OrderEntry, Proposal, SenderNext, Shared,
 };
+pub use types::position;
 pub use types::{
     Config, Delivery, DeliveryMode, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason,
     Stats, Time, VersionRange, View, ViewId,

@@ -27,7 +27,7 @@
 //! | file | invariant |
 //! |---|---|
 //! | [`total_order`] | members of a view deliver the same message at the same position; per-view delivery sequences are prefix-consistent |
-//! | [`no_duplication`] | no incarnation delivers a message (by digest, or by sender, sender incarnation and sender sequence) or a position twice, over its whole history |
+//! | [`no_duplication`] | no incarnation delivers a message (by digest, or by sender, sender incarnation and sender sequence) twice, over its whole history; its positions grow along that history, and enter a higher era only at a history an orphan restart started |
 //! | [`no_creation`] | every delivered message was multicast by its sender, with the sender sequence the sender was told |
 //! | [`epoch_decision`] | every epoch decision had a strict majority of the configured nodes in one ballot, and every ballot voted for had a majority's promises first; one value per epoch; an epoch's first view is the decided one, installed by the incarnations it lists |
 //! | [`fifo`] | per sender incarnation, messages are delivered in send order, without gaps while sender and receiver stay members, from the first delivery on |

@@ -4,7 +4,7 @@
 use super::{Command, Engine};
 use crate::group::{PendingInstall, Phase, Slot, delivered_of, next_of};
 use crate::message::{Ballot, Body, MemberState, Proposal, SenderNext};
-use crate::types::{GroupId, NodeId, Payload, Reason, Time, View, ViewId};
+use crate::types::{GroupId, NodeId, Payload, Reason, Time, View, ViewId, position};
 
 /// What an epoch change is for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -322,19 +322,32 @@ impl<P: Payload> Engine<P> {
                     Some(k) => (k.cut, k.next.clone(), k.view.protocol),
                     None => (0, Vec::new(), self.creation_version()),
                 };
-                // A restarter that was itself a member of the epoch it
-                // replaces continues from what it delivered there, not from
-                // the older decided cut: the history it holds (and the
-                // senders' progress in it) is not forgotten, so no position
-                // is used twice and no message it delivered is ordered again.
-                if p.kind == Kind::Orphan
-                    && let Some(g) = self.groups.get(&gid)
-                    && g.view.id.epoch() + 1 == epoch
-                    && g.delivered >= cut
-                {
-                    cut = g.delivered;
-                    next = g.next.clone();
-                    protocol = g.view.protocol;
+                if p.kind == Kind::Orphan {
+                    // A restarter that was itself a member of the epoch it
+                    // replaces keeps the senders' progress of the history it
+                    // delivered there (beyond the decided cut): no message
+                    // it delivered is ordered again.
+                    if let Some(g) = self.groups.get(&gid)
+                        && g.view.id.epoch() + 1 == epoch
+                        && g.delivered >= cut
+                    {
+                        next = g.next.clone();
+                        protocol = g.view.protocol;
+                    }
+                    // The restarted history starts at the base of the next
+                    // era. Every promise of this epoch came without an
+                    // accepted value, so no later epoch than the known one
+                    // was decided, and every position any history assigned
+                    // since is in the era of its cut or an earlier one
+                    // (DESIGN.md 4.4): none is handed out again.
+                    match position::next_era_base(cut) {
+                        Some(base) => cut = base,
+                        None => {
+                            self.ctx.stats.eras_exhausted += 1;
+                            self.proposers.remove(&gid);
+                            return;
+                        }
+                    }
                 }
                 let proposal = Proposal {
                     view: View {

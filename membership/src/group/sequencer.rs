@@ -6,7 +6,7 @@ use super::ring::Slot;
 use super::senders::{find_buf, next_of, set_next, skip_unordered};
 use crate::engine::Ctx;
 use crate::message::{Body, OrderEntry, SenderNext};
-use crate::types::{NodeId, Payload, Time, View};
+use crate::types::{NodeId, Payload, Time, View, position};
 
 /// What a joiner is told, kept until it acknowledges.
 #[derive(Debug, Clone)]
@@ -28,6 +28,10 @@ pub(crate) struct WelcomeInfo {
 pub(crate) struct Sequencer {
     /// Next position to assign.
     pub next_pos: u64,
+    /// The first position this history may not assign: the next era's base
+    /// (`position::era_end`). A position of the next era is only an orphan
+    /// restart's to hand out; assigning one here could use it twice.
+    pub era_end: u64,
     /// The view after every entry ordered so far.
     pub view: View,
     pub incs: Vec<u64>,
@@ -98,6 +102,7 @@ impl<P: Payload> Group<P> {
             .collect();
         self.seq = Some(Sequencer {
             next_pos: pos + 1,
+            era_end: position::era_end(pos),
             view: self.view.clone(),
             incs: self.incs.clone(),
             next: self.next.clone(),
@@ -165,10 +170,14 @@ impl<P: Payload> Group<P> {
         };
         let mut n = next_of(&seq.next, sender, inc);
         let start = n;
-        while buf.get(n).is_some() {
+        let room = seq.era_end.saturating_sub(seq.next_pos);
+        while buf.get(n).is_some() && n - start < room {
             n += 1;
         }
         if n == start {
+            if room == 0 && buf.get(n).is_some() {
+                ctx.stats.era_full += 1;
+            }
             return;
         }
         let count = n - start;
@@ -224,7 +233,11 @@ impl<P: Payload> Group<P> {
     pub fn order_leaves(&mut self, ctx: &mut Ctx<P>) {
         loop {
             let Some(seq) = self.seq.as_mut() else { return };
-            if seq.retired || self.cap != u64::MAX || !seq.leased(ctx.now) {
+            if seq.retired
+                || self.cap != u64::MAX
+                || !seq.leased(ctx.now)
+                || seq.next_pos >= seq.era_end
+            {
                 return;
             }
             let Some(i) = seq.leaves.iter().position(|(node, last)| {
@@ -245,6 +258,10 @@ impl<P: Payload> Group<P> {
     pub fn order_control(&mut self, ctx: &mut Ctx<P>, entry: OrderEntry) -> Option<u64> {
         let seq = self.seq.as_mut()?;
         if !seq.leased(ctx.now) {
+            return None;
+        }
+        if seq.next_pos >= seq.era_end {
+            ctx.stats.era_full += 1;
             return None;
         }
         let pos = seq.next_pos;

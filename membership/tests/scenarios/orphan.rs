@@ -229,8 +229,8 @@ fn a_stream_resumed_far_ahead_is_accepted_by_every_member() {
 
 /// A sequencer cut off alone delivers its own messages in its old view; the
 /// primary flushes it out and then loses its last member, so after the heal
-/// the cut-off node restarts the group as an orphan, after the last decided
-/// cut. The restarted group never orders the messages the restarter already
+/// the cut-off node restarts the group as an orphan, at the era after the
+/// last decided cut. The restarted group never orders the messages the restarter already
 /// delivered beyond that cut (it would skip them), so they must leave its
 /// send window: kept there, they stay for ever, and with a full window every
 /// multicast is back-pressured.
@@ -264,7 +264,11 @@ fn an_orphan_restarter_frees_the_window_of_what_it_delivered_beyond_the_cut() {
     );
     let (view, _, at) = net.views(1).last().cloned().unwrap();
     assert_eq!(view.members, vec![NodeId(1)]);
-    assert_eq!(at, cut, "the restart did not start after the decided cut");
+    assert_eq!(
+        Some(at),
+        concord_membership::position::next_era_base(cut),
+        "the restart did not start at the next era after the decided cut"
+    );
     // Its window is free again: each multicast goes out and is delivered.
     for i in 0..8u8 {
         let r = net.send(1, g, &[100, i]);
@@ -378,4 +382,68 @@ fn a_cut_off_sole_sequencer_stops_ordering_before_the_primary_restarts_the_group
             "node 3 never delivered node 1's message {m}: {at3:?}"
         );
     }
+}
+
+/// A member of an older, replaced history restarts the group again (the
+/// seed-14 shape): node 1, alone, delivers its messages at positions 1..=5
+/// and is cut off; node 3 restarts the orphaned group and orders its own
+/// messages, then crashes; after the heal node 1 finds every member of the
+/// last decided view gone and restarts the group itself. The last decided
+/// cut is node 3's restart, which node 1 never saw: continuing from that
+/// cut would hand node 1 positions it delivered before. Each restart
+/// starts the next era, so node 1's positions grow along its whole history.
+#[test]
+fn a_second_orphan_restart_reuses_no_position_an_older_history_delivered() {
+    use concord_membership::position::{era, era_base};
+    let mut net = Setup::new(3).start();
+    let g = group();
+    net.form(g, &[1]);
+    for i in 0..5u8 {
+        assert!(matches!(net.send(1, g, &[i]), Multicast::Sent { .. }));
+    }
+    net.run(20);
+    assert_eq!(net.deliveries(1).len(), 5);
+    net.side = vec![1, 0, 0];
+    net.run(200);
+    assert_eq!(partitioned_count(&net, 1), 1);
+    net.join(3, g);
+    net.run(200);
+    assert!(
+        net.engine(3).is_member(g),
+        "node 3 did not restart the group"
+    );
+    for i in 0..3u8 {
+        assert!(matches!(net.send(3, g, &[30, i]), Multicast::Sent { .. }));
+    }
+    net.run(20);
+    assert_eq!(net.deliveries(3).len(), 3);
+    net.crash(3);
+    net.side = vec![0, 0, 0];
+    net.run(600);
+    let (view, reason, at) = net
+        .views(1)
+        .last()
+        .cloned()
+        .expect("node 1 installed views");
+    assert_eq!(
+        (view.members.clone(), reason),
+        (vec![NodeId(1)], Reason::Join(NodeId(1))),
+        "node 1 did not restart the group"
+    );
+    assert!(matches!(net.send(1, g, &[10]), Multicast::Sent { .. }));
+    net.run(20);
+    // Node 3's restart started era 1 and node 1's era 2, each at its base.
+    let (_, _, at3) = net.views(3)[0].clone();
+    assert_eq!((at3, at), (era_base(1), era_base(2)));
+    let mine = net.deliveries(1);
+    assert_eq!(
+        mine.iter().map(|d| d.1.clone()).collect::<Vec<_>>(),
+        vec![vec![0], vec![1], vec![2], vec![3], vec![4], vec![10]]
+    );
+    let positions: Vec<u64> = mine.iter().map(|d| d.0).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "node 1 was handed a position again: {positions:?}"
+    );
+    assert_eq!(era(positions[5]), 2, "{positions:?}");
 }

@@ -73,16 +73,16 @@ impl ViewId {
 }
 
 /// Positions in a group's total order (`Delivery::seq`, the position a
-/// `ViewChange` reports): an **era** in the high [`ERA_BITS`] bits and a
-/// counter in the low [`COUNTER_BITS`] bits.
+/// `ViewChange` reports): an **era** in the high [`ERA_BITS`](position::ERA_BITS) bits and a
+/// counter in the low [`COUNTER_BITS`](position::COUNTER_BITS) bits.
 ///
 /// A group is created at position 0 (era 0). A flush continues the order in
 /// the era of the epoch it replaces; only an orphan restart (every member of
-/// the last decided view gone) starts a new era, at [`next_era_base`] of the
+/// the last decided view gone) starts a new era, at [`next_era_base`](position::next_era_base) of the
 /// last decided cut, so it never hands out a position any earlier history
 /// assigned. Positions therefore grow along every member's history, and
 /// the era names the restarted history a position belongs to. A sequencer
-/// assigns no position at or past its era's end ([`era_end`]); see
+/// assigns no position at or past its era's end ([`era_end`](position::era_end)); see
 /// DESIGN.md 4.4 for what that means in time.
 pub mod position {
     /// Bits of the counter within an era: 2^52 positions last 28.5 years at

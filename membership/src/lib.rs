@@ -98,6 +98,7 @@ pub use engine::{Command, Engine};
 pub use error::{AdjustError, BatchError, ConfigError, JoinError, LeaveError, MulticastError};
 pub use message::{
     Ballot, Body, MemberState, Message, OrderEntries, OrderEntry, Proposal, SenderNext, Shared,
+    SharedPool,
 };
 pub use types::position;
 pub use types::{

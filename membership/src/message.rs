@@ -209,28 +209,29 @@ where
     }
 }
 
-/// The lists an Engine lends to the messages it sends, recycled: a list
-/// whose last message was dropped (the caller encoded it, or the peer
+/// Lists lent to messages, recycled: the Engine's for the messages it sends,
+/// a decoder's for the messages it decodes ([`crate::wire::Decoder`]). A
+/// list whose last message was dropped (the caller encoded it, or the peer
 /// handled it) is refilled for the next one. The search starts at the
 /// first list every time, so a caller that drops its messages promptly
-/// gets the same one or two back, still in cache. At most [`Pool::KEEP`]
+/// gets the same one or two back, still in cache. At most [`SharedPool::KEEP`]
 /// are kept; while more are out at once (a caller that holds many
 /// messages) the extra ones are allocated and freed as plain shared
 /// vectors.
 #[derive(Debug)]
-pub(crate) struct Pool<T> {
+pub struct SharedPool<T> {
     records: Vec<Arc<Vec<T>>>,
 }
 
-impl<T> Default for Pool<T> {
+impl<T> Default for SharedPool<T> {
     fn default() -> Self {
-        Pool {
+        SharedPool {
             records: Vec::new(),
         }
     }
 }
 
-impl<T> Pool<T> {
+impl<T> SharedPool<T> {
     /// Lists kept for reuse.
     pub const KEEP: usize = 16;
 
@@ -253,6 +254,18 @@ impl<T> Pool<T> {
             self.records.push(Arc::clone(&record));
         }
         Shared(Some(record))
+    }
+
+    /// Drops the items of every list no message refers to any more, keeping
+    /// its storage: a list otherwise keeps its last items until it is
+    /// refilled, which matters when they hold something (a received payload
+    /// holds its receive buffer).
+    pub fn release(&mut self) {
+        for record in &mut self.records {
+            if let Some(v) = Arc::get_mut(record) {
+                v.clear();
+            }
+        }
     }
 }
 
@@ -777,7 +790,7 @@ mod tests {
 
     #[test]
     fn a_record_is_refilled_once_every_message_dropped_it() {
-        let mut pool = Pool::default();
+        let mut pool = SharedPool::default();
         let mut pending = vec![data(1)];
         let first = pool.share(&mut pending);
         assert!(pending.is_empty());
@@ -801,13 +814,13 @@ mod tests {
 
     #[test]
     fn the_pool_keeps_a_bounded_number_of_records() {
-        let mut pool = Pool::default();
+        let mut pool = SharedPool::default();
         let mut out = Vec::new();
-        for i in 0..Pool::<OrderEntry>::KEEP as u64 * 2 {
+        for i in 0..SharedPool::<OrderEntry>::KEEP as u64 * 2 {
             let mut pending = vec![data(i)];
             out.push(pool.share(&mut pending));
         }
-        assert_eq!(pool.records.len(), Pool::<OrderEntry>::KEEP);
+        assert_eq!(pool.records.len(), SharedPool::<OrderEntry>::KEEP);
         for (i, r) in out.iter().enumerate() {
             assert_eq!(r.as_slice(), &[data(i as u64)], "records never alias");
         }

@@ -28,8 +28,10 @@
 use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
-use crate::message::{Body, Message};
-use crate::types::Payload;
+use std::ops::Range;
+
+use crate::message::{ArchivedBody, ArchivedMessage, Body, Message, OrderEntry, SharedPool};
+use crate::types::{GroupId, NodeId, Payload};
 
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xC0;
@@ -185,18 +187,141 @@ pub fn split_frame(bytes: &[u8]) -> Result<(&[u8], usize), WireError> {
 
 /// Decode exactly one frame. Every payload borrows `bytes`.
 pub fn decode(bytes: &[u8]) -> Result<Message<&[u8]>, WireError> {
-    let (header_bytes, start) = split_frame(bytes)?;
-    let mut aligned = AlignedVec::<16>::with_capacity(header_bytes.len());
-    aligned.extend_from_slice(header_bytes);
-    let header = rkyv::from_bytes::<Message<u32>, rancor::Error>(&aligned)
-        .map_err(|_| WireError::InvalidHeader)?;
-    let mut area = &bytes[start..];
-    check_lengths(&header, area.len())?;
-    Ok(header.map_payload(|len| {
-        let (p, rest) = area.split_at(len as usize);
-        area = rest;
-        p
-    }))
+    Decoder::default().decode_with(bytes, |r| &bytes[r])
+}
+
+/// Decodes frames, reusing everything it needs: the aligned buffer the
+/// header is copied into for checked access, and the lists of the messages
+/// that carry one (an `Order`'s entries, a `DataBatch`'s payloads), lent to
+/// each message from a [`SharedPool`] and refilled once the message was
+/// dropped. A receiver that handles each message before it decodes the next
+/// allocates nothing per frame once the buffers have grown, where
+/// deserializing the header whole would allocate an `Order`'s list twice
+/// (the vector and its share) for every record.
+///
+/// Same checks in the same order as [`decode`] (which is this decoder used
+/// once), so both refuse the same inputs with the same error.
+#[derive(Debug)]
+pub struct Decoder<P> {
+    header: AlignedVec,
+    entries: Vec<OrderEntry>,
+    records: SharedPool<OrderEntry>,
+    payloads: Vec<P>,
+    batches: SharedPool<P>,
+}
+
+impl<P> Default for Decoder<P> {
+    fn default() -> Self {
+        Decoder {
+            header: AlignedVec::new(),
+            entries: Vec::new(),
+            records: SharedPool::default(),
+            payloads: Vec::new(),
+            batches: SharedPool::default(),
+        }
+    }
+}
+
+impl<P: Clone> Decoder<P> {
+    /// The message in the one frame `bytes`, making each payload from its
+    /// range in `bytes`.
+    pub fn decode_with(
+        &mut self,
+        bytes: &[u8],
+        mut payload_at: impl FnMut(Range<usize>) -> P,
+    ) -> Result<Message<P>, WireError> {
+        let (header_bytes, start) = split_frame(bytes)?;
+        let area = bytes.len() - start;
+        self.header.clear();
+        self.header.extend_from_slice(header_bytes);
+        let archived = rkyv::access::<ArchivedMessage<u32>, rancor::Error>(&self.header)
+            .map_err(|_| WireError::InvalidHeader)?;
+        let incarnation = archived.incarnation.to_native();
+        // The two kinds with a list are built here from the validated
+        // archive, their lists from the pools; every other kind is
+        // deserialized whole (none allocates on the data path).
+        let body = match &archived.body {
+            ArchivedBody::Order {
+                group,
+                epoch,
+                first,
+                entries,
+                stable,
+            } => {
+                if area != 0 {
+                    return Err(WireError::UnexpectedPayload { len: area });
+                }
+                self.entries.clear();
+                for e in entries.iter() {
+                    self.entries.push(de::<OrderEntry>(e)?);
+                }
+                Body::Order {
+                    group: de::<GroupId>(group)?,
+                    epoch: epoch.to_native(),
+                    first: first.to_native(),
+                    entries: self.records.share(&mut self.entries),
+                    stable: stable.to_native(),
+                }
+            }
+            ArchivedBody::DataBatch {
+                group,
+                epoch,
+                sender,
+                sender_incarnation,
+                first_seq,
+                ack,
+                payloads,
+            } => {
+                let named: u64 = payloads.iter().map(|l| u64::from(l.to_native())).sum();
+                if named != area as u64 {
+                    return Err(WireError::UnexpectedPayload { len: area });
+                }
+                self.payloads.clear();
+                let mut at = start;
+                for len in payloads.iter() {
+                    let r = at..at + len.to_native() as usize;
+                    at = r.end;
+                    self.payloads.push(payload_at(r));
+                }
+                Body::DataBatch {
+                    group: de::<GroupId>(group)?,
+                    epoch: epoch.to_native(),
+                    sender: de::<NodeId>(sender)?,
+                    sender_incarnation: sender_incarnation.to_native(),
+                    first_seq: first_seq.to_native(),
+                    ack: ack.to_native(),
+                    payloads: self.batches.share(&mut self.payloads),
+                }
+            }
+            _ => {
+                let header = de::<Message<u32>>(archived)?;
+                check_lengths(&header, area)?;
+                let mut at = start;
+                return Ok(header.map_payload(|len| {
+                    let r = at..at + len as usize;
+                    at = r.end;
+                    payload_at(r)
+                }));
+            }
+        };
+        Ok(Message { incarnation, body })
+    }
+
+    /// Lets go of the payloads of the batches already handled (their lists
+    /// otherwise keep them until refilled; a received payload holds its
+    /// receive buffer). Call it once a decoded message was handled.
+    pub fn release(&mut self) {
+        self.batches.release();
+    }
+}
+
+/// One validated archived value, deserialized.
+fn de<T>(archived: &T::Archived) -> Result<T, WireError>
+where
+    T: rkyv::Archive,
+    T::Archived: rkyv::Deserialize<T, rkyv::api::high::HighDeserializer<rancor::Error>>,
+{
+    rkyv::deserialize::<T, rancor::Error>(archived).map_err(|_| WireError::InvalidHeader)
 }
 
 /// Checks that the payload lengths a decoded header names add up to the

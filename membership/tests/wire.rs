@@ -379,3 +379,101 @@ proptest! {
         let _ = wire::decode(&bytes[..end]);
     }
 }
+
+/// The decoder every frame went through before lists were pooled: the whole
+/// header deserialized, then its lengths checked.
+fn whole(bytes: &[u8]) -> Result<Message<Vec<u8>>, WireError> {
+    let (header_bytes, start) = wire::split_frame(bytes)?;
+    let mut aligned = rkyv::util::AlignedVec::<16>::new();
+    aligned.extend_from_slice(header_bytes);
+    let header = rkyv::from_bytes::<Message<u32>, rkyv::rancor::Error>(&aligned)
+        .map_err(|_| WireError::InvalidHeader)?;
+    wire::check_lengths(&header, bytes.len() - start)?;
+    let mut at = start;
+    Ok(header.map_payload(|len| {
+        let p = bytes[at..at + len as usize].to_vec();
+        at += len as usize;
+        p
+    }))
+}
+
+fn frame_of(msg: &Message<Vec<u8>>) -> Vec<u8> {
+    let mut bytes = Vec::new();
+    wire::encode(msg, &mut bytes).unwrap();
+    bytes
+}
+
+#[test]
+fn every_kind_with_bytes_its_header_does_not_name_is_refused() {
+    let mut d = wire::Decoder::<Vec<u8>>::default();
+    for msg in every_kind() {
+        for extra in [1usize, 7] {
+            let mut bytes = frame_of(&msg);
+            let len = u32::from_le_bytes(bytes[6..10].try_into().unwrap()) + extra as u32;
+            bytes[6..10].copy_from_slice(&len.to_le_bytes());
+            bytes.extend(std::iter::repeat_n(0xAA, extra));
+            let got = d.decode_with(&bytes, |r| bytes[r].to_vec());
+            assert!(
+                matches!(got, Err(WireError::UnexpectedPayload { .. })),
+                "{msg:?}: {got:?}"
+            );
+            assert_eq!(got, whole(&bytes));
+        }
+    }
+}
+
+#[test]
+fn a_decoder_lets_go_of_handled_batch_payloads() {
+    let token = std::rc::Rc::new(());
+    let mut d = wire::Decoder::<std::rc::Rc<()>>::default();
+    let (frame, _) = batch_frame();
+    let msg = d.decode_with(&frame, |_| token.clone()).unwrap();
+    let Body::DataBatch { payloads, .. } = &msg.body else {
+        panic!("not a batch")
+    };
+    let n = payloads.len();
+    assert!(n > 0);
+    assert_eq!(std::rc::Rc::strong_count(&token), 1 + n);
+    drop(msg);
+    d.release();
+    assert_eq!(
+        std::rc::Rc::strong_count(&token),
+        1,
+        "the pooled list still holds the payloads"
+    );
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(2000))]
+
+    /// A reused decoder (its pools holding lists of earlier messages, some
+    /// still referred to) decodes every frame, valid or damaged, as the
+    /// whole deserialization does.
+    #[test]
+    fn a_reused_decoder_decodes_as_whole_deserialization_does(
+        kinds in proptest::collection::vec(0usize..64, 1..6),
+        flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 0..6),
+        cut in any::<usize>(),
+    ) {
+        let msgs = every_kind();
+        let mut d = wire::Decoder::<Vec<u8>>::default();
+        let mut held = Vec::new();
+        for (i, &k) in kinds.iter().enumerate() {
+            let mut bytes = frame_of(&msgs[k % msgs.len()]);
+            if i + 1 == kinds.len() {
+                for &(at, x) in &flips {
+                    let n = bytes.len();
+                    bytes[at % n] ^= x;
+                }
+                if cut % 3 == 0 {
+                    bytes.truncate(cut % (bytes.len() + 1));
+                }
+            }
+            let got = d.decode_with(&bytes, |r| bytes[r].to_vec());
+            prop_assert_eq!(&got, &whole(&bytes));
+            if i % 2 == 0 {
+                held.push(got);
+            }
+        }
+    }
+}

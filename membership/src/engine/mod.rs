@@ -44,7 +44,7 @@ use proposer::{Kind, Proposer, Stage};
 use crate::durable::{DurableState, GroupAcceptor, Instance};
 use crate::error::{ConfigError, MulticastError};
 use crate::group::{Group, Phase};
-use crate::message::{Body, Message, OrderEntry, Pool};
+use crate::message::{Body, Message, OrderEntry, SharedPool};
 use crate::types::{
     Config, Delivery, GroupId, Multicast, NodeId, Payload, ProtocolVersion, Reason, Stats, Time,
     View,
@@ -107,9 +107,9 @@ pub(crate) struct Ctx<P> {
     pub commands: VecDeque<Command<P>>,
     pub loopback: VecDeque<Body<P>>,
     /// The order records lent to `Body::Order` messages, recycled.
-    pub records: Pool<OrderEntry>,
+    pub records: SharedPool<OrderEntry>,
     /// The payload lists lent to `Body::DataBatch` messages, recycled.
-    pub batches: Pool<P>,
+    pub batches: SharedPool<P>,
     /// Scratch for building a record (a retransmission) before sharing it.
     pub scratch_entries: Vec<OrderEntry>,
     pub stats: Stats,
@@ -306,8 +306,8 @@ impl<P: Payload> Engine<P> {
                 batch: cfg.batch,
                 commands,
                 loopback: VecDeque::new(),
-                records: Pool::default(),
-                batches: Pool::default(),
+                records: SharedPool::default(),
+                batches: SharedPool::default(),
                 scratch_entries: Vec::new(),
                 stats: Stats::default(),
                 versions: crate::version::Versions::new(&cfg.nodes),

@@ -20,7 +20,6 @@ use std::rc::Rc;
 use concord_membership::wire::{self, WireError};
 use concord_membership::{Body, Message, NodeId};
 use concord_transport::RecvFrame;
-use rkyv::rancor;
 use rkyv::util::AlignedVec;
 
 /// Bytes of one application payload: refcounted, so the Engine's clones (one
@@ -130,10 +129,9 @@ impl Deref for Bytes {
 
 impl fmt::Debug for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let at = if self.is_received() {
-            "received"
-        } else {
-            "heap"
+        let at = match self.0 {
+            Repr::Heap(_) => "heap",
+            Repr::Recv(_) => "received",
         };
         write!(f, "Bytes({} bytes, {at})", self.len())
     }
@@ -217,14 +215,14 @@ impl Encoder {
     }
 }
 
-/// Decodes frames in the [`wire`] format, reusing the aligned buffer that
-/// rkyv's checked access needs for the header (TCP puts a frame at any
-/// offset of a receive buffer). Same checks in the same order as
-/// [`wire::decode`], and the same result for every input
-/// (`decodes_as_wire_does`).
+/// Decodes frames in the [`wire`] format with a [`wire::Decoder`], which
+/// reuses the aligned buffer that rkyv's checked access needs for the header
+/// (TCP puts a frame at any offset of a receive buffer) and the lists of
+/// `Order` and `DataBatch` messages: a frame decodes without allocating.
+/// Same result as [`wire::decode`] for every input (`decodes_as_wire_does`).
 #[derive(Debug, Default)]
 pub(crate) struct Decoder {
-    header: AlignedVec,
+    wire: wire::Decoder<Bytes>,
 }
 
 impl Decoder {
@@ -237,7 +235,7 @@ impl Decoder {
         copy: bool,
         copies: &mut u64,
     ) -> Result<Message<Bytes>, WireError> {
-        self.decode_with(frame.payload(), |r| {
+        self.wire.decode_with(frame.payload(), |r| {
             if copy {
                 *copies += 1;
                 Bytes::from(frame.slice(r).detach())
@@ -247,29 +245,16 @@ impl Decoder {
         })
     }
 
-    /// Decodes `bytes`, making each payload from its range in `bytes`.
-    fn decode_with(
-        &mut self,
-        bytes: &[u8],
-        mut payload_at: impl FnMut(Range<usize>) -> Bytes,
-    ) -> Result<Message<Bytes>, WireError> {
-        let (header_bytes, start) = wire::split_frame(bytes)?;
-        self.header.clear();
-        self.header.extend_from_slice(header_bytes);
-        let header = rkyv::from_bytes::<Message<u32>, rancor::Error>(&self.header)
-            .map_err(|_| WireError::InvalidHeader)?;
-        wire::check_lengths(&header, bytes.len() - start)?;
-        let mut at = start;
-        Ok(header.map_payload(|len| {
-            let r = at..at + len as usize;
-            at = r.end;
-            payload_at(r)
-        }))
+    /// The last decoded message was handled: let go of what the decoder's
+    /// lists still hold of it (a batch's payloads pin their receive buffer).
+    pub(crate) fn handled(&mut self) {
+        self.wire.release();
     }
 
     #[cfg(test)]
     fn decode_bytes(&mut self, bytes: &[u8]) -> Result<Message<Bytes>, WireError> {
-        self.decode_with(bytes, |r| Bytes::copy_from(&bytes[r]))
+        self.wire
+            .decode_with(bytes, |r| Bytes::copy_from(&bytes[r]))
     }
 }
 

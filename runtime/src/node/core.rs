@@ -479,6 +479,7 @@ impl Core {
                             return;
                         }
                         self.engine.handle_message(clock::now(), from, msg);
+                        self.decoder.handled();
                         self.drain();
                         self.wake_writable();
                     }

@@ -136,4 +136,4 @@ pub use reactor::{Reactor, ThreadReactor, Unpark};
 pub use runtime::{Builder, Handle, Runtime};
 pub use shard::{ShardContext, ShardStats, YieldNow, spawn_local, yield_now};
 pub use task::JoinHandle;
-pub use timer::{Sleep, TimerHandle};
+pub use timer::{Sleep, Timer, TimerHandle};

@@ -46,7 +46,7 @@ use crate::idle::{IdleStrategy, Idler, Step};
 use crate::reactor::{Reactor, Unpark};
 use crate::runtime::Handle;
 use crate::task::{Completer, JoinHandle, join_pair, run_task};
-use crate::timer::{Sleep, TimerHandle, TimerQueue, call_at};
+use crate::timer::{Sleep, Timer, TimerHandle, TimerQueue, call_at};
 
 /// Tasks run per turn before the reactor is polled again, so a storm of ready
 /// tasks cannot starve I/O.
@@ -678,6 +678,12 @@ impl ShardContext {
     /// shutdown as [`Error::TimerPanicked`]; the shard keeps running.
     pub fn call_at(&self, deadline: Instant, f: impl FnOnce() + 'static) -> TimerHandle {
         call_at(&self.local.timers, deadline, f)
+    }
+
+    /// A timer that runs `f` on this shard at each deadline it is armed
+    /// for (see [`Timer`]): `f` is boxed once, not per deadline.
+    pub fn timer(&self, f: impl FnMut() + 'static) -> Timer {
+        Timer::new(&self.local.timers, f)
     }
 
     /// Run `f` on this shard after `dur`.

@@ -38,9 +38,19 @@ struct CallbackState {
     f: RefCell<Option<Callback>>,
 }
 
+/// A [`Timer`]'s callback and which of its heap entries is live.
+struct RepeatState {
+    f: RefCell<Box<dyn FnMut()>>,
+    /// The `seq` of the entry that fires it; `None` while not armed. Entries
+    /// of earlier arms stay in the heap and are skipped as cancelled.
+    armed: Cell<Option<u64>>,
+    deadline: Cell<Option<Instant>>,
+}
+
 enum Action {
     Wake(Rc<SleepState>),
     Call(Rc<CallbackState>),
+    Repeat(Rc<RepeatState>, u64),
 }
 
 struct Entry {
@@ -54,6 +64,7 @@ impl Entry {
         match &self.action {
             Action::Wake(s) => s.cancelled.get(),
             Action::Call(c) => c.f.borrow().is_none(),
+            Action::Repeat(r, seq) => r.armed.get() != Some(*seq),
         }
     }
 }
@@ -96,8 +107,17 @@ impl fmt::Debug for TimerQueue {
 
 impl TimerQueue {
     fn push(&self, deadline: Instant, action: Action) {
+        let seq = self.next_seq();
+        self.push_as(deadline, seq, action);
+    }
+
+    fn next_seq(&self) -> u64 {
         let seq = self.seq.get();
         self.seq.set(seq + 1);
+        seq
+    }
+
+    fn push_as(&self, deadline: Instant, seq: u64, action: Action) {
         self.heap.borrow_mut().push(Entry {
             deadline,
             seq,
@@ -168,6 +188,23 @@ impl TimerQueue {
                     }
                     fired += 1;
                 }
+                Action::Repeat(r, seq) => {
+                    if r.armed.get() != Some(seq) {
+                        self.cancelled.set(self.cancelled.get().saturating_sub(1));
+                        continue;
+                    }
+                    r.armed.set(None);
+                    r.deadline.set(None);
+                    // The callback may arm its own timer again: that only
+                    // pushes an entry, it does not touch `f`.
+                    let Ok(mut f) = r.f.try_borrow_mut() else {
+                        continue;
+                    };
+                    if let Err(p) = catch_unwind(AssertUnwindSafe(|| (*f)())) {
+                        on_panic(panic_message(&*p));
+                    }
+                    fired += 1;
+                }
                 Action::Call(c) => {
                     let f = c.f.borrow_mut().take();
                     match f {
@@ -209,6 +246,71 @@ pub(crate) fn call_at(
     TimerHandle {
         state,
         queue: Rc::clone(queue),
+    }
+}
+
+/// A callback timer that can be armed again and again: the callback is
+/// boxed once, when the timer is made, and each [`arm`](Timer::arm) only
+/// pushes a heap entry (no allocation once the heap has grown), where every
+/// [`call_at`] boxes its callback anew. For a deadline that moves all the
+/// time, like a protocol engine's next wake-up. At most one deadline is
+/// pending: arming again replaces it. Dropping the timer cancels it.
+pub struct Timer {
+    state: Rc<RepeatState>,
+    queue: Rc<TimerQueue>,
+}
+
+impl Timer {
+    pub(crate) fn new(queue: &Rc<TimerQueue>, f: impl FnMut() + 'static) -> Self {
+        Timer {
+            state: Rc::new(RepeatState {
+                f: RefCell::new(Box::new(f)),
+                armed: Cell::new(None),
+                deadline: Cell::new(None),
+            }),
+            queue: Rc::clone(queue),
+        }
+    }
+
+    /// Runs the callback at `deadline` (on this shard), instead of at the
+    /// deadline pending, if any.
+    pub fn arm(&self, deadline: Instant) {
+        self.cancel();
+        let seq = self.queue.next_seq();
+        self.state.armed.set(Some(seq));
+        self.state.deadline.set(Some(deadline));
+        self.queue
+            .push_as(deadline, seq, Action::Repeat(Rc::clone(&self.state), seq));
+    }
+
+    /// Forgets the pending deadline. Returns whether there was one.
+    pub fn cancel(&self) -> bool {
+        self.state.deadline.set(None);
+        if self.state.armed.take().is_some() {
+            self.queue.note_cancelled();
+            true
+        } else {
+            false
+        }
+    }
+
+    /// The pending deadline.
+    pub fn deadline(&self) -> Option<Instant> {
+        self.state.deadline.get()
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.cancel();
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("deadline", &self.deadline())
+            .finish()
     }
 }
 
@@ -408,6 +510,53 @@ mod tests {
             h.cancel();
         }
         assert!(q.len() < COMPACT_MIN * 2, "heap kept {} entries", q.len());
+    }
+
+    #[test]
+    fn a_timer_fires_at_its_last_deadline_and_can_be_armed_again() {
+        let q = Rc::new(TimerQueue::default());
+        let hits = Rc::new(Cell::new(0));
+        let t0 = Instant::now();
+        let h = Rc::clone(&hits);
+        let t = Timer::new(&q, move || h.set(h.get() + 1));
+        t.arm(t0 + Duration::from_millis(5));
+        t.arm(t0 + Duration::from_millis(10));
+        assert_eq!(t.deadline(), Some(t0 + Duration::from_millis(10)));
+        assert_eq!(q.fire(t0 + Duration::from_millis(7), |_| {}), 0, "replaced");
+        assert_eq!(q.fire(t0 + Duration::from_millis(10), |_| {}), 1);
+        assert_eq!((hits.get(), t.deadline()), (1, None));
+        t.arm(t0 + Duration::from_millis(20));
+        assert!(t.cancel());
+        assert!(!t.cancel());
+        assert_eq!(q.fire(t0 + Duration::from_secs(1), |_| {}), 0);
+        t.arm(t0 + Duration::from_millis(30));
+        assert_eq!(q.fire(t0 + Duration::from_secs(1), |_| {}), 1);
+        assert_eq!(hits.get(), 2);
+        t.arm(t0 + Duration::from_millis(40));
+        drop(t);
+        assert_eq!(q.next_deadline(), None, "dropping cancels");
+    }
+
+    #[test]
+    fn a_timer_may_arm_itself_from_its_callback() {
+        let q = Rc::new(TimerQueue::default());
+        let t0 = Instant::now();
+        let me: Rc<RefCell<Option<Timer>>> = Rc::new(RefCell::new(None));
+        let (m, hits) = (Rc::clone(&me), Rc::new(Cell::new(0u32)));
+        let h = Rc::clone(&hits);
+        let t = Timer::new(&q, move || {
+            h.set(h.get() + 1);
+            if h.get() < 3
+                && let Some(t) = &*m.borrow()
+            {
+                t.arm(t0);
+            }
+        });
+        t.arm(t0);
+        *me.borrow_mut() = Some(t);
+        assert_eq!(q.fire(t0, |_| {}), 3);
+        assert_eq!(hits.get(), 3);
+        me.borrow_mut().take();
     }
 
     #[test]

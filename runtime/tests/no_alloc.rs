@@ -117,6 +117,42 @@ fn steady_state_back_pressured_sends_allocate_nothing() {
 }
 
 #[test]
+fn rearming_a_timer_allocates_nothing() {
+    let _serial = serial();
+    let rt = Runtime::builder().shards(1).pin(false).build().unwrap();
+    let h = rt
+        .spawn_on(0, || async {
+            alloc::track_current_thread();
+            let ctx = concord_runtime::ShardContext::current().unwrap();
+            let fired = std::rc::Rc::new(std::cell::Cell::new(0u32));
+            let f = std::rc::Rc::clone(&fired);
+            let timer = ctx.timer(move || f.set(f.get() + 1));
+            let round = |n: u32| {
+                for _ in 0..n {
+                    // Replaced before it is due, then due at once: both the
+                    // stale entries and the firing ones go through the heap.
+                    timer.arm(std::time::Instant::now() + std::time::Duration::from_secs(60));
+                    timer.arm(std::time::Instant::now());
+                }
+            };
+            round(50);
+            concord_runtime::yield_now().await;
+            let before = alloc::tracked_allocs();
+            for _ in 0..200 {
+                round(5);
+                concord_runtime::yield_now().await;
+            }
+            let allocs = alloc::tracked_allocs() - before;
+            (allocs, fired.get())
+        })
+        .unwrap();
+    let (allocs, fired) = h.join().unwrap();
+    rt.shutdown().unwrap();
+    assert!(fired > 0, "the timer never fired");
+    assert_eq!(allocs, 0, "{allocs} allocations in 2000 re-arms");
+}
+
+#[test]
 fn allocation_inside_window_is_counted() {
     assert!(alloc::is_installed(), "this binary installs CountingAlloc");
     let global_before = alloc::snapshot();

@@ -22,7 +22,7 @@ use super::error::{AdjustError, NodeError};
 use super::persist::StateStore;
 use super::{Adjusted, Delivery, GroupEvent, NodeStats};
 use crate::shard::ShardContext;
-use crate::timer::TimerHandle;
+use crate::timer::Timer;
 
 /// One configured peer.
 #[derive(Debug)]
@@ -106,7 +106,9 @@ pub(crate) struct Core {
     pub store: StateStore,
     pub peers: BTreeMap<NodeId, Peer>,
     pub conns: HashMap<ConnId, NodeId>,
-    pub wake: Option<(Time, TimerHandle)>,
+    /// The Engine's timer and the time it is armed for (its deadline is
+    /// `None` once it fired).
+    pub wake: Option<(Time, Timer)>,
     pub groups: BTreeMap<GroupId, Slot>,
     pub encoder: codec::Encoder,
     pub decoder: codec::Decoder,
@@ -326,30 +328,35 @@ impl Core {
         }
     }
 
-    /// `WakeAt(t)`: one runtime timer, at the earliest time asked for.
+    /// `WakeAt(t)`: one runtime timer, at the earliest time asked for. The
+    /// timer is made once and armed again for every new deadline (the
+    /// Engine asks for one after every tick), so waking up allocates
+    /// nothing.
     fn arm(&mut self, t: Time) {
         if let Some((at, h)) = &self.wake
             && *at <= t
-            && h.is_pending()
+            && h.deadline().is_some()
         {
             return;
         }
-        if let Some((_, h)) = self.wake.take() {
-            h.cancel();
-        }
         let now = clock::now();
         let deadline = Instant::now() + Duration::from_nanos(t.0.saturating_sub(now.0));
+        if let Some((at, h)) = &mut self.wake {
+            *at = t;
+            h.arm(deadline);
+            return;
+        }
         let weak = self.weak.clone();
-        let h = self.ctx.call_at(deadline, move || {
+        let h = self.ctx.timer(move || {
             if let Some(core) = weak.upgrade() {
                 core.borrow_mut().on_wake();
             }
         });
+        h.arm(deadline);
         self.wake = Some((t, h));
     }
 
     fn on_wake(&mut self) {
-        self.wake = None;
         if self.failed.is_some() {
             return;
         }

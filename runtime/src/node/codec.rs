@@ -22,6 +22,8 @@ use concord_membership::{Body, Message, NodeId};
 use concord_transport::RecvFrame;
 use rkyv::util::AlignedVec;
 
+use super::payload::{PayloadBuf, PayloadPool, Pooled};
+
 /// Bytes of one application payload: refcounted, so the Engine's clones (one
 /// per destination, one per delivery) and the application's copy of a
 /// [`Delivery`](super::Delivery) share one buffer. Cloning never copies.
@@ -36,7 +38,11 @@ pub struct Bytes(Repr);
 #[derive(Clone)]
 enum Repr {
     Heap(Rc<[u8]>),
+    Pooled(Pooled),
     Recv(RecvFrame),
+    /// A received payload copied out of its receive buffer into a pooled
+    /// one (receive pressure).
+    Copied(Pooled),
 }
 
 impl Bytes {
@@ -49,6 +55,7 @@ impl Bytes {
     pub fn as_slice(&self) -> &[u8] {
         match &self.0 {
             Repr::Heap(b) => b,
+            Repr::Pooled(b) | Repr::Copied(b) => b.as_slice(),
             Repr::Recv(f) => f.payload(),
         }
     }
@@ -64,18 +71,19 @@ impl Bytes {
     }
 
     /// Whether another node sent it: a view of the receive buffer it arrived
-    /// in, or that view's [`detach`](Bytes::detach)ed copy.
+    /// in, or a copy of one (that view's [`detach`](Bytes::detach)ed copy,
+    /// or the node's copy under receive pressure).
     pub fn is_received(&self) -> bool {
-        matches!(self.0, Repr::Recv(_))
+        matches!(self.0, Repr::Recv(_) | Repr::Copied(_))
     }
 
     /// The same bytes in a heap buffer of their own, releasing the receive
     /// buffer from this handle (one allocation and one copy, counted by the
     /// transport like [`RecvFrame::detach`]). A payload already on the heap
-    /// is returned as it is.
+    /// (or in a pooled buffer of its own) is returned as it is.
     pub fn detach(self) -> Self {
         match self.0 {
-            Repr::Heap(_) => self,
+            Repr::Heap(_) | Repr::Pooled(_) | Repr::Copied(_) => self,
             Repr::Recv(f) => Bytes(Repr::Recv(f.detach())),
         }
     }
@@ -107,6 +115,14 @@ impl From<&[u8]> for Bytes {
     }
 }
 
+impl From<PayloadBuf> for Bytes {
+    /// The buffer's bytes, shared from here on (no copy); the buffer goes
+    /// back to its pool when the last clone is dropped.
+    fn from(b: PayloadBuf) -> Self {
+        Bytes(Repr::Pooled(b.freeze()))
+    }
+}
+
 impl From<RecvFrame> for Bytes {
     /// A view of the frame's payload (no copy).
     fn from(f: RecvFrame) -> Self {
@@ -131,7 +147,9 @@ impl fmt::Debug for Bytes {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let at = match self.0 {
             Repr::Heap(_) => "heap",
+            Repr::Pooled(_) => "pooled",
             Repr::Recv(_) => "received",
+            Repr::Copied(_) => "received, copied",
         };
         write!(f, "Bytes({} bytes, {at})", self.len())
     }
@@ -227,21 +245,23 @@ pub(crate) struct Decoder {
 
 impl Decoder {
     /// The Engine message in `frame`; its payloads are views of `frame`,
-    /// or, with `copy`, detached copies (each counted in `copies`) that
-    /// leave the receive buffer free.
+    /// or, with `copy_into`, copies in buffers of that pool (each counted in
+    /// `copies`) that leave the receive buffer free.
     pub(crate) fn decode(
         &mut self,
         frame: &RecvFrame,
-        copy: bool,
+        copy_into: Option<&PayloadPool>,
         copies: &mut u64,
     ) -> Result<Message<Bytes>, WireError> {
-        self.wire.decode_with(frame.payload(), |r| {
-            if copy {
+        let bytes = frame.payload();
+        self.wire.decode_with(bytes, |r| match copy_into {
+            Some(pool) => {
                 *copies += 1;
-                Bytes::from(frame.slice(r).detach())
-            } else {
-                Bytes::from_frame(frame, r)
+                let mut b = pool.take();
+                b.extend_from_slice(&bytes[r]);
+                Bytes(Repr::Copied(b.freeze()))
             }
+            None => Bytes::from_frame(frame, r),
         })
     }
 

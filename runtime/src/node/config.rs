@@ -208,6 +208,21 @@ impl NodeConfig {
         c
     }
 
+    /// The bounds of the node's pool of payload buffers
+    /// ([`Group::payload_buf`](super::Group::payload_buf), and received
+    /// payloads copied under receive pressure): free buffers kept, and the
+    /// bytes they may hold. Sized for what can be out at once in steady
+    /// state: every sender's window of unstable payloads (this node's
+    /// own, and copies of the others'), plus the deliveries the application
+    /// has not read, at `payload_hint` bytes each.
+    pub(crate) fn payload_pool(&self) -> (usize, usize) {
+        let keep = self
+            .window
+            .saturating_mul(self.nodes.len().max(1))
+            .saturating_add(self.event_queue);
+        (keep, keep.saturating_mul(self.payload_hint.max(64)))
+    }
+
     /// The transport settings for this node's shard: its id, cluster and
     /// protocol range go into the handshake. Build the shard's driver from
     /// it (see [`runtime`](super::runtime)).

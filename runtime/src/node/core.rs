@@ -19,6 +19,7 @@ use concord_transport::{CloseReason, ConnId, Event, PeerInfo, SendError, SendOut
 use super::clock;
 use super::codec::{self, Bytes};
 use super::error::{AdjustError, NodeError};
+use super::payload::PayloadPool;
 use super::persist::StateStore;
 use super::{Adjusted, Delivery, GroupEvent, NodeStats};
 use crate::shard::ShardContext;
@@ -129,6 +130,9 @@ pub(crate) struct Core {
     pub pump_waker: Rc<RefCell<Option<Waker>>>,
     /// This incarnation's adjust-version requests, by request number.
     pub adjusts: BTreeMap<u64, AdjustWait>,
+    /// The buffers applications write their multicasts into (and received
+    /// payloads copied under receive pressure go into).
+    pub payloads: PayloadPool,
 }
 
 impl std::fmt::Debug for Core {
@@ -474,7 +478,7 @@ impl Core {
                 if frame.was_reassembled() {
                     self.stats.reassembled_frames += 1;
                 }
-                let copy = self.recv_short(conn);
+                let copy = self.recv_short(conn).then_some(&self.payloads);
                 match self
                     .decoder
                     .decode(&frame, copy, &mut self.stats.pressure_copies)

@@ -74,6 +74,7 @@ pub mod codec;
 mod config;
 mod core;
 mod error;
+mod payload;
 pub mod persist;
 mod shards;
 
@@ -97,6 +98,7 @@ pub use self::error::{
     AdjustError, ConfigError, JoinError, MulticastError, NodeError, StartError, StateError,
 };
 pub use self::shards::{LAYOUT_FILE, Shard, ShardPlan, domain_id, shard_of};
+pub use self::payload::PayloadBuf;
 pub use concord_membership::{GroupId, NodeId};
 
 use self::core::{Core, Membership, Peer, Slot};
@@ -350,6 +352,12 @@ impl Node {
                 paused: false,
                 pump_waker: Rc::clone(&pump_waker),
                 adjusts: BTreeMap::new(),
+                payloads: {
+                    let (keep, budget) = config.payload_pool();
+                    let pool = payload::PayloadPool::new(keep, budget);
+                    pool.prefill(config.window, config.payload_hint);
+                    pool
+                },
             })
         });
         RUNNING.with(|r| r.set(true));
@@ -670,6 +678,15 @@ impl Group {
     /// The current view, while a member.
     pub fn view(&self) -> Option<View> {
         self.core.borrow().engine.view(self.id).cloned()
+    }
+
+    /// An empty payload buffer from the node's pool: write the payload into
+    /// it once and [`multicast`](Group::multicast) it (no copy). It returns
+    /// to the pool when the last member's copy of the message and its
+    /// deliveries are dropped, so a multicast written this way allocates
+    /// nothing in steady state (see [`PayloadBuf`]).
+    pub fn payload_buf(&self) -> PayloadBuf {
+        self.core.borrow().payloads.take()
     }
 
     /// Multicasts `payload` to the group: it will be delivered to every

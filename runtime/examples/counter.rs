@@ -142,7 +142,11 @@ fn main() -> Result<(), BoxError> {
             }
             if everyone && sent < rounds && Instant::now() >= next_send {
                 let amount = u64::from(me.0) * 1000 + sent;
-                group.send(amount.to_le_bytes().to_vec()).await?;
+                // Written once into a pooled buffer: no allocation per
+                // increment once the pool is warm.
+                let mut payload = group.payload_buf();
+                payload.extend_from_slice(&amount.to_le_bytes());
+                group.send(payload).await?;
                 sent += 1;
                 next_send = Instant::now() + Duration::from_millis(10);
             }

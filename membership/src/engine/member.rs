@@ -22,7 +22,7 @@ impl<P: Payload> Engine<P> {
             if let Some(c) = g.coordinator()
                 && c != self.ctx.me
                 && (ack >= g.last_ack_sent + ack_every
-                    || (ack > g.last_ack_sent && g.awaits_stable_view_change()))
+                    || (ack > g.last_ack_sent && g.awaits_stable()))
             {
                 g.last_ack_sent = ack;
                 let epoch = g.epoch();

@@ -9,17 +9,20 @@ use crate::message::{Body, OrderEntries};
 use crate::types::{Delivery, DeliveryMode, Payload, Reason};
 
 impl<P: Payload> Group<P> {
-    /// Whether delivery waits for the stable point to reach a view change
-    /// this member already holds (its ack should go out now, not on the
-    /// next tick).
-    pub fn awaits_stable_view_change(&self) -> bool {
+    /// Whether delivery waits for the stable point to reach a position this
+    /// member already holds: a view change in any mode, anything in Safe
+    /// mode. Its ack then goes out at once, not after `batch / 8` more
+    /// positions or on the next tick: the stable point, and so the
+    /// delivery, waits on it.
+    pub fn awaits_stable(&self) -> bool {
         let pos = self.delivered + 1;
         pos <= self.ready
             && pos > self.stable
-            && matches!(
-                self.slot(pos),
-                Some(Slot::Join { .. } | Slot::Leave { .. } | Slot::Version(_))
-            )
+            && (self.mode == DeliveryMode::Safe
+                || matches!(
+                    self.slot(pos),
+                    Some(Slot::Join { .. } | Slot::Leave { .. } | Slot::Version(_))
+                ))
     }
 
     /// Deliver every position that may be delivered. Returns `true` if a

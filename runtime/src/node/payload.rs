@@ -57,7 +57,9 @@ impl PayloadPool {
     /// `budget` bytes of storage in all.
     pub fn new(keep: usize, budget: usize) -> Self {
         PayloadPool(Rc::new(RefCell::new(Free {
-            slots: Vec::new(),
+            // Room for every slot it may keep: giving one back never grows
+            // the list.
+            slots: Vec::with_capacity(keep),
             keep,
             budget,
             held: 0,

@@ -252,9 +252,10 @@ pub(crate) fn call_at(
 /// A callback timer that can be armed again and again: the callback is
 /// boxed once, when the timer is made, and each [`arm`](Timer::arm) only
 /// pushes a heap entry (no allocation once the heap has grown), where every
-/// [`call_at`] boxes its callback anew. For a deadline that moves all the
-/// time, like a protocol engine's next wake-up. At most one deadline is
-/// pending: arming again replaces it. Dropping the timer cancels it.
+/// [`ShardContext::call_at`](crate::ShardContext::call_at) boxes its
+/// callback anew. For a deadline that moves all the time, like a protocol
+/// engine's next wake-up. At most one deadline is pending: arming again
+/// replaces it. Dropping the timer cancels it.
 pub struct Timer {
     state: Rc<RepeatState>,
     queue: Rc<TimerQueue>,

@@ -7,11 +7,15 @@
 //! Engine's clones and the application's [`Delivery`](super::Delivery) share
 //! the receive buffer the kernel wrote. The only received payloads that were
 //! copied are those whose frame straddled two receive buffers (the
-//! transport reassembles them); the decoder counts them. A
-//! payload the application multicasts is one refcounted heap buffer, shared
-//! by every destination's message and by its own delivery. A message is
-//! encoded with [`concord_membership::wire::encode`] into a reused
-//! buffer and copied once into the connection's staging chunk.
+//! transport reassembles them) and those the node copies into its payload
+//! pool under receive pressure (counted in `NodeStats`). A payload the
+//! application multicasts is one refcounted buffer (a pooled
+//! [`PayloadBuf`], or a heap copy), shared by every destination's message
+//! and by its own delivery. A message is encoded with
+//! [`concord_membership::wire::encode_with`] into reused buffers (a
+//! multicast's `Data` once for every member) and copied once into each
+//! connection's staging chunk; a frame is decoded with a reused
+//! [`wire::Decoder`], which allocates nothing per frame.
 
 use std::fmt;
 use std::ops::{Deref, Range};

@@ -97,8 +97,8 @@ pub use self::config::NodeConfig;
 pub use self::error::{
     AdjustError, ConfigError, JoinError, MulticastError, NodeError, StartError, StateError,
 };
-pub use self::shards::{LAYOUT_FILE, Shard, ShardPlan, domain_id, shard_of};
 pub use self::payload::PayloadBuf;
+pub use self::shards::{LAYOUT_FILE, Shard, ShardPlan, domain_id, shard_of};
 pub use concord_membership::{GroupId, NodeId};
 
 use self::core::{Core, Membership, Peer, Slot};

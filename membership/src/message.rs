@@ -466,6 +466,16 @@ pub enum Body<P> {
         /// Its last sender sequence number.
         last_seq: u64,
     },
+    /// Reply of a node that holds no state for `group` to a member's order
+    /// record or ack of epoch `epoch` (and that knows no later decision):
+    /// it is no member, so a view that lists this incarnation counts it as
+    /// failed and a flush removes it.
+    NotMember {
+        /// The group.
+        group: GroupId,
+        /// The epoch of the message it answers.
+        epoch: u32,
+    },
     /// Paxos phase 1a for epoch `epoch` of `group`.
     Prepare {
         /// The group.
@@ -722,6 +732,7 @@ impl<P> Message<P> {
             },
             Body::Lease { group, epoch, sent } => Body::Lease { group, epoch, sent },
             Body::LeaseGrant { group, epoch, sent } => Body::LeaseGrant { group, epoch, sent },
+            Body::NotMember { group, epoch } => Body::NotMember { group, epoch },
         };
         Message {
             incarnation: self.incarnation,
@@ -744,6 +755,7 @@ impl<P> Message<P> {
             | Body::JoinRefused { group, .. }
             | Body::NoGroup { group, .. }
             | Body::LeaveRequest { group, .. }
+            | Body::NotMember { group, .. }
             | Body::Prepare { group, .. }
             | Body::Promise { group, .. }
             | Body::Reject { group, .. }

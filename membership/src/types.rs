@@ -353,6 +353,11 @@ pub struct Stats {
     /// Orphan restarts refused because the last decided cut is in the last
     /// era ([`position::MAX_ERA`]): the group cannot be restarted.
     pub eras_exhausted: u64,
+    /// `NotMember` answers sent: a member of a group this node holds no
+    /// state for sent it an order record or an ack.
+    pub not_member_sent: u64,
+    /// `NotMember` answers that made this node count a member as failed.
+    pub not_member_received: u64,
 }
 
 #[cfg(test)]

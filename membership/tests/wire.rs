@@ -172,6 +172,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             epoch: 4,
             sent: 123_456_789,
         },
+        Body::NotMember { group: g, epoch: 4 },
     ];
     bodies
         .into_iter()

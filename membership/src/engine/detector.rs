@@ -128,7 +128,7 @@ impl<P: Payload> Engine<P> {
             .filter(move |(m, inc)| {
                 (!grace && self.suspected(**m))
                     || self.peer_inc(**m) > **inc
-                    || g.coord_gone == Some((g.view.id, **m, **inc))
+                    || g.is_gone(**m, **inc)
             })
             .map(|(m, _)| *m)
     }

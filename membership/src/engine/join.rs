@@ -179,7 +179,7 @@ impl<P: Payload> Engine<P> {
                     }
                 };
                 if now.0.saturating_sub(heard.0) > self.cfg.failure_timeout {
-                    g.coord_gone = Some((g.view.id, from, from_inc));
+                    g.count_gone(from, from_inc);
                 }
             }
             // A retired sequencer (its own Leave ordered, not yet stable)
@@ -201,7 +201,7 @@ impl<P: Payload> Engine<P> {
                     }
                 };
                 if now.0.saturating_sub(heard.0) > self.cfg.failure_timeout {
-                    g.coord_gone = Some((g.view.id, from, from_inc));
+                    g.count_gone(from, from_inc);
                 }
             }
             return;

@@ -83,7 +83,7 @@ impl<P: Payload> Engine<P> {
     /// An Ack to a node that is no member of the group any more: if it left
     /// as the coordinator of that epoch, the member still waits for the
     /// stable point of its Leave.
-    pub(super) fn answer_farewell(&mut self, from: NodeId, group: GroupId, epoch: u32) {
+    pub(super) fn answer_farewell(&mut self, from: NodeId, group: GroupId, epoch: u32) -> bool {
         if let Some(&(e, pos)) = self.left.farewells.get(&group)
             && e == epoch
         {
@@ -97,7 +97,9 @@ impl<P: Payload> Engine<P> {
                     stable: pos,
                 },
             );
+            return true;
         }
+        false
     }
 
     /// A member asks to leave (again). A member where its Leave is installed

@@ -426,6 +426,8 @@ impl<P: Payload> Engine<P> {
     ) {
         let me = self.ctx.me;
         let Some(g) = self.groups.get_mut(&group) else {
+            // The coordinator of a view that lists us: we are no member.
+            self.answer_not_member(from, group, epoch);
             return;
         };
         if !g.is_member() {
@@ -469,7 +471,9 @@ impl<P: Payload> Engine<P> {
 
     /// A member's cumulative ack. A member of an epoch we replaced learns the
     /// decision; in the current epoch the sequencer counts it. A node that
-    /// is no member any more answers as the coordinator it was.
+    /// is no member any more answers as the coordinator it was, or, holding
+    /// no state for the group and no farewell for that epoch, that it is no
+    /// member.
     pub(super) fn on_ack(&mut self, from: NodeId, group: GroupId, epoch: u32, ready: u64) {
         let now = self.now;
         if let Some(g) = self.groups.get_mut(&group)
@@ -489,9 +493,75 @@ impl<P: Payload> Engine<P> {
                 g.on_ack(from, ready);
                 self.after_change(group);
             }
-        } else {
-            self.answer_farewell(from, group, epoch);
+        } else if !self.answer_farewell(from, group, epoch) && !self.groups.contains_key(&group) {
+            self.answer_not_member(from, group, epoch);
         }
+    }
+
+    /// A member of a view that lists this node sent it an order record or
+    /// an ack of `epoch`, and this node holds no state for the group (it
+    /// left, gave the join up, or was replaced and forgot it). Its node is
+    /// heard, so nobody would suspect it: say so. If this node's acceptor
+    /// knows a later decision the sender learns that (it installs it or
+    /// learns it was removed); otherwise `NotMember` makes the sender count
+    /// it as failed, and a flush removes it. A node with state for the group
+    /// (joining again) answers nothing: the rules for a member that asks to
+    /// join cover it. At most one answer per peer and group per heartbeat
+    /// interval.
+    pub(super) fn answer_not_member(&mut self, to: NodeId, group: GroupId, epoch: u32) {
+        let now = self.now;
+        let hb = self.cfg.heartbeat_interval;
+        self.not_member_sent
+            .retain(|(_, _, t)| now.0.saturating_sub(t.0) < hb);
+        if self
+            .not_member_sent
+            .iter()
+            .any(|(g, n, _)| *g == group && *n == to)
+        {
+            return;
+        }
+        self.not_member_sent.push((group, to, now));
+        let later = self
+            .acceptors
+            .get(&group)
+            .and_then(|a| a.decided.as_ref())
+            .is_some_and(|(e, _)| *e > epoch);
+        if later {
+            self.tell_decided(to, group, epoch);
+        } else {
+            self.ctx.stats.not_member_sent += 1;
+            self.ctx.send(to, Body::NotMember { group, epoch });
+        }
+    }
+
+    /// A node that the view lists says it holds no state for the group: in
+    /// this epoch, with this incarnation, it counts as failed (`Group::gone`)
+    /// and a flush removes it. Its own Leave, once ordered, removes it
+    /// instead.
+    pub(super) fn on_not_member(
+        &mut self,
+        from: NodeId,
+        from_inc: u64,
+        group: GroupId,
+        epoch: u32,
+    ) {
+        let Some(g) = self.groups.get_mut(&group) else {
+            return;
+        };
+        if !g.is_member() || g.epoch() != epoch {
+            return;
+        }
+        let Some(i) = g.view.members.iter().position(|m| *m == from) else {
+            return;
+        };
+        if g.incs.get(i) != Some(&from_inc) {
+            return;
+        }
+        if g.seq.as_ref().is_some_and(|s| !s.view.contains(from)) {
+            return;
+        }
+        self.ctx.stats.not_member_received += 1;
+        g.count_gone(from, from_inc);
     }
 
     /// A NACK: retransmit the positions, or the sender sequence numbers, asked for.

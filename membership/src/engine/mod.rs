@@ -199,6 +199,10 @@ pub struct Engine<P: Payload> {
     promise_after: Time,
     /// Scratch for the group ids a tick visits.
     scratch_ids: Vec<GroupId>,
+    /// `(group, peer, when)` of the answers sent to members of groups this
+    /// node holds no state for (`Engine::answer_not_member`): one per peer
+    /// and group per heartbeat interval, however many records it sends.
+    not_member_sent: Vec<(GroupId, NodeId, Time)>,
 }
 
 impl<P: Payload> Engine<P> {
@@ -320,6 +324,7 @@ impl<P: Payload> Engine<P> {
             joiners: BTreeMap::new(),
             left: Left::new(),
             scratch_ids: Vec::new(),
+            not_member_sent: Vec::new(),
         })
     }
 
@@ -563,6 +568,7 @@ impl<P: Payload> Engine<P> {
             Body::JoinRefused { group, active } => self.on_join_refused(group, active),
             Body::NoGroup { group, known } => self.on_no_group(from, group, known),
             Body::LeaveRequest { group, last_seq } => self.on_leave_request(from, group, last_seq),
+            Body::NotMember { group, epoch } => self.on_not_member(from, from_inc, group, epoch),
             Body::Prepare {
                 group,
                 epoch,

@@ -101,10 +101,12 @@ pub(crate) struct Group<P> {
     /// The coordinator and when its last order record arrived (kept by the
     /// Engine; reset lazily when the coordinator changes).
     pub coord_heard: Option<(NodeId, Time)>,
-    /// The view whose coordinator (with its incarnation) left the group on
-    /// its own side: it asks to join again and its order records stopped.
-    /// It counts as failed in that view, so the others flush it out.
-    pub coord_gone: Option<(ViewId, NodeId, u64)>,
+    /// Members (with their incarnation, and the view) that count as failed
+    /// in that view although their node is heard: a coordinator that left
+    /// the group on its own side (it asks to join again and its order
+    /// records stopped, or it never acks a retired sequencer's Leave), or a
+    /// member whose node answered `NotMember`. The others flush them out.
+    pub gone: Vec<(ViewId, NodeId, u64)>,
     /// Index in `senders` of the buffer looked up last: the lookups of
     /// consecutive messages mostly ask for the same sender. Only a hint,
     /// checked against the node (and incarnation) before use; a node has at
@@ -149,7 +151,7 @@ impl<P: Payload> Group<P> {
             suspect_since: None,
             grace_until: Time(0),
             coord_heard: None,
-            coord_gone: None,
+            gone: Vec::new(),
             buf_hint: usize::MAX,
         }
     }
@@ -164,6 +166,22 @@ impl<P: Payload> Group<P> {
 
     pub fn coordinator(&self) -> Option<NodeId> {
         self.view.coordinator()
+    }
+
+    /// Count `node` (incarnation `inc`) as failed in the current view
+    /// (`gone`); what was counted in earlier views is forgotten.
+    pub fn count_gone(&mut self, node: NodeId, inc: u64) {
+        let id = self.view.id;
+        self.gone.retain(|(v, _, _)| *v == id);
+        if !self.gone.contains(&(id, node, inc)) {
+            self.gone.push((id, node, inc));
+        }
+    }
+
+    /// Whether `node` (incarnation `inc`) counts as failed in the current
+    /// view although its node is heard (`gone`).
+    pub fn is_gone(&self, node: NodeId, inc: u64) -> bool {
+        self.gone.contains(&(self.view.id, node, inc))
     }
 
     /// The highest position this member acknowledges in its epoch: what it

@@ -10,6 +10,7 @@ mod net;
 mod acceptor;
 mod frozen;
 mod join_leave;
+mod not_member;
 mod ordering;
 mod orphan;
 mod partition;

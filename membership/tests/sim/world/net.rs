@@ -285,6 +285,7 @@ fn kind<P>(m: &Message<P>) -> &'static str {
         Body::Decided { .. } => "Decided",
         Body::Lease { .. } => "Lease",
         Body::LeaseGrant { .. } => "LeaseGrant",
+        Body::NotMember { .. } => "NotMember",
     }
 }
 

@@ -203,10 +203,12 @@ impl World {
         if !left {
             self.cov.upgrades_forced += 1;
         }
-        // Stop: the incarnation ends like a crash, without counting as one.
+        // Stop: the incarnation ends like a crash, without counting as one
+        // (a pause ends with it: the next incarnation is stepped).
         if let Some(engine) = slot.engine.take() {
             self.cov.add_stats(engine.stats());
         }
+        slot.paused = None;
         slot.wakes.clear();
         slot.upgrading = false;
         slot.range.max = ProtocolVersion(max);

@@ -536,8 +536,8 @@ impl<P: Payload> Engine<P> {
 
     /// A node that the view lists says it holds no state for the group: in
     /// this epoch, with this incarnation, it counts as failed (`Group::gone`)
-    /// and a flush removes it. Its own Leave, once ordered, removes it
-    /// instead.
+    /// and a flush removes it. Its own Leave, once ordered (or asked for in
+    /// answer to a Welcome it did not install), removes it instead.
     pub(super) fn on_not_member(
         &mut self,
         from: NodeId,
@@ -557,7 +557,13 @@ impl<P: Payload> Engine<P> {
         if g.incs.get(i) != Some(&from_inc) {
             return;
         }
-        if g.seq.as_ref().is_some_and(|s| !s.view.contains(from)) {
+        // Its Leave is ordered; or it gave its join up before it installed
+        // the Welcome, and answers that with a `LeaveRequest` (4.3): either
+        // way a Leave removes it without a flush.
+        if g.seq
+            .as_ref()
+            .is_some_and(|s| !s.view.contains(from) || s.welcomes.iter().any(|(n, _)| *n == from))
+        {
             return;
         }
         self.ctx.stats.not_member_received += 1;

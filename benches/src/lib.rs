@@ -51,6 +51,7 @@
 //! ```
 
 pub mod cases;
+pub mod group;
 pub mod harness;
 pub mod pingpong;
 pub mod stream;

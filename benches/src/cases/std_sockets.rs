@@ -13,7 +13,7 @@ use crate::harness::STALL_TIMEOUT;
 use crate::harness::alloc_window::AllocWindow;
 use crate::harness::pair::{CLIENT_CORE, loopback_pair, run_pair};
 use crate::harness::result::{CaseResult, StreamResult};
-use crate::harness::round_trip::measure_round_trips;
+use crate::harness::round_trip::{Measured, measure_round_trips};
 use crate::harness::seq::{expect_seq, stamp};
 use crate::harness::size::{STD_BUF, check_pingpong_size, check_stream_size};
 use anyhow::{Context as _, bail};
@@ -142,6 +142,44 @@ fn std_echo(mode: StdMode, mut s: TcpStream, size: usize) -> anyhow::Result<u64>
     Ok(seq)
 }
 
+/// The measuring side of a std-socket ping-pong over `s`: `warmup` then
+/// `iters` round trips of `size` bytes, then a clean shutdown of the write
+/// side so the echoing side ([`echo`]) sees the end.
+pub fn ping(
+    mode: StdMode,
+    mut s: TcpStream,
+    size: usize,
+    warmup: u64,
+    iters: u64,
+) -> anyhow::Result<Measured> {
+    check_pingpong_size(size)?;
+    mode.prepare(&s)?;
+    let mut out = vec![0u8; size];
+    let mut inb = vec![0u8; size];
+    for (i, b) in out.iter_mut().enumerate().skip(8) {
+        *b = i as u8;
+    }
+    let m = measure_round_trips(warmup, iters, |seq| {
+        stamp(&mut out, seq);
+        mode.write_msg(&mut s, &out)?;
+        if !mode.read_msg(&mut s, &mut inb)? {
+            bail!("server closed the connection");
+        }
+        expect_seq(&inb, seq)
+    })?;
+    // Tell the server we are done: it sees a clean EOF.
+    s.shutdown(Shutdown::Write)
+        .context("shutting down client")?;
+    Ok(m)
+}
+
+/// The echoing side of a std-socket ping-pong over `s`, until the measuring
+/// side ([`ping`]) closes: returns the number of messages echoed.
+pub fn echo(mode: StdMode, s: TcpStream, size: usize) -> anyhow::Result<u64> {
+    check_pingpong_size(size)?;
+    std_echo(mode, s, size)
+}
+
 /// A std-socket ping-pong case (the floor or the blocking baseline).
 pub fn std_pingpong(
     mode: StdMode,
@@ -153,27 +191,7 @@ pub fn std_pingpong(
     let (client, server) = loopback_pair()?;
     let pair = run_pair(
         move || std_echo(mode, server, size),
-        move || {
-            let mut s = client;
-            mode.prepare(&s)?;
-            let mut out = vec![0u8; size];
-            let mut inb = vec![0u8; size];
-            for (i, b) in out.iter_mut().enumerate().skip(8) {
-                *b = i as u8;
-            }
-            let m = measure_round_trips(warmup, iters, |seq| {
-                stamp(&mut out, seq);
-                mode.write_msg(&mut s, &out)?;
-                if !mode.read_msg(&mut s, &mut inb)? {
-                    bail!("server closed the connection");
-                }
-                expect_seq(&inb, seq)
-            })?;
-            // Tell the server we are done: it sees a clean EOF.
-            s.shutdown(Shutdown::Write)
-                .context("shutting down client")?;
-            Ok(m)
-        },
+        move || ping(mode, client, size, warmup, iters),
     )?;
     let echoed = pair.server;
     if echoed != warmup + iters {

@@ -2,7 +2,7 @@
 
 use anyhow::Context as _;
 use hdrhistogram::Histogram;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::time::Duration;
 
 /// Highest latency a histogram can hold: one minute. Anything slower is clamped
@@ -51,7 +51,7 @@ impl LatencyHistogram {
 }
 
 /// Percentiles of one latency distribution, in nanoseconds.
-#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
 pub struct Summary {
     /// Samples.
     pub count: u64,

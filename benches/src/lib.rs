@@ -34,9 +34,16 @@
 //! run, and the binary exits with status 1; bad arguments, including a flag the
 //! binary does not use, exit with status 2.
 //!
+//! The `group` binary ([`group`]) measures the product rather than the
+//! transport: three node processes on loopback, closed-loop multicast
+//! latency against the same floor measured between two of them, throughput
+//! with every node sending, allocations and payload copies per delivery, and
+//! whether every node delivered the same sequence.
+//!
 //! Modules depend one way: [`harness`] (what every case shares) <- [`cases`]
-//! (one way of moving messages each) <- the workloads [`pingpong`] and
-//! [`stream`] (what to run, in which order, and the report) <- the binaries.
+//! (one way of moving messages each) <- the workloads [`pingpong`],
+//! [`stream`] and [`group`] (what to run, in which order, and the report) <-
+//! the binaries.
 //! They are public so later harnesses (load generator, upgrade driver) reuse
 //! them:
 //!

@@ -18,7 +18,7 @@ use crate::harness::size::check_pingpong_size;
 use crate::harness::summary::LatencyHistogram;
 use anyhow::{Context as _, bail};
 use concord_membership::{DeliveryMode, NodeId};
-use concord_runtime::alloc::thread_allocs;
+use concord_runtime::alloc::{self, thread_allocs};
 use concord_runtime::node::{self, Bytes, Group, GroupEvent, Multicast, Node, NodeConfig};
 use concord_runtime::{Offer, Receiver, ShardContext, channel, yield_now};
 use std::cell::RefCell;
@@ -342,7 +342,12 @@ async fn latency(
     check_pingpong_size(size)?;
     let mut hist = LatencyHistogram::new()?;
     let mut buf = vec![0u8; size];
+    let counting = alloc::is_installed();
+    let mut before = alloc::snapshot();
     for i in 0..warmup + count {
+        if i == warmup {
+            before = alloc::snapshot();
+        }
         stamp(&mut buf, i);
         let t0 = Instant::now();
         let seq = g.send(Bytes::copy_from(&buf)).await?;
@@ -360,9 +365,11 @@ async fn latency(
             hist.record(t0.elapsed());
         }
     }
+    let allocs = alloc::snapshot().since(&before).allocs;
     Ok(Reply::Latency {
         summary: hist.summary(),
         sent: warmup + count,
+        allocs: counting.then_some(allocs),
     })
 }
 
@@ -433,6 +440,7 @@ async fn throughput(
     if let Some(open) = at_open {
         out.straddled = end.reassembled_frames - open.reassembled_frames;
         out.pressure_copies = end.pressure_copies - open.pressure_copies;
+        out.backlogged = end.backlogged - open.backlogged;
     }
     Ok(Reply::Throughput(out))
 }

@@ -139,8 +139,9 @@ pub struct Plan {
 /// What one case measured in one round.
 #[derive(Debug, Clone)]
 pub enum Outcome {
-    /// Round trips (`floor`) or closed-loop latencies (`agreed`, `safe`).
-    Latency(Summary),
+    /// Round trips (`floor`) or closed-loop latencies (`agreed`, `safe`),
+    /// and for the latter the sender's allocations per measured message.
+    Latency(Summary, Option<f64>),
     /// Every node's part of a throughput run, by node id.
     Throughput(Vec<(u32, Throughput)>),
 }
@@ -293,7 +294,7 @@ impl Cluster {
         size: usize,
         warmup: u64,
         count: u64,
-    ) -> anyhow::Result<Summary> {
+    ) -> anyhow::Result<(Summary, Option<f64>)> {
         let sender = self.roles.sender;
         let cmd = Command::Latency {
             group,
@@ -302,12 +303,17 @@ impl Cluster {
             count,
         };
         let r = self.members.ask(sender, &cmd, Duration::from_secs(600))?;
-        let Reply::Latency { summary, sent } = r else {
+        let Reply::Latency {
+            summary,
+            sent,
+            allocs,
+        } = r
+        else {
             bail!("node {sender}: expected latencies, got {r:?}");
         };
         self.expected[group as usize] += sent;
         self.check_order(group)?;
-        Ok(summary)
+        Ok((summary, allocs.map(|a| a as f64 / count as f64)))
     }
 
     /// Every node multicasting into the Agreed group for `secs`, then the
@@ -410,13 +416,13 @@ impl Plan {
         match case {
             FLOOR => c
                 .floor(size, self.floor_warmup, self.floor_iters)
-                .map(Outcome::Latency),
+                .map(|s| Outcome::Latency(s, None)),
             AGREED => c
                 .latency(GroupName::Agreed, size, self.warmup, self.messages)
-                .map(Outcome::Latency),
+                .map(|(s, a)| Outcome::Latency(s, a)),
             SAFE => c
                 .latency(GroupName::Safe, size, self.warmup, self.messages)
-                .map(Outcome::Latency),
+                .map(|(s, a)| Outcome::Latency(s, a)),
             TPUT => c.throughput(size, self.seconds).map(Outcome::Throughput),
             other => bail!("case {other} is listed but has no runner"),
         }

@@ -175,6 +175,10 @@ pub enum Reply {
         summary: Summary,
         /// Messages multicast (warm-up included).
         sent: u64,
+        /// Heap allocations of the sender's process over the measured
+        /// messages (every thread; one payload buffer per message is the
+        /// bench's own); `None` without the counting allocator.
+        allocs: Option<u64>,
     },
     /// One node's part of a throughput run.
     Throughput(Throughput),
@@ -218,6 +222,10 @@ pub struct Throughput {
     pub pressure_copies: u64,
     /// Multicasts answered `BackPressured`.
     pub back_pressured: u64,
+    /// Frames this node queued behind a back-pressured connection in the
+    /// window (`NodeStats::backlogged`): each one is copied into a backlog
+    /// buffer of its own.
+    pub backlogged: u64,
 }
 
 /// Folds one delivery into a node's running hash of its group's order:

@@ -17,6 +17,7 @@ struct NodeFigures {
     node_allocs_per_delivery: Option<f64>,
     copies_per_delivery: Option<f64>,
     straddled_per_delivery: Option<f64>,
+    backlogged_per_delivery: Option<f64>,
 }
 
 fn per_delivery(n: u64, deliveries: u64) -> Option<f64> {
@@ -40,6 +41,7 @@ impl NodeFigures {
                 .and_then(|a| per_delivery(a.saturating_sub(t.payload_allocs), w)),
             copies_per_delivery: per_delivery(t.pressure_copies, w),
             straddled_per_delivery: per_delivery(t.straddled, w),
+            backlogged_per_delivery: per_delivery(t.backlogged, w),
         }
     }
 }
@@ -54,7 +56,7 @@ fn nodes(o: &Outcome, size: usize) -> Option<Vec<Figures>> {
                 .map(|(id, t)| (*id, NodeFigures::of(t, size)))
                 .collect(),
         ),
-        Outcome::Latency(_) => None,
+        Outcome::Latency(..) => None,
     }
 }
 
@@ -112,6 +114,9 @@ pub struct NodeRecord {
     pub sent: Option<u64>,
     /// Multicasts answered `BackPressured`.
     pub back_pressured: Option<u64>,
+    /// Frames queued (and copied) behind a back-pressured connection, per
+    /// delivery, in the window.
+    pub backlogged_per_delivery: Option<f64>,
 }
 
 /// One row of the group report.
@@ -144,6 +149,9 @@ pub struct GroupRecord {
     pub copies_per_delivery: Option<f64>,
     /// Straddled frames copied per delivery at the worst node (`tput`).
     pub straddled_per_delivery: Option<f64>,
+    /// Heap allocations of the sender's process per measured closed-loop
+    /// message, its payload buffer included (`agreed`, `safe`).
+    pub sender_allocs_per_msg: Option<f64>,
     /// Each node's figures (`tput`).
     pub nodes: Vec<NodeRecord>,
     /// Median, smallest and largest round, and each round's value.
@@ -157,7 +165,7 @@ impl GroupRecord {
         let size = c.size;
         let lat = |f: fn(&crate::harness::summary::Summary) -> u64| {
             c.spread(move |o| match o {
-                Outcome::Latency(s) => Some(f(s) as f64),
+                Outcome::Latency(s, _) => Some(f(s) as f64),
                 Outcome::Throughput(_) => None,
             })
         };
@@ -200,7 +208,7 @@ impl GroupRecord {
                             Outcome::Throughput(v) => {
                                 v.iter().find(|(n, _)| *n == id).map(|(_, t)| f(t) as f64)
                             }
-                            Outcome::Latency(_) => None,
+                            Outcome::Latency(..) => None,
                         })
                         .as_ref(),
                     )
@@ -215,6 +223,7 @@ impl GroupRecord {
                     straddled_per_delivery: one(&|n| n.straddled_per_delivery),
                     sent: raw(&|t| t.sent),
                     back_pressured: raw(&|t| t.back_pressured),
+                    backlogged_per_delivery: one(&|n| n.backlogged_per_delivery),
                 }
             })
             .collect();
@@ -231,6 +240,10 @@ impl GroupRecord {
             node_allocs_per_delivery: median(&tp(&|v| highest(v, |n| n.node_allocs_per_delivery))),
             copies_per_delivery: median(&spread.copies_per_delivery),
             straddled_per_delivery: median(&tp(&|v| highest(v, |n| n.straddled_per_delivery))),
+            sender_allocs_per_msg: median(&c.spread(|o| match o {
+                Outcome::Latency(_, a) => *a,
+                Outcome::Throughput(_) => None,
+            })),
             nodes: node_rows,
             spread,
         }
@@ -421,8 +434,8 @@ impl GroupReport {
         );
         let _ = writeln!(
             t,
-            "{:<7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}  status",
-            "case", "size", "samples", "p50", "p99", "p99.9", "max"
+            "{:<7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}  status",
+            "case", "size", "samples", "p50", "p99", "p99.9", "max", "allocs/msg"
         );
         let status = |c: &GroupRecord| match c.head.status {
             Status::Ok => "ok".to_string(),
@@ -433,7 +446,7 @@ impl GroupReport {
         for c in self.cases.iter().filter(|c| c.head.name != TPUT) {
             let _ = writeln!(
                 t,
-                "{:<7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9}  {}",
+                "{:<7} {:>6} {:>8} {:>9} {:>9} {:>9} {:>9} {:>10}  {}",
                 c.head.name,
                 c.head.size,
                 c.samples.map_or("-".into(), |v| v.to_string()),
@@ -441,12 +454,13 @@ impl GroupReport {
                 us(c.p99_ns),
                 us(c.p999_ns),
                 us(c.max_ns),
+                f(c.sender_allocs_per_msg, 2),
                 status(c)
             );
         }
         let _ = writeln!(
             t,
-            "throughput, every node sending, medians over the rounds (per node: msgs/s, allocs/delivery):"
+            "throughput, every node sending, medians over the rounds (per node: msgs/s, allocs/delivery, frames backlogged/delivery):"
         );
         let _ = writeln!(
             t,
@@ -466,10 +480,11 @@ impl GroupReport {
                 .iter()
                 .map(|n| {
                     format!(
-                        "n{}: {} {}",
+                        "n{}: {} {} (backlogged {})",
                         n.node,
                         f(n.msgs_per_s, 0),
-                        f(n.allocs_per_delivery, 3)
+                        f(n.allocs_per_delivery, 3),
+                        f(n.backlogged_per_delivery, 3)
                     )
                 })
                 .collect();

@@ -302,7 +302,12 @@ impl Cluster {
             warmup,
             count,
         };
-        let r = self.members.ask(sender, &cmd, Duration::from_secs(600))?;
+        // A Safe delivery waits for acknowledgements that travel with
+        // heartbeats (10 ms apart): allow 40 ms per message.
+        let per = Duration::from_millis(40);
+        let wait =
+            Duration::from_secs(60) + per * u32::try_from(warmup + count).unwrap_or(u32::MAX);
+        let r = self.members.ask(sender, &cmd, wait)?;
         let Reply::Latency {
             summary,
             sent,

@@ -257,7 +257,7 @@ async fn run(
         }
         Command::FloorJoin => {
             let h = floor_server.take().context("no floor server is running")?;
-            let echoed = finish(ctx, h).await?;
+            let echoed = finish(ctx, h, WAIT_LIMIT).await?;
             Ok(Reply::FloorEchoed { echoed })
         }
         Command::FloorPing {
@@ -272,7 +272,7 @@ async fn run(
                 s.set_nodelay(true)?;
                 std_sockets::ping(StdMode::BusyPoll, s, size, warmup, iters)
             });
-            let m = finish(ctx, h).await?;
+            let m = finish(ctx, h, floor_limit(warmup + iters)).await?;
             Ok(Reply::Floor {
                 summary: m.hist.summary(),
             })
@@ -318,12 +318,25 @@ async fn run(
     }
 }
 
-/// Waits, without blocking the shard, for a floor thread to end.
-async fn finish<T>(ctx: &ShardContext, h: JoinHandle<anyhow::Result<T>>) -> anyhow::Result<T> {
-    let deadline = Instant::now() + WAIT_LIMIT;
+/// How long `round_trips` floor round trips may take: a minute, and 1 ms
+/// each (loopback round trips take microseconds; a loaded machine's tail,
+/// tens of milliseconds now and then).
+#[must_use]
+pub fn floor_limit(round_trips: u64) -> Duration {
+    WAIT_LIMIT + Duration::from_millis(1) * u32::try_from(round_trips).unwrap_or(u32::MAX)
+}
+
+/// Waits at most `limit`, without blocking the shard, for a floor thread to
+/// end.
+async fn finish<T>(
+    ctx: &ShardContext,
+    h: JoinHandle<anyhow::Result<T>>,
+    limit: Duration,
+) -> anyhow::Result<T> {
+    let deadline = Instant::now() + limit;
     while !h.is_finished() {
         if Instant::now() > deadline {
-            bail!("the floor did not finish within {WAIT_LIMIT:?}");
+            bail!("the floor did not finish within {limit:?}");
         }
         ctx.sleep(Duration::from_millis(2)).await;
     }

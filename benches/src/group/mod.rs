@@ -8,11 +8,13 @@
 //! interleaved rounds ([`crate::harness::rounds`]) at each size:
 //!
 //! - `floor`: busy-polled non-blocking std sockets between two of the node
-//!   processes (the sender and the sequencer), ping-pong round trips: the
-//!   baseline every latency is compared with, measured seconds apart;
+//!   processes (the sender and the Agreed group's sequencer), ping-pong
+//!   round trips: the baseline every latency is compared with, measured
+//!   seconds apart;
 //! - `agreed`, `safe`: closed loop in that group: a node that is not the
-//!   sequencer multicasts and waits for its own delivery, one message at a
-//!   time; percentiles over the measured messages after warm-up;
+//!   sequencer of either group multicasts and waits for its own delivery,
+//!   one message at a time; percentiles over the measured messages after
+//!   warm-up;
 //! - `tput`: every node multicasts into the Agreed group as fast as
 //!   back-pressure allows for a fixed time; delivered msgs/s and MB/s at
 //!   each node, and, in the steady part of the run
@@ -104,8 +106,9 @@ impl GroupArgs {
             rounds: self.common.rounds as usize,
             messages,
             warmup,
-            // The floor's round trips are cheap: ten times the messages.
-            floor_iters: messages * 10,
+            // The floor's round trips are cheap: as many as pingpong's
+            // (50 000 after 20 000) in a full run.
+            floor_iters: messages * 5 / 2,
             floor_warmup: warmup * 4,
             seconds: self.seconds.unwrap_or(self.common.pick(10.0, 1.0)),
             idle: self.idle,
@@ -149,8 +152,11 @@ pub enum Outcome {
 /// Who is who in a run.
 #[derive(Debug, Clone, Serialize)]
 pub struct Roles {
-    /// The sequencer of both groups.
+    /// The sequencer of the Agreed group: the floor's echoing side.
     pub sequencer: u32,
+    /// The sequencer of each group ([`GroupName::ALL`] order): whichever
+    /// node's join formed the group, so the two may differ.
+    pub sequencers: Vec<u32>,
     /// The node that runs the closed loops and the floor's measuring side.
     pub sender: u32,
     /// Process id of each node, by node id order.
@@ -236,18 +242,23 @@ impl Cluster {
                 other => bail!("node {id}: expected ready, got {other:?}"),
             }
         }
-        let sequencer = coordinators[0];
+        // Every node's view of each group, node by node.
+        let groups = GroupName::ALL.len();
+        let sequencers = coordinators[..groups].to_vec();
         ensure!(
-            coordinators.iter().all(|&c| c == sequencer),
+            coordinators.chunks(groups).all(|c| c == sequencers),
             "the nodes disagree on the groups' sequencers: {coordinators:?}"
         );
+        // Two groups on three nodes: some node sequences neither.
         let sender = (1..=NODES)
-            .find(|&n| n != sequencer)
-            .context("no node besides the sequencer")?;
+            .find(|n| !sequencers.contains(n))
+            .context("every node sequences a group")?;
+        let sequencer = sequencers[GroupName::Agreed as usize];
         Ok(Cluster {
             members,
             roles: Roles {
                 sequencer,
+                sequencers,
                 sender,
                 pids,
             },
@@ -256,7 +267,8 @@ impl Cluster {
         })
     }
 
-    /// Busy-polled raw TCP round trips from the sender to the sequencer.
+    /// Busy-polled raw TCP round trips from the sender to the Agreed
+    /// group's sequencer.
     pub fn floor(&mut self, size: usize, warmup: u64, iters: u64) -> anyhow::Result<Summary> {
         let (server, client) = (self.roles.sequencer, self.roles.sender);
         let t = Duration::from_secs(30);
@@ -271,10 +283,9 @@ impl Cluster {
             warmup,
             iters,
         };
-        let measured = self.members.ask(client, &ping, Duration::from_secs(120));
-        let echoed = self
-            .members
-            .ask(server, &Command::FloorJoin, Duration::from_secs(90))?;
+        let wait = member::floor_limit(warmup + iters) + Duration::from_secs(30);
+        let measured = self.members.ask(client, &ping, wait);
+        let echoed = self.members.ask(server, &Command::FloorJoin, wait)?;
         let Reply::Floor { summary } = measured? else {
             bail!("node {client}: expected floor round trips");
         };

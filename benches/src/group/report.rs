@@ -423,8 +423,8 @@ impl GroupReport {
         if let Some(r) = &self.roles {
             let _ = writeln!(
                 t,
-                "3 node processes (pids {:?}), sequencer node {}, closed-loop sender node {}, idle {:?}",
-                r.pids, r.sequencer, r.sender, self.idle
+                "3 node processes (pids {:?}), sequencers (agreed, safe) {:?}, closed-loop sender node {}, idle {:?}",
+                r.pids, r.sequencers, r.sender, self.idle
             );
         }
         let _ = writeln!(

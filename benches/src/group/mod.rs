@@ -98,8 +98,10 @@ impl GroupArgs {
         for &s in &sizes {
             check_pingpong_size(s)?;
         }
-        let messages = self.messages.unwrap_or(self.common.pick(20_000, 2_000));
-        let warmup = self.warmup.unwrap_or(self.common.pick(5_000, 500));
+        // Quick: a Safe message waits about 5 ms for its acknowledgements,
+        // so 1 200 of them take about 6 s per case and round.
+        let messages = self.messages.unwrap_or(self.common.pick(20_000, 1_000));
+        let warmup = self.warmup.unwrap_or(self.common.pick(5_000, 200));
         Ok(Plan {
             sizes,
             cases: self.common.selected_cases(CASES, &[])?,
@@ -470,7 +472,7 @@ mod tests {
         assert_eq!((p.rounds, p.messages, p.seconds), (3, 20_000, 10.0));
         assert_eq!(p.idle, NodeIdle::Yield);
         let p = plan(&["--quick", "--idle", "adaptive"]).unwrap();
-        assert_eq!((p.rounds, p.messages, p.seconds), (3, 2_000, 1.0));
+        assert_eq!((p.rounds, p.messages, p.seconds), (3, 1_000, 1.0));
         assert_eq!(p.idle, NodeIdle::Adaptive);
     }
 

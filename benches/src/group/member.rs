@@ -363,7 +363,9 @@ async fn latency(
         }
         stamp(&mut buf, i);
         let t0 = Instant::now();
-        let seq = g.send(Bytes::copy_from(&buf)).await?;
+        let mut p = g.payload_buf();
+        p.extend_from_slice(&buf);
+        let seq = g.send(p).await?;
         poll_fn(|cx| {
             let mut t = t.borrow_mut();
             if t.own_seq >= seq {
@@ -428,7 +430,11 @@ async fn throughput(
             None => {
                 stamp(&mut buf, out.sent);
                 let before = thread_allocs();
-                let p = Bytes::copy_from(&buf);
+                // The node's pooled buffer: written once, shared by the
+                // window, every member's Data and the own delivery.
+                let mut pb = g.payload_buf();
+                pb.extend_from_slice(&buf);
+                let p = Bytes::from(pb);
                 if at_open.is_some() {
                     out.payload_allocs += thread_allocs() - before;
                 }

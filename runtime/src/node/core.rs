@@ -38,8 +38,10 @@ pub(crate) struct Peer {
     /// The highest incarnation its handshakes have carried (0: none yet).
     /// A connection from a lower one is a previous life of the peer.
     pub incarnation: u64,
-    /// Encoded frames the transport back-pressured, in order.
-    pub backlog: VecDeque<Vec<u8>>,
+    /// Engine messages the transport back-pressured, in order. They are
+    /// encoded again when they go out: a held message shares its payload
+    /// and order entries, so holding one copies and allocates nothing.
+    pub backlog: VecDeque<Message<Bytes>>,
 }
 
 /// Where this node stands in a group.
@@ -205,7 +207,7 @@ impl Core {
                 return;
             };
             match cmd {
-                Command::Send { to, msg } => self.send(to, &msg),
+                Command::Send { to, msg } => self.send(to, msg),
                 Command::Deliver(d) => {
                     self.stats.delivered += 1;
                     if let Some(slot) = self.groups.get_mut(&d.group) {
@@ -371,7 +373,7 @@ impl Core {
 
     /// Sends one Engine message to `to`, queueing it behind earlier frames
     /// the transport back-pressured.
-    fn send(&mut self, to: NodeId, msg: &Message<Bytes>) {
+    fn send(&mut self, to: NodeId, msg: Message<Bytes>) {
         let Some(peer) = self.peers.get_mut(&to) else {
             self.stats.dropped_unknown_peer += 1;
             return;
@@ -383,7 +385,12 @@ impl Core {
             return;
         };
         self.stats.send_commands += 1;
-        let frame = match self.encoder.frame(msg) {
+        if !peer.backlog.is_empty() {
+            peer.backlog.push_back(msg);
+            self.stats.backlogged += 1;
+            return;
+        }
+        let frame = match self.encoder.frame(&msg) {
             Ok(f) => f,
             Err(e) => {
                 tracing::error!(%e, ?to, "cannot encode an Engine message");
@@ -391,18 +398,13 @@ impl Core {
                 return;
             }
         };
-        if !peer.backlog.is_empty() {
-            peer.backlog.push_back(frame.to_vec());
-            self.stats.backlogged += 1;
-            return;
-        }
         let Ok(mut driver) = self.ctx.driver() else {
             return;
         };
         match driver.send(conn, frame) {
             Ok(SendOutcome::Queued) => self.stats.frames_sent += 1,
             Ok(SendOutcome::BackPressured) => {
-                peer.backlog.push_back(frame.to_vec());
+                peer.backlog.push_back(msg);
                 self.stats.backlogged += 1;
             }
             Err(SendError::FrameTooLarge { len, max }) => {
@@ -433,7 +435,16 @@ impl Core {
         let Ok(mut driver) = self.ctx.driver() else {
             return;
         };
-        while let Some(frame) = peer.backlog.front() {
+        while let Some(msg) = peer.backlog.front() {
+            let frame = match self.encoder.frame(msg) {
+                Ok(f) => f,
+                Err(e) => {
+                    tracing::error!(%e, ?to, "cannot encode an Engine message");
+                    self.stats.encode_errors += 1;
+                    peer.backlog.pop_front();
+                    continue;
+                }
+            };
             match driver.send(conn, frame) {
                 Ok(SendOutcome::Queued) => {
                     self.stats.frames_sent += 1;

@@ -86,13 +86,22 @@ pub enum OrderEntry {
     /// Adjust-version (see [`crate::version`]): the group switches its active
     /// version at this position, or the sequencer's check rejected it.
     Version(VersionChange),
+    /// `count` positions that hold nothing: nobody delivers them. The
+    /// sequencer orders one right before the Join of a member that delivered
+    /// positions up to there in an older view of this era (cut off with its
+    /// sequencer beyond a flush's cut), so that it is handed no position it
+    /// already passed.
+    Skip {
+        /// How many positions.
+        count: u32,
+    },
 }
 
 impl OrderEntry {
     /// How many positions the entry takes.
     pub fn len(&self) -> u64 {
         match self {
-            OrderEntry::Data { count, .. } => u64::from(*count),
+            OrderEntry::Data { count, .. } | OrderEntry::Skip { count } => u64::from(*count),
             _ => 1,
         }
     }
@@ -424,6 +433,9 @@ pub enum Body<P> {
         /// sequencer does not order again what every member of the new view
         /// delivered already (nobody would deliver its position).
         delivered: Vec<SenderNext>,
+        /// The highest position of the group this incarnation delivered
+        /// (0 if none): the sequencer orders its Join above it.
+        position: u64,
     },
     /// The coordinator ordered the joiner's Join: here is where to start.
     Welcome {
@@ -645,12 +657,14 @@ impl<P> Message<P> {
                 rejoin,
                 next_seq,
                 delivered,
+                position,
             } => Body::JoinRequest {
                 group,
                 range,
                 rejoin,
                 next_seq,
                 delivered,
+                position,
             },
             Body::Welcome {
                 view,

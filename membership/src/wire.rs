@@ -4,7 +4,7 @@
 //! each payload replaced by its length, and then the raw payload bytes:
 //!
 //! ```text
-//! | magic 0xC0 | version 2 | header_len u32 LE | payload_len u32 LE | header (rkyv) | payload area |
+//! | magic 0xC0 | version 3 | header_len u32 LE | payload_len u32 LE | header (rkyv) | payload area |
 //! ```
 //!
 //! The header is a `Message<u32>`: a `Data` carries its payload's length, a
@@ -36,7 +36,7 @@ use crate::types::{GroupId, NodeId, Payload};
 /// First byte of every frame.
 pub const MAGIC: u8 = 0xC0;
 /// Wire format version.
-pub const VERSION: u8 = 2;
+pub const VERSION: u8 = 3;
 /// Bytes before the header.
 pub const PREFIX: usize = 10;
 /// Largest header accepted (control messages are small; this bounds the copy).

@@ -76,6 +76,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
                     first_seq: 7,
                 },
                 OrderEntry::Leave { node: NodeId(3) },
+                OrderEntry::Skip { count: 3 },
             ]
             .into(),
             stable: 40,
@@ -100,6 +101,7 @@ fn every_kind() -> Vec<Message<Vec<u8>>> {
             rejoin: false,
             next_seq: 1,
             delivered: proposal().next,
+            position: 97,
         },
         Body::Welcome {
             view: Box::new(view()),

@@ -80,6 +80,7 @@ impl<P: Payload> Engine<P> {
         // larger of this and what the group already ordered of us.
         let next_seq = g.own_first(me, self.ctx.inc);
         let delivered = g.delivered_hi.clone();
+        let position = g.delivered;
         let range = self.cfg.protocol;
         // Decide from the previous round's answers whether to create (or
         // restart) the group.
@@ -129,6 +130,7 @@ impl<P: Payload> Engine<P> {
                         rejoin,
                         next_seq,
                         delivered: delivered.clone(),
+                        position,
                     },
                 },
             });
@@ -142,7 +144,7 @@ impl<P: Payload> Engine<P> {
         gid: GroupId,
         range: VersionRange,
         rejoin: bool,
-        (next_seq, delivered): (u64, Vec<SenderNext>),
+        (next_seq, delivered, reached): (u64, Vec<SenderNext>, u64),
     ) {
         let me = self.ctx.me;
         let Some(g) = self.groups.get_mut(&gid) else {
@@ -302,6 +304,13 @@ impl<P: Payload> Engine<P> {
         }
         let both = both + 1;
         let first_seq = known_next.max(next_seq).max(both);
+        // Positions grow along the joiner's whole history: it may have
+        // delivered, in an older view of this era, positions above the cut
+        // this history continued from (cut off with its sequencer). Its Join
+        // goes above them, and the numbers in between hold nothing.
+        if !g.order_skip_past(&mut self.ctx, reached) {
+            return;
+        }
         let Some(position) = g.order_control(
             &mut self.ctx,
             OrderEntry::Join {
@@ -399,6 +408,23 @@ impl<P: Payload> Engine<P> {
         // A Welcome for an earlier life of this node admits that
         // incarnation, not us: the others count the old one as the member.
         if !admits_me {
+            return;
+        }
+        // A Welcome at or below a position this incarnation delivered: the
+        // sequencer ordered a copy of a request sent before a later stint
+        // of ours (delayed or duplicated). Installing it would hand us
+        // positions we already passed. Acknowledged as above, so that our
+        // requests count as a silent member's: the sequencer removes us and
+        // admits us again, above the position the new request reports.
+        if position <= g.delivered {
+            self.ctx.send(
+                from,
+                Body::Ack {
+                    group: gid,
+                    epoch: view.id.epoch(),
+                    ready: position,
+                },
+            );
             return;
         }
         self.joiners.remove(&gid);

@@ -556,7 +556,15 @@ impl<P: Payload> Engine<P> {
                 rejoin,
                 next_seq,
                 delivered,
-            } => self.on_join_request(from, from_inc, group, range, rejoin, (next_seq, delivered)),
+                position,
+            } => self.on_join_request(
+                from,
+                from_inc,
+                group,
+                range,
+                rejoin,
+                (next_seq, delivered, position),
+            ),
             Body::Welcome {
                 view,
                 position,

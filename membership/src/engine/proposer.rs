@@ -422,6 +422,7 @@ impl<P: Payload> Engine<P> {
                         protocol = change.to;
                     }
                 }
+                Some(Slot::Skip) => {}
                 None => return,
             }
             pos += 1;

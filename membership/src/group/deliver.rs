@@ -120,7 +120,7 @@ impl<P: Payload> Group<P> {
             // once every member of the view holds its entry, in either mode:
             // then any later flush of this epoch has it below its cut, so no
             // member (cut off or not) installs a view the primary does not.
-            if pos > self.stable && !matches!(slot, Slot::Data { .. }) {
+            if pos > self.stable && !matches!(slot, Slot::Data { .. } | Slot::Skip) {
                 break;
             }
             self.delivered = pos;
@@ -214,6 +214,8 @@ impl<P: Payload> Group<P> {
                         self.skip_delivered_alone(ctx.me);
                     }
                 }
+                // Nothing to deliver (`OrderEntry::Skip`).
+                Slot::Skip => {}
                 Slot::Version(change) => {
                     // Adjust-version: the switch happens exactly here.
                     if change.switches() {

@@ -61,6 +61,10 @@ impl<P: Payload> Group<P> {
                 }),
                 Slot::Leave { node } => entries.push(OrderEntry::Leave { node }),
                 Slot::Version(change) => entries.push(OrderEntry::Version(change)),
+                Slot::Skip => match entries.last_mut() {
+                    Some(OrderEntry::Skip { count }) if *count < u32::MAX => *count += 1,
+                    _ => entries.push(OrderEntry::Skip { count: 1 }),
+                },
             }
             pos += 1;
         }

@@ -31,6 +31,8 @@ pub(crate) enum Slot {
     },
     /// Adjust-version (see `crate::version`).
     Version(crate::version::VersionChange),
+    /// A position that holds nothing (`OrderEntry::Skip`).
+    Skip,
 }
 
 impl<P: Payload> Group<P> {
@@ -131,6 +133,18 @@ impl<P: Payload> Group<P> {
                     }
                     any |= self.insert_slot(pos, Slot::Version(change));
                     pos += 1;
+                }
+                OrderEntry::Skip { count } => {
+                    // As for a run: never walk past what insert_slot keeps.
+                    let room = (self.base.saturating_add(MAX_AHEAD)).saturating_sub(pos);
+                    let count = u64::from(count).min(room);
+                    let Some(end) = pos.checked_add(count) else {
+                        break;
+                    };
+                    for p in pos..end {
+                        any |= self.insert_slot(p, Slot::Skip);
+                    }
+                    pos = end;
                 }
             }
         }

@@ -254,6 +254,43 @@ impl<P: Payload> Group<P> {
         }
     }
 
+    /// Sequencer: make the next position the first above `last`, with one
+    /// `OrderEntry::Skip` over the positions in between (none if it is
+    /// there already), leaving room for one more entry in the era. Used
+    /// before the Join of a member that delivered up to `last` (DESIGN.md
+    /// 4.4, "a minority's deliveries beyond a flush's cut"). `false` if it
+    /// may not order now, or `last` is at or past its era's last position
+    /// (the joiner is not admitted into a history below what it delivered).
+    pub fn order_skip_past(&mut self, ctx: &mut Ctx<P>, last: u64) -> bool {
+        let Some(seq) = self.seq.as_mut() else {
+            return false;
+        };
+        if !seq.leased(ctx.now) {
+            return false;
+        }
+        if last < seq.next_pos {
+            return true;
+        }
+        let first = seq.next_pos;
+        let Ok(count) = u32::try_from(last + 1 - first) else {
+            return false;
+        };
+        if last.saturating_add(1) >= seq.era_end {
+            ctx.stats.era_full += 1;
+            return false;
+        }
+        seq.next_pos = last + 1;
+        if seq.pending.is_empty() {
+            seq.pending_first = first;
+        }
+        seq.pending.push(OrderEntry::Skip { count });
+        for pos in first..=last {
+            let _ = self.insert_slot(pos, Slot::Skip);
+        }
+        self.hi_seen = self.hi_seen.max(last);
+        true
+    }
+
     /// Sequencer: order a Join or Leave entry. Returns its position.
     pub fn order_control(&mut self, ctx: &mut Ctx<P>, entry: OrderEntry) -> Option<u64> {
         let seq = self.seq.as_mut()?;
@@ -325,7 +362,7 @@ impl<P: Payload> Group<P> {
                 }
                 Slot::Version(change)
             }
-            OrderEntry::Data { .. } => return None,
+            OrderEntry::Data { .. } | OrderEntry::Skip { .. } => return None,
         };
         let _ = self.insert_slot(pos, slot);
         self.hi_seen = self.hi_seen.max(pos);

@@ -22,7 +22,7 @@ use std::fmt;
 
 use super::ring::{MAX_AHEAD, Slot};
 use super::{Group, Phase};
-use crate::message::{OrderEntry, SenderNext};
+use crate::message::SenderNext;
 use crate::types::{NodeId, Payload};
 
 /// An ordering invariant of a [`Group`].
@@ -312,12 +312,10 @@ impl<P: Payload> Group<P> {
             PublishedPastStable,
             || format!("published {}, stable {}", seq.published_stable, seq.stable),
         )?;
-        let end = seq.pending.iter().fold(seq.pending_first, |end, e| {
-            end + match e {
-                OrderEntry::Data { count, .. } => u64::from(*count),
-                _ => 1,
-            }
-        });
+        let end = seq
+            .pending
+            .iter()
+            .fold(seq.pending_first, |end, e| end + e.len());
         check(
             seq.pending.is_empty() || end == seq.next_pos,
             PendingMismatch,

@@ -299,3 +299,59 @@ fn a_delayed_copy_of_an_installed_decision_is_not_installed_again() {
         );
     }
 }
+
+/// The shape of simulator base seed 1814: a sequencer cut off with no order
+/// record of its last messages reaching the others delivers them (Agreed)
+/// at positions above the cut the others' flush decides. Merged back into
+/// the primary in the same era, it must be admitted above every position it
+/// delivered: positions grow along its whole history, so it is never handed
+/// a position it already used, for another message.
+#[test]
+fn a_sequencer_cut_off_beyond_the_cut_is_merged_above_what_it_delivered() {
+    let mut net = Setup::new(3).start();
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.send(2, g, b"before");
+    net.run(10);
+    // n1 sequences: its order records stop reaching the others, then n1 is
+    // cut off alone.
+    net.lose = Some(|from, _, body| from == NodeId(1) && matches!(body, Body::Order { .. }));
+    for i in 0..4u8 {
+        net.send(1, g, &[b'a', i]);
+    }
+    net.run(1);
+    let reached = net.deliveries(1).last().unwrap().0;
+    let cut_side = net.deliveries(2).last().unwrap().0;
+    assert!(
+        reached > cut_side,
+        "n1 delivered nothing beyond what n2 holds"
+    );
+    net.side = vec![1, 0, 0];
+    net.lose = None;
+    net.run(200);
+    assert!(!net.engine(1).is_member(g));
+    // The primary orders a message of its own where n1 had delivered
+    // another.
+    net.send(2, g, b"b");
+    net.run(20);
+    net.side = vec![0, 0, 0];
+    net.run(300);
+    assert!(net.engine(1).is_member(g), "n1 was not merged back");
+    let merged = position_of(&net.views(1), &Reason::Merged).expect("n1 merged");
+    assert!(
+        merged > reached,
+        "n1 delivered up to {reached} and was merged at {merged}"
+    );
+    assert_eq!(Some(merged), position_of(&net.views(2), &Reason::Merged));
+    net.send(3, g, b"after");
+    net.run(30);
+    let positions: Vec<u64> = net.deliveries(1).iter().map(|d| d.0).collect();
+    assert!(
+        positions.windows(2).all(|w| w[0] < w[1]),
+        "n1's positions do not grow: {positions:?}"
+    );
+    let last = |n: u32| net.deliveries(n).last().cloned();
+    assert_eq!(last(1).unwrap().1, b"after".to_vec());
+    assert_eq!(last(1), last(2));
+    assert_eq!(last(1), last(3));
+}

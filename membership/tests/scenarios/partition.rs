@@ -300,49 +300,46 @@ fn a_delayed_copy_of_an_installed_decision_is_not_installed_again() {
     }
 }
 
-/// The shape of simulator base seed 1814: a sequencer cut off with no order
-/// record of its last messages reaching the others delivers them (Agreed)
-/// at positions above the cut the others' flush decides. Merged back into
-/// the primary in the same era, it must be admitted above every position it
-/// delivered: positions grow along its whole history, so it is never handed
-/// a position it already used, for another message.
-#[test]
-fn a_sequencer_cut_off_beyond_the_cut_is_merged_above_what_it_delivered() {
-    let mut net = Setup::new(3).start();
-    let g = group();
+/// Forms `[1, 2, 3]` (n1 sequences), then lets n1 order and deliver
+/// messages whose order records never reach the others, and cuts it off
+/// alone. Returns the highest position n1 delivered, above what the
+/// others hold.
+fn cut_off_beyond_the_cut(net: &mut Net, g: GroupId) -> u64 {
     net.form(g, &[1, 2, 3]);
     net.send(2, g, b"before");
     net.run(10);
-    // n1 sequences: its order records stop reaching the others, then n1 is
-    // cut off alone.
     net.lose = Some(|from, _, body| from == NodeId(1) && matches!(body, Body::Order { .. }));
     for i in 0..4u8 {
         net.send(1, g, &[b'a', i]);
     }
     net.run(1);
     let reached = net.deliveries(1).last().unwrap().0;
-    let cut_side = net.deliveries(2).last().unwrap().0;
-    assert!(
-        reached > cut_side,
-        "n1 delivered nothing beyond what n2 holds"
-    );
+    let held = net.deliveries(2).last().unwrap().0;
+    assert!(reached > held, "n1 delivered nothing beyond what n2 holds");
     net.side = vec![1, 0, 0];
     net.lose = None;
     net.run(200);
     assert!(!net.engine(1).is_member(g));
-    // The primary orders a message of its own where n1 had delivered
-    // another.
-    net.send(2, g, b"b");
-    net.run(20);
-    net.side = vec![0, 0, 0];
-    net.run(300);
+    reached
+}
+
+/// After the heal, n1 is a member again, every view it installed since it
+/// was cut off is above `reached`, its positions grow, and its last
+/// delivery is the others' last.
+fn merged_above(net: &mut Net, g: GroupId, reached: u64) {
     assert!(net.engine(1).is_member(g), "n1 was not merged back");
-    let merged = position_of(&net.views(1), &Reason::Merged).expect("n1 merged");
-    assert!(
-        merged > reached,
-        "n1 delivered up to {reached} and was merged at {merged}"
-    );
-    assert_eq!(Some(merged), position_of(&net.views(2), &Reason::Merged));
+    let views = net.views(1);
+    let cut_off = views
+        .iter()
+        .position(|(_, r, _)| *r == Reason::Partitioned)
+        .expect("n1 saw itself partitioned");
+    for (view, reason, at) in &views[cut_off + 1..] {
+        assert!(
+            *at > reached,
+            "n1 delivered up to {reached} and installed {:?} ({reason:?}) at {at}",
+            view.id
+        );
+    }
     net.send(3, g, b"after");
     net.run(30);
     let positions: Vec<u64> = net.deliveries(1).iter().map(|d| d.0).collect();
@@ -354,4 +351,49 @@ fn a_sequencer_cut_off_beyond_the_cut_is_merged_above_what_it_delivered() {
     assert_eq!(last(1).unwrap().1, b"after".to_vec());
     assert_eq!(last(1), last(2));
     assert_eq!(last(1), last(3));
+}
+
+/// The shape of simulator base seed 1814: a sequencer cut off with no order
+/// record of its last messages reaching the others delivers them (Agreed)
+/// at positions above the cut the others' flush decides. Merged back into
+/// the primary in the same era, it must be admitted above every position it
+/// delivered: positions grow along its whole history, so it is never handed
+/// a position it already used, for another message.
+#[test]
+fn a_sequencer_cut_off_beyond_the_cut_is_merged_above_what_it_delivered() {
+    let mut net = Setup::new(3).start();
+    let g = group();
+    let reached = cut_off_beyond_the_cut(&mut net, g);
+    // The primary orders a message of its own where n1 had delivered
+    // another.
+    net.send(2, g, b"b");
+    net.run(20);
+    net.side = vec![0, 0, 0];
+    net.run(300);
+    let merged = position_of(&net.views(1), &Reason::Merged).expect("n1 merged");
+    assert_eq!(Some(merged), position_of(&net.views(2), &Reason::Merged));
+    merged_above(&mut net, g, reached);
+}
+
+/// The same, with a copy of n1's first JoinRequest (from before it was a
+/// member, reporting position 0) reaching the primary's sequencer while n1
+/// is cut off: the Join ordered for it lies below what n1 delivered, and
+/// n1 must not install its Welcome (it is removed and admitted again above).
+#[test]
+fn a_welcome_below_what_the_joiner_delivered_is_not_installed() {
+    let mut net = Setup::new(3).start();
+    let g = group();
+    net.keep = Some(|from, to, body| {
+        from == NodeId(1) && to == NodeId(2) && matches!(body, Body::JoinRequest { .. })
+    });
+    let reached = cut_off_beyond_the_cut(&mut net, g);
+    let (from, _, request) = net.kept.first().cloned().expect("n1 asked n2");
+    net.keep = None;
+    let now = Time(net.now);
+    net.engine(2).handle_message(now, from, request);
+    net.drain(1);
+    net.run(20);
+    net.side = vec![0, 0, 0];
+    net.run(400);
+    merged_above(&mut net, g, reached);
 }

@@ -271,14 +271,18 @@ impl<P: Payload> Group<P> {
         if last < seq.next_pos {
             return true;
         }
+        if last >= seq.era_end {
+            // Delivered in a later era: a history that replaced this one.
+            return false;
+        }
+        if last + 1 == seq.era_end {
+            ctx.stats.era_full += 1;
+            return false;
+        }
         let first = seq.next_pos;
         let Ok(count) = u32::try_from(last + 1 - first) else {
             return false;
         };
-        if last.saturating_add(1) >= seq.era_end {
-            ctx.stats.era_full += 1;
-            return false;
-        }
         seq.next_pos = last + 1;
         if seq.pending.is_empty() {
             seq.pending_first = first;

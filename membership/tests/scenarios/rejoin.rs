@@ -373,3 +373,83 @@ fn a_welcomed_joiner_partitioned_before_its_ack_is_admitted_again() {
         );
     }
 }
+
+/// Members 1 and 2, cut off together, deliver different prefixes of node
+/// 2's stream beyond the primary's cut: node 1 (the sequencer) delivers
+/// `m1` and `m2`, node 2 only `m1` (node 1's later order records to it are
+/// lost). The primary (node 3) admits both again, orders node 2's stream
+/// from `m1` (it holds neither) and crashes before it has the re-sent
+/// copies, so the flush to `[1, 2]` decides where node 2's stream resumes.
+/// Every member of the new view delivers each message of it exactly once:
+/// what one member of the new view delivered and another did not is
+/// ordered again (the first skips it as a duplicate), so the stream resumes
+/// after the lowest delivered mark of the new view's members.
+#[test]
+fn a_flush_resumes_a_stream_after_what_every_member_of_the_new_view_delivered() {
+    let mut net = Setup::new(5).start();
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.run(20);
+    net.side = vec![0, 0, 1, 1, 1];
+    assert!(matches!(net.send(2, g, b"m1"), Multicast::Sent { .. }));
+    assert!(
+        net.run_until(10, |n| n.deliveries(2).iter().any(|d| d.1 == b"m1")),
+        "node 2 did not deliver m1"
+    );
+    net.lose = Some(|from, to, body| {
+        from == NodeId(1) && to == NodeId(2) && matches!(body, Body::Order { .. })
+    });
+    assert!(matches!(net.send(2, g, b"m2"), Multicast::Sent { .. }));
+    net.run(200);
+    net.lose = None;
+    let got = |net: &Net, n: u32| -> Vec<Vec<u8>> {
+        net.deliveries(n).into_iter().map(|d| d.1).collect()
+    };
+    for n in [1, 2] {
+        assert!(net.logs[(n - 1) as usize].contains(&Ev::Partitioned));
+    }
+    assert!(got(&net, 1).contains(&b"m2".to_vec()), "{:?}", got(&net, 1));
+    assert!(
+        !got(&net, 2).contains(&b"m2".to_vec()),
+        "{:?}",
+        got(&net, 2)
+    );
+    assert_eq!(net.engine(3).view(g).unwrap().members, vec![NodeId(3)]);
+    net.side = vec![1, 0, 1, 1, 1];
+    assert!(
+        net.run_until(300, |n| n.engine(1).is_member(g)),
+        "n1 did not merge"
+    );
+    net.run(10);
+    net.side = vec![1, 1, 1, 1, 1];
+    assert!(
+        net.run_until(300, |n| n.engine(2).is_member(g)),
+        "n2 did not merge"
+    );
+    // Node 2 re-sends its messages now; node 3 never gets them.
+    net.crash(3);
+    net.run(300);
+    for n in [1, 2] {
+        let view = net.engine(n).view(g).expect("a member").clone();
+        assert_eq!(view.members, vec![NodeId(1), NodeId(2)], "node {n}");
+    }
+    assert!(matches!(net.send(2, g, b"after"), Multicast::Sent { .. }));
+    net.run(50);
+    for n in [1, 2] {
+        let got = got(&net, n);
+        for m in [&b"m1"[..], b"m2", b"after"] {
+            let times = got.iter().filter(|p| p.as_slice() == m).count();
+            assert_eq!(
+                times,
+                1,
+                "node {n} delivered {:?} {times} times: {got:?}",
+                String::from_utf8_lossy(m)
+            );
+        }
+        let at = |m: &[u8]| got.iter().position(|p| p.as_slice() == m);
+        assert!(
+            at(b"m1") < at(b"m2") && at(b"m2") < at(b"after"),
+            "node {n}: {got:?}"
+        );
+    }
+}

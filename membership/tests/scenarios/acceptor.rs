@@ -157,3 +157,117 @@ fn restarted_acceptor_remembers_promises_and_accepted_values() {
         "{out:?}"
     );
 }
+
+/// Paxos phase 2a: a proposer whose promises report different accepted
+/// values proposes the one of the highest ballot, because that one may have
+/// been decided by a majority the proposer does not hear from. Here node 3
+/// led ballot (2, 3) for epoch 1 and got node 1's acceptance (with its own,
+/// a majority of three: its value is decided) and crashed before it sent
+/// `Decided`. Node 2 had accepted an older proposal at ballot (1, 2), which
+/// a minority holds. Node 1 then creates the group: its own promise reports
+/// the decided value, node 2's the older one. Proposing the older one would
+/// decide a second value for epoch 1 (two creations of one group).
+#[test]
+fn a_proposer_adopts_the_accepted_value_of_the_highest_ballot() {
+    let nodes: Vec<NodeId> = (1..=3).map(NodeId).collect();
+    let g = group();
+    let mut disk = None;
+    let mut e: Engine<P> = Engine::new(config(NodeId(1), &nodes, 1), Time(0)).unwrap();
+    let _ = drain_with_disk(&mut e, &mut disk);
+    let msg = |body| Message {
+        incarnation: 1,
+        body,
+    };
+    let created_by = |node: u32| Proposal {
+        view: View {
+            group: g,
+            id: ViewId::first_of(1),
+            members: vec![NodeId(node)],
+            protocol: ProtocolVersion(1),
+        },
+        cut: 0,
+        old_members: Vec::new(),
+        next: Vec::new(),
+        incarnations: vec![1],
+    };
+    let (older, decided) = (created_by(2), created_by(3));
+    let b_older = Ballot {
+        round: 1,
+        leader: 2,
+    };
+    let b_decided = Ballot {
+        round: 2,
+        leader: 3,
+    };
+    e.handle_message(
+        Time(MS),
+        NodeId(3),
+        msg(Body::Prepare {
+            group: g,
+            epoch: 1,
+            ballot: b_decided,
+        }),
+    );
+    e.handle_message(
+        Time(MS),
+        NodeId(3),
+        msg(Body::Accept {
+            group: g,
+            epoch: 1,
+            ballot: b_decided,
+            proposal: Box::new(decided.clone()),
+        }),
+    );
+    let out = drain_with_disk(&mut e, &mut disk);
+    assert!(
+        out.iter()
+            .any(|(to, b)| *to == NodeId(3) && matches!(b, Body::Accepted { .. })),
+        "{out:?}"
+    );
+
+    // Node 3 is gone; node 1 joins, node 2 answers as a non-member that
+    // accepted the older value.
+    e.join(Time(2 * MS), g, DeliveryMode::Agreed).unwrap();
+    let mut proposed = None;
+    for t in 3..200u64 {
+        let now = Time(t * MS);
+        e.handle_message(now, NodeId(2), msg(Body::Heartbeat));
+        e.tick(now);
+        for (to, body) in drain_with_disk(&mut e, &mut disk) {
+            if to != NodeId(2) {
+                continue;
+            }
+            match body {
+                Body::JoinRequest { .. } => e.handle_message(
+                    now,
+                    NodeId(2),
+                    msg(Body::NoGroup {
+                        group: g,
+                        known: None,
+                    }),
+                ),
+                Body::Prepare { epoch, ballot, .. } => e.handle_message(
+                    now,
+                    NodeId(2),
+                    msg(Body::Promise {
+                        group: g,
+                        epoch,
+                        ballot,
+                        accepted: Some(Box::new((b_older, older.clone()))),
+                        state: None,
+                    }),
+                ),
+                Body::Accept { proposal, .. } => proposed = Some(*proposal),
+                _ => {}
+            }
+        }
+        if proposed.is_some() {
+            break;
+        }
+    }
+    let proposed = proposed.expect("node 1 proposed no value for epoch 1");
+    assert_eq!(
+        proposed, decided,
+        "node 1 proposed a value other than the one a majority accepted"
+    );
+}

@@ -23,7 +23,13 @@
 //!    may miss a value a majority already accepted, and propose another;
 //! 4. **installed as decided**: every view a member installs as the first
 //!    view of an epoch (`change == 0`) was decided with the same members,
-//!    and the installer is the incarnation the decision lists for it.
+//!    and the installer is the incarnation the decision lists for it;
+//! 5. **decisions only move forward**: the decided epoch a node stores for a
+//!    group (its acceptor state survives restarts) never goes back to an
+//!    earlier epoch. Learning a decision clears the acceptor's votes for that
+//!    epoch and every earlier one; an acceptor that went back to an older
+//!    decision would hold a decided epoch as open again, with its vote
+//!    forgotten, and could promise and accept a second value for it.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -46,6 +52,23 @@ pub fn check(logs: &Logs) -> Result<(), Violation> {
     }
     let configured: BTreeSet<Node> = logs.configured.iter().copied().collect();
     let majority = configured.len() / 2 + 1;
+    let mut latest: BTreeMap<(Node, Group), &Decision> = BTreeMap::new();
+    for d in &logs.decisions {
+        let key = (d.member.node, d.group);
+        if let Some(before) = latest.get(&key)
+            && d.epoch < before.epoch
+        {
+            return Err(fail(
+                d,
+                format!(
+                    "stored epoch {} as decided at t={} after it had stored epoch {} (as {}, at t={}): \
+                     a node's decided epoch only grows",
+                    d.epoch, d.at, before.epoch, before.member, before.at
+                ),
+            ));
+        }
+        latest.insert(key, d);
+    }
     let mut chosen: BTreeMap<(Group, u32), &Decision> = BTreeMap::new();
     for d in &logs.decisions {
         if let Some(first) = chosen.get(&(d.group, d.epoch)) {
@@ -291,6 +314,39 @@ mod tests {
         let mut logs = decided();
         logs.decisions[2].value.digest = 0xdef;
         assert!(check(&logs).unwrap_err().detail.contains("decided as"));
+    }
+
+    #[test]
+    fn a_decision_for_an_earlier_epoch_stored_later_is_caught() {
+        let mut logs = decided();
+        let mut next = decision(6, 1);
+        next.epoch = 2;
+        next.value.view = 2 << 32;
+        let mut votes: Vec<Vote> = (1..=2).map(|n| vote(5, n, 1)).collect();
+        for v in &mut votes {
+            v.epoch = 2;
+            v.value = next.value.clone();
+        }
+        let promises: Vec<Promise> = logs
+            .promises
+            .iter()
+            .map(|p| Promise {
+                epoch: 2,
+                ..p.clone()
+            })
+            .collect();
+        logs.promises.extend(promises);
+        logs.votes.extend(votes);
+        logs.decisions.push(next);
+        assert_eq!(check(&logs), Ok(()));
+        // node 1 then stores epoch 1 again (a late copy of its decision),
+        // after a restart too: the acceptor state is the node's, not the
+        // incarnation's
+        let mut late = decision(7, 1);
+        late.member.incarnation = 1;
+        logs.decisions.push(late);
+        let v = check(&logs).unwrap_err();
+        assert!(v.detail.contains("only grows"), "{v}");
     }
 
     #[test]

@@ -185,4 +185,68 @@ fn a_safe_delivery_needs_no_tick() {
             }
         }
     }
+/// A flush carries into the new view only the incarnations that answered
+/// it: a member that promised and then restarted (its new incarnation has
+/// no group state and has not joined again) is not a member of the view the
+/// flush installs. Listed there as its old self, it would be a dead member
+/// of a live view: its acks never come, so the stable point and Safe
+/// delivery stand still until yet another flush removes it.
+///
+/// Five configured nodes, the group `[1, 2, 3]`. Node 1 (the coordinator)
+/// crashes; node 5 hears nothing but is heard, so the flush leader waits a
+/// failure timeout for its promise, and in that time the other member,
+/// which had promised as a member, restarts (from its disk) and is heard
+/// again in its next incarnation.
+#[test]
+fn a_member_that_restarts_during_a_flush_is_not_in_the_view_it_installs() {
+    let mut net = Setup::new(5).start();
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    for i in 0..6u8 {
+        net.send(1 + u32::from(i % 3), g, &[i]);
+    }
+    net.run(20);
+    net.deaf[4] = true;
+    net.keep = Some(|_, _, body| matches!(body, Body::Promise { state: Some(_), .. }));
+    net.crash(1);
+    assert!(
+        net.run_until(200, |n| n.kept.iter().any(|(from, to, _)| from != to)),
+        "no member promised to a flush leader"
+    );
+    let (member, leader) = {
+        let (from, to, _) = net.kept.iter().find(|(from, to, _)| from != to).unwrap();
+        (from.0, to.0)
+    };
+    net.keep = None;
+    let range = config(NodeId(member), &[NodeId(member)], 0).protocol;
+    net.crash(member);
+    net.recover(member, range);
+    assert!(
+        net.run_until(300, |n| n
+            .views(leader)
+            .iter()
+            .any(|(v, r, _)| *r == Reason::Failed(vec![NodeId(1)])
+                || v.members == vec![NodeId(leader)])),
+        "node {leader} installed no view after the flush: {:?}",
+        net.views(leader)
+    );
+    net.run(100);
+    let since = net.views(leader);
+    let after_crash: Vec<&(View, Reason, u64)> = since
+        .iter()
+        .skip_while(|(v, _, _)| v.members.contains(&NodeId(1)))
+        .collect();
+    assert!(!after_crash.is_empty());
+    for (v, r, p) in after_crash {
+        assert!(
+            !v.members.contains(&NodeId(member)),
+            "node {leader} installed {v:?} ({r:?} at {p}) with node {member}, whose incarnation \
+             that answered the flush is gone"
+        );
+    }
+    assert!(!net.engine(member).is_member(g));
+    // The group goes on without it.
+    net.send(leader, g, b"after");
+    net.run(20);
+    assert_eq!(net.deliveries(leader).last().unwrap().1, b"after".to_vec());
 }

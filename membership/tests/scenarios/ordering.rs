@@ -250,3 +250,80 @@ fn a_member_that_restarts_during_a_flush_is_not_in_the_view_it_installs() {
     net.run(20);
     assert_eq!(net.deliveries(leader).last().unwrap().1, b"after".to_vec());
 }
+
+/// A message of a failed incarnation that the flush removing it did not
+/// order is never delivered: the survivors agreed, in the flush, on the
+/// old view's messages, and the failed incarnation is a member of no later
+/// view. The sequencer orders a member's messages only from the incarnation
+/// its view lists, so a late copy of such a message is dropped even when
+/// the node is a member again in its next incarnation.
+///
+/// Node 3 multicasts `old` (its first message), which only node 2 receives,
+/// and late (everything node 3 sends node 2 is held in the network). Node 3
+/// then restarts at once; node 1 sees the new incarnation, flushes the old
+/// one out without `old` and admits the new one. Node 1 leaves, handing the
+/// sequencer role to node 2, which has heard nothing of node 3's new
+/// incarnation (it still counts its old one as alive). Then the held copy of
+/// `old` reaches node 2.
+#[test]
+fn a_late_message_of_a_failed_incarnation_is_not_ordered_after_its_restart() {
+    let mut net = Setup::new(3).start();
+    let g = group();
+    net.form(g, &[1, 2, 3]);
+    net.send(1, g, b"a");
+    net.run(20);
+    net.lose = Some(|from, to, body| {
+        from == NodeId(3) && to == NodeId(1) && matches!(body, Body::Data { .. })
+    });
+    net.hold = Some(|from, to, _| from == NodeId(3) && to == NodeId(2));
+    assert!(matches!(net.send(3, g, b"old"), Multicast::Sent { .. }));
+    net.run(1);
+    // A restart, seen by node 1 at once: it flushes node 3's old
+    // incarnation out without waiting for a failure timeout.
+    let crashed = net.now;
+    net.crash(3);
+    net.restart(3);
+    net.join(3, g);
+    assert!(
+        net.run_until(100, |n| n.engine(3).is_member(g)
+            && n.engine(2).view(g).unwrap().members.contains(&NodeId(3))),
+        "node 3 was not admitted again"
+    );
+    net.lose = None;
+    assert!(
+        net.views(2)
+            .iter()
+            .any(|(v, r, _)| *r == Reason::Failed(vec![NodeId(3)])
+                && !v.members.contains(&NodeId(3))),
+        "node 3's old incarnation was not flushed out: {:?}",
+        net.views(2)
+    );
+    let now = Time(net.now);
+    net.engine(1).leave(now, g).unwrap();
+    net.drain(0);
+    assert!(
+        net.run_until(20, |n| n.engine(2).view(g).unwrap().coordinator()
+            == Some(NodeId(2))),
+        "node 2 did not take the sequencer role over"
+    );
+    net.run(2);
+    // Node 2 still counts node 3 as alive (it heard its old incarnation
+    // less than a failure timeout ago) and sequences for it.
+    assert!(
+        net.now - crashed < 15 * MS,
+        "{} ms since the crash",
+        (net.now - crashed) / MS
+    );
+    net.release_held();
+    net.run(30);
+    net.send(3, g, b"new");
+    net.run(30);
+    for n in [2, 3] {
+        let got: Vec<Vec<u8>> = net.deliveries(n).into_iter().map(|d| d.1).collect();
+        assert!(
+            !got.contains(&b"old".to_vec()),
+            "node {n} delivered the failed incarnation's message: {got:?}"
+        );
+        assert_eq!(got.last(), Some(&b"new".to_vec()), "node {n}: {got:?}");
+    }
+}

@@ -32,8 +32,8 @@
 //!    running `from`, and every incarnation that installed it (or the switch
 //!    view) as a member supporting `to`; a no-op (`from == to`) needs the
 //!    view to run `to` already. A `Partitioned` refusal names exactly the
-//!    configured nodes missing from the view (or none, when the sequencer
-//!    reached less than a majority: it cannot tell who is missing); a
+//!    configured nodes missing from the view, at least one (a sequencer
+//!    orders only under its lease, so it reaches a majority); a
 //!    `NotCapable` refusal needs every configured node in the view (the
 //!    partition check comes first), names a configured node and the range
 //!    one of its incarnations ran; a `NodeNotActive` refusal names a
@@ -319,7 +319,7 @@ fn ground_truth(logs: &Logs, a: &AdjustOutcome) -> Result<(), Violation> {
             }
         }
         AdjustResult::Partitioned { missing: named } => {
-            if !named.is_empty() && *named != missing {
+            if missing.is_empty() || *named != missing {
                 return fail(format!(
                     "refused as Partitioned {{ missing: {named:?} }} at position {}, but the configured \
                      nodes missing from the view in force ({before}, members {:?}) are {missing:?}",
@@ -560,22 +560,33 @@ mod tests {
                 .detail
                 .contains("are []")
         );
-        // the sequencer could not tell who is missing
-        assert_eq!(check(&refused(vec![])), Ok(()));
-        let mut l = refused(vec![3]);
-        l.configured.push(3);
-        // a switch at 2 without n3 is wrong too; take the switch out
-        for n in &mut l.nodes {
-            n.events.drain(2..4);
-            for e in &mut n.events {
-                if let Event::Delivery(d) = e {
-                    d.view = E;
-                }
-                if let Event::Adjust(x) = e {
-                    x.view = E;
+        // nobody is missing: a refusal naming nobody is wrong as well
+        assert!(check(&refused(vec![])).is_err());
+        let without_3 = |missing: Vec<Node>| {
+            let mut l = refused(missing);
+            l.configured.push(3);
+            // a switch at 2 without n3 is wrong too; take the switch out
+            for n in &mut l.nodes {
+                n.events.drain(2..4);
+                for e in &mut n.events {
+                    if let Event::Delivery(d) = e {
+                        d.view = E;
+                    }
+                    if let Event::Adjust(x) = e {
+                        x.view = E;
+                    }
                 }
             }
-        }
+            l
+        };
+        // n3 is missing: naming nobody is wrong, naming n3 is right
+        assert!(
+            check(&without_3(vec![]))
+                .unwrap_err()
+                .detail
+                .contains("are [3]")
+        );
+        let l = without_3(vec![3]);
         assert_eq!(check(&l), Ok(()));
     }
 

@@ -173,14 +173,16 @@ impl<P: Payload> Engine<P> {
         }
         let members = seq.view.members.clone();
         let from_version = seq.view.protocol;
-        let reachable = self.detector.reachable();
-        let result = if reachable < self.majority {
-            Err(VersionError::Partitioned {
-                missing: Vec::new(),
-            })
-        } else {
-            version::check(&self.cfg.nodes, &members, to, |n| self.active_range(n))
-        };
+        // The lease implies that this node reaches a majority: it was
+        // granted, less than half a failure timeout ago on this node's own
+        // clock, by a strict majority of the configured nodes (this node
+        // among them at most once), and a peer counts as unreachable only
+        // after a whole failure timeout of silence.
+        debug_assert!(
+            self.detector.reachable() >= self.majority,
+            "a leased sequencer reaches a majority"
+        );
+        let result = version::check(&self.cfg.nodes, &members, to, |n| self.active_range(n));
         let change = VersionChange {
             requester: from,
             incarnation: from_inc,

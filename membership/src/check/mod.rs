@@ -29,7 +29,7 @@
 //! | [`total_order`] | members of a view deliver the same message at the same position; per-view delivery sequences are prefix-consistent |
 //! | [`no_duplication`] | no incarnation delivers a message (by digest, or by sender, sender incarnation and sender sequence) twice, over its whole history; its positions grow along that history, and enter a higher era only at a history an orphan restart started |
 //! | [`no_creation`] | every delivered message was multicast by its sender, with the sender sequence the sender was told |
-//! | [`epoch_decision`] | every epoch decision had a strict majority of the configured nodes in one ballot, and every ballot voted for had a majority's promises first; one value per epoch; an epoch's first view is the decided one, installed by the incarnations it lists |
+//! | [`epoch_decision`] | every epoch decision had a strict majority of the configured nodes in one ballot, and every ballot voted for had a majority's promises first; one value per epoch; an epoch's first view is the decided one, installed by the incarnations it lists; a node's decided epoch never goes back |
 //! | [`fifo`] | per sender incarnation, messages are delivered in send order, without gaps while sender and receiver stay members, from the first delivery on |
 //! | [`virtual_synchrony`] | members that pass from view V to the same next view delivered the same set in V |
 //! | [`safe_delivery`] | a message anyone delivered in Safe mode in view V is delivered in V by every member that passes from V to the next view |

@@ -185,6 +185,8 @@ fn a_safe_delivery_needs_no_tick() {
             }
         }
     }
+}
+
 /// A flush carries into the new view only the incarnations that answered
 /// it: a member that promised and then restarted (its new incarnation has
 /// no group state and has not joined again) is not a member of the view the

@@ -1,43 +1,17 @@
 //! A reused `wire::Decoder` allocates nothing per frame once warm: the
-//! receiver's side of "no allocation per delivered message". Its own test
-//! binary, because it installs a counting global allocator.
-
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+//! receiver's side of "no allocation per delivered message". In the bench
+//! crate, with the runtime's counting allocator, like `engine_alloc`
+//! (`membership` forbids the `unsafe` a `GlobalAlloc` needs).
 
 use concord_membership::wire;
 use concord_membership::{Body, GroupId, Message, NodeId, OrderEntry};
-
-struct Counting;
-
-thread_local! {
-    static ALLOCS: Cell<u64> = const { Cell::new(0) };
-}
-
-// SAFETY: forwards every call to `System` unchanged; the counting touches a
-// const-initialised, Drop-free thread-local only.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract is `System.alloc`'s.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        // SAFETY: `p` came from `System` with `l`.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, n: usize) -> *mut u8 {
-        let _ = ALLOCS.try_with(|c| c.set(c.get() + 1));
-        // SAFETY: the caller's contract is `System.realloc`'s.
-        unsafe { System.realloc(p, l, n) }
-    }
-}
+use concord_runtime::alloc::{self, CountingAlloc};
 
 #[global_allocator]
-static ALLOC: Counting = Counting;
+static ALLOC: CountingAlloc = CountingAlloc;
 
 fn allocs() -> u64 {
-    ALLOCS.with(Cell::get)
+    alloc::thread_allocs()
 }
 
 fn frame(msg: &Message<Vec<u8>>) -> Vec<u8> {

@@ -223,8 +223,8 @@ pub struct Throughput {
     /// Multicasts answered `BackPressured`.
     pub back_pressured: u64,
     /// Frames this node queued behind a back-pressured connection in the
-    /// window (`NodeStats::backlogged`): each one is copied into a backlog
-    /// buffer of its own.
+    /// window (`NodeStats::backlogged`); the backlog holds the message and
+    /// encodes it again when it goes out (no copy).
     pub backlogged: u64,
 }
 

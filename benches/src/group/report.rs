@@ -114,8 +114,8 @@ pub struct NodeRecord {
     pub sent: Option<u64>,
     /// Multicasts answered `BackPressured`.
     pub back_pressured: Option<u64>,
-    /// Frames queued (and copied) behind a back-pressured connection, per
-    /// delivery, in the window.
+    /// Messages queued behind a back-pressured connection, per delivery, in
+    /// the window.
     pub backlogged_per_delivery: Option<f64>,
 }
 
